@@ -1,0 +1,445 @@
+//! `corebank.v1.AccountService`: proto ⇄ domain, validation at the edge.
+//! Every request is validated completely (all bad fields named) before
+//! anything is read or written.
+
+mod convert;
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use corebank_platform::clock::SharedClock;
+use corebank_platform::idempotency::fingerprint;
+use corebank_platform::money::{self, AmountLimits, Currency};
+use corebank_platform::paging::Page;
+use corebank_platform::{ApiError, Violations};
+use corebank_proto::v1 as pb;
+use corebank_proto::v1::account_service_server::AccountService;
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{self, AccountAction, NewAccount};
+use crate::kyc::CustomerDirectory;
+use crate::store::{self, AccountStore, ledger};
+use convert::*;
+
+/// The gRPC handlers.
+#[derive(Debug, Clone)]
+pub struct AccountApi {
+    store: AccountStore,
+    customers: CustomerDirectory,
+    clock: SharedClock,
+    limits: AmountLimits,
+}
+
+impl AccountApi {
+    pub fn new(
+        store: AccountStore,
+        customers: CustomerDirectory,
+        clock: SharedClock,
+        limits: AmountLimits,
+    ) -> Self {
+        Self {
+            store,
+            customers,
+            clock,
+            limits,
+        }
+    }
+
+    /// The time of a request, at the database's microsecond precision, so a
+    /// response built from it equals the stored row read back later.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(6)
+    }
+
+    async fn lifecycle(
+        &self,
+        request: pb::AccountActionRequest,
+        action: AccountAction,
+        operation: &str,
+    ) -> Result<pb::Account, ApiError> {
+        let mut violations = Violations::default();
+        let account_id = violations.take("account_id", parse_id(&request.account_id));
+        let (actor, reason) =
+            domain::parse_decision(&mut violations, &request.actor, &request.reason);
+        let key = optional_key(&mut violations, &request.idempotency_key);
+        violations.into_result()?;
+        let account_id =
+            account_id.ok_or_else(|| ApiError::invalid_field("account_id", "must be a UUID"))?;
+        let fingerprint = fingerprint(
+            operation,
+            &pb::AccountActionRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        self.store
+            .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let account = store::transition(conn, account_id, action, &actor, &reason, now).await?;
+                    tracing::info!(%account_id, action = action.as_str(), %actor, "account status changed");
+                    Ok(account_to_proto(&account))
+                })
+            })
+            .await
+    }
+}
+
+/// The value a parse left when `violations` is empty (so it is present).
+fn present<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid_field(field, "is invalid"))
+}
+
+fn id_field(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    parse_id(text).map_err(|why| ApiError::invalid_field(field, why))
+}
+
+#[tonic::async_trait]
+impl AccountService for AccountApi {
+    #[tracing::instrument(skip_all)]
+    async fn open_account(
+        &self,
+        request: Request<pb::OpenAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let customer_id = violations.take("customer_id", parse_id(&request.customer_id));
+        let currency = if request.currency.is_empty() {
+            violations.add("currency", "is required");
+            None
+        } else {
+            violations.take("currency", Currency::parse(&request.currency))
+        };
+        let product = violations.take("product", product_from_proto(request.product));
+        let overdraft_limit = match (currency, request.overdraft_limit.as_str()) {
+            (_, "") => Some(Decimal::ZERO),
+            (Some(currency), text) => violations.take(
+                "overdraft_limit",
+                money::parse_non_negative(currency, text, self.limits),
+            ),
+            (None, _) => None,
+        };
+        let key = optional_key(&mut violations, &request.idempotency_key);
+        violations.into_result()?;
+        let new = NewAccount {
+            customer_id: present(customer_id, "customer_id")?,
+            currency: present(currency, "currency")?,
+            product: present(product, "product")?,
+            overdraft_limit: present(overdraft_limit, "overdraft_limit")?,
+        };
+        let fingerprint = fingerprint(
+            "OpenAccount",
+            &pb::OpenAccountRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        // The KYC check is a network hop, so it runs before the transaction;
+        // a replay answers from the key without asking again.
+        let replay = match key.as_deref() {
+            Some(key) => self.store.has_response(key, &fingerprint, now).await?,
+            None => false,
+        };
+        if !replay {
+            self.customers.require_verified(new.customer_id).await?;
+        }
+        let account = self
+            .store
+            .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let account = store::insert_account(conn, Uuid::now_v7(), &new, now).await?;
+                    tracing::info!(account_id = %account.account_id, customer_id = %new.customer_id, "account opened");
+                    Ok(account_to_proto(&account))
+                })
+            })
+            .await?;
+        Ok(Response::new(account))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
+        let account = self.store.get_account(account_id).await?;
+        Ok(Response::new(account_to_proto(&account)))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let request = request.into_inner();
+        let customer_id = id_field("customer_id", &request.customer_id)?;
+        let filter = format!("customer_id={customer_id}");
+        let page = Page::parse(request.page_size, &request.page_token, &filter)?;
+        let mut accounts = self.store.list_accounts(customer_id, &page).await?;
+        let next_page_token = page.finish(&mut accounts, |a| a.account_id.to_string(), &filter);
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: accounts.iter().map(account_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        let account_id = id_field("account_id", &request.get_ref().account_id)?;
+        let account = self.store.get_account(account_id).await?;
+        Ok(Response::new(balance_to_proto(&account)))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let account_id = id_field("account_id", &request.account_id)?;
+        let filter = format!("entries of account_id={account_id}");
+        let page = Page::parse(request.page_size, &request.page_token, &filter)?;
+        let mut entries = self.store.list_entries(account_id, &page).await?;
+        let next_page_token = page.finish(&mut entries, |e| e.account_seq.to_string(), &filter);
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: entries.iter().map(entry_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn freeze_account(
+        &self,
+        request: Request<pb::AccountActionRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        Ok(Response::new(
+            self.lifecycle(request.into_inner(), AccountAction::Freeze, "FreezeAccount")
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unfreeze_account(
+        &self,
+        request: Request<pb::AccountActionRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        Ok(Response::new(
+            self.lifecycle(
+                request.into_inner(),
+                AccountAction::Unfreeze,
+                "UnfreezeAccount",
+            )
+            .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn close_account(
+        &self,
+        request: Request<pb::AccountActionRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        Ok(Response::new(
+            self.lifecycle(request.into_inner(), AccountAction::Close, "CloseAccount")
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn place_hold(
+        &self,
+        request: Request<pb::PlaceHoldRequest>,
+    ) -> Result<Response<pb::Hold>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let account_id = violations.take("account_id", parse_id(&request.account_id));
+        let key = required_key(&mut violations, &request.idempotency_key);
+        let money = parse_money(
+            &mut violations,
+            "amount",
+            request.amount.as_ref(),
+            self.limits,
+        );
+        let reference = violations.take("reference", domain::parse_reference(&request.reference));
+        let ttl = violations
+            .take("ttl", parse_duration(request.ttl.as_ref()))
+            .and_then(|ttl| violations.take("ttl", domain::hold_ttl(ttl)));
+        violations.into_result()?;
+        let account_id = present(account_id, "account_id")?;
+        let (currency, amount) = present(money, "amount")?;
+        let reference = present(reference, "reference")?;
+        let ttl: Duration = present(ttl, "ttl")?;
+        let fingerprint = fingerprint(
+            "PlaceHold",
+            &pb::PlaceHoldRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        let hold = self
+            .store
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let hold_id = Uuid::now_v7();
+                    let hold = ledger::place_hold(
+                        conn,
+                        hold_id,
+                        account_id,
+                        currency,
+                        amount,
+                        &reference,
+                        (now + ttl).trunc_subsecs(6),
+                        now,
+                    )
+                    .await?;
+                    tracing::info!(%hold_id, %account_id, "hold placed");
+                    Ok(hold_to_proto(&hold, now))
+                })
+            })
+            .await?;
+        Ok(Response::new(hold))
+    }
+
+    async fn get_hold(
+        &self,
+        request: Request<pb::GetHoldRequest>,
+    ) -> Result<Response<pb::Hold>, Status> {
+        let hold_id = id_field("hold_id", &request.get_ref().hold_id)?;
+        let hold = self.store.get_hold(hold_id).await?;
+        Ok(Response::new(hold_to_proto(&hold, self.now())))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn release_hold(
+        &self,
+        request: Request<pb::ReleaseHoldRequest>,
+    ) -> Result<Response<pb::Hold>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let hold_id = violations.take("hold_id", parse_id(&request.hold_id));
+        let key = required_key(&mut violations, &request.idempotency_key);
+        violations.check(
+            request.reason.len() <= 1000,
+            "reason",
+            "must be at most 1000 characters",
+        );
+        violations.into_result()?;
+        let hold_id = present(hold_id, "hold_id")?;
+        let fingerprint = fingerprint(
+            "ReleaseHold",
+            &pb::ReleaseHoldRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        let hold = self
+            .store
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let hold = ledger::release_hold(conn, hold_id, now).await?;
+                    tracing::info!(%hold_id, account_id = %hold.account_id, "hold released");
+                    Ok(hold_to_proto(&hold, now))
+                })
+            })
+            .await?;
+        Ok(Response::new(hold))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn capture_hold(
+        &self,
+        request: Request<pb::CaptureHoldRequest>,
+    ) -> Result<Response<pb::Journal>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let hold_id = violations.take("hold_id", parse_id(&request.hold_id));
+        let key = required_key(&mut violations, &request.idempotency_key);
+        let destination = if request.destination_account_id.is_empty() {
+            Some(None)
+        } else {
+            violations
+                .take(
+                    "destination_account_id",
+                    parse_id(&request.destination_account_id),
+                )
+                .map(Some)
+        };
+        let reference = violations.take("reference", domain::parse_reference(&request.reference));
+        violations.into_result()?;
+        let hold_id = present(hold_id, "hold_id")?;
+        let destination = present(destination, "destination_account_id")?;
+        let reference = present(reference, "reference")?;
+        let fingerprint = fingerprint(
+            "CaptureHold",
+            &pb::CaptureHoldRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        let journal = self
+            .store
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let journal =
+                        ledger::capture_hold(conn, hold_id, destination, &reference, now).await?;
+                    tracing::info!(%hold_id, journal_id = %journal.journal_id, "hold captured");
+                    Ok(journal_to_proto(&journal))
+                })
+            })
+            .await?;
+        Ok(Response::new(journal))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn post_deposit(
+        &self,
+        request: Request<pb::PostDepositRequest>,
+    ) -> Result<Response<pb::Journal>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let account_id = violations.take("account_id", parse_id(&request.account_id));
+        let key = required_key(&mut violations, &request.idempotency_key);
+        let money = parse_money(
+            &mut violations,
+            "amount",
+            request.amount.as_ref(),
+            self.limits,
+        );
+        let reference = violations.take("reference", domain::parse_reference(&request.reference));
+        violations.into_result()?;
+        let account_id = present(account_id, "account_id")?;
+        let (currency, amount) = present(money, "amount")?;
+        let reference = present(reference, "reference")?;
+        let fingerprint = fingerprint(
+            "PostDeposit",
+            &pb::PostDepositRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
+        let now = self.now();
+        let journal = self
+            .store
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let journal =
+                        ledger::deposit(conn, account_id, currency, amount, &reference, now)
+                            .await?;
+                    Ok(journal_to_proto(&journal))
+                })
+            })
+            .await?;
+        Ok(Response::new(journal))
+    }
+
+    async fn get_journal(
+        &self,
+        request: Request<pb::GetJournalRequest>,
+    ) -> Result<Response<pb::Journal>, Status> {
+        let journal_id = id_field("journal_id", &request.get_ref().journal_id)?;
+        let journal = self.store.get_journal(journal_id).await?;
+        Ok(Response::new(journal_to_proto(&journal)))
+    }
+}

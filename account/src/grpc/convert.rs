@@ -1,0 +1,314 @@
+//! Proto ⇄ domain: parsing request fields into domain values (each error
+//! worded for a `BadRequest` field violation) and rendering domain values.
+
+use chrono::{DateTime, Utc};
+use corebank_platform::Violations;
+use corebank_platform::money::{self, AmountLimits, Currency};
+use corebank_platform::time::to_timestamp;
+use corebank_proto::v1 as pb;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::domain::{
+    Account, AccountStatus, Direction, Entry, Hold, HoldStatus, Journal, JournalKind, Product,
+};
+
+/// A required UUID field.
+pub fn parse_id(text: &str) -> Result<Uuid, &'static str> {
+    if text.is_empty() {
+        return Err("is required");
+    }
+    Uuid::parse_str(text).map_err(|_| "must be a UUID")
+}
+
+/// An optional idempotency key (lifecycle methods).
+pub fn optional_key(violations: &mut Violations, key: &str) -> Option<String> {
+    violations.check(
+        key.len() <= 200,
+        "idempotency_key",
+        "must be at most 200 characters",
+    );
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// A required idempotency key (methods that move money).
+pub fn required_key(violations: &mut Violations, key: &str) -> String {
+    violations.check(!key.is_empty(), "idempotency_key", "is required");
+    violations.check(
+        key.len() <= 200,
+        "idempotency_key",
+        "must be at most 200 characters",
+    );
+    key.to_owned()
+}
+
+/// A positive `Money` field named `field`; violations name `field.currency`
+/// and `field.amount`.
+pub fn parse_money(
+    violations: &mut Violations,
+    field: &str,
+    money: Option<&pb::Money>,
+    limits: AmountLimits,
+) -> Option<(Currency, Decimal)> {
+    let Some(money) = money else {
+        violations.add(field, "is required");
+        return None;
+    };
+    let currency_field = format!("{field}.currency");
+    let amount_field = format!("{field}.amount");
+    let currency = if money.currency.is_empty() {
+        violations.add(&currency_field, "is required");
+        None
+    } else {
+        violations.take(&currency_field, Currency::parse(&money.currency))
+    };
+    let Some(currency) = currency else {
+        violations.check(!money.amount.is_empty(), &amount_field, "is required");
+        return None;
+    };
+    let amount = violations.take(
+        &amount_field,
+        money::parse_amount(currency, &money.amount, limits),
+    )?;
+    Some((currency, amount))
+}
+
+/// An optional protobuf duration as a chrono duration.
+pub fn parse_duration(
+    duration: Option<&prost_types::Duration>,
+) -> Result<Option<chrono::Duration>, &'static str> {
+    let Some(duration) = duration else {
+        return Ok(None);
+    };
+    let same_sign = (duration.seconds >= 0 && duration.nanos >= 0)
+        || (duration.seconds <= 0 && duration.nanos <= 0);
+    if !same_sign || duration.nanos.abs() >= 1_000_000_000 {
+        return Err("must be a valid duration");
+    }
+    let seconds =
+        chrono::Duration::try_seconds(duration.seconds).ok_or("must be a valid duration")?;
+    Ok(Some(
+        seconds + chrono::Duration::nanoseconds(i64::from(duration.nanos)),
+    ))
+}
+
+pub fn product_from_proto(value: i32) -> Result<Product, &'static str> {
+    match pb::AccountProduct::try_from(value) {
+        Ok(pb::AccountProduct::Checking) => Ok(Product::Checking),
+        Ok(pb::AccountProduct::Savings) => Ok(Product::Savings),
+        Ok(pb::AccountProduct::Unspecified) => Err("is required: CHECKING or SAVINGS"),
+        Ok(pb::AccountProduct::Settlement) => {
+            Err("settlement accounts cannot be opened by clients")
+        }
+        Err(_) => Err("is not a known product"),
+    }
+}
+
+fn money_out(currency: Currency, amount: Decimal) -> Option<pb::Money> {
+    Some(pb::Money {
+        currency: currency.code().to_owned(),
+        amount: currency.format(amount),
+    })
+}
+
+fn product_to_proto(product: Product) -> pb::AccountProduct {
+    match product {
+        Product::Checking => pb::AccountProduct::Checking,
+        Product::Savings => pb::AccountProduct::Savings,
+        Product::Settlement => pb::AccountProduct::Settlement,
+    }
+}
+
+fn status_to_proto(status: AccountStatus) -> pb::AccountStatus {
+    match status {
+        AccountStatus::Active => pb::AccountStatus::Active,
+        AccountStatus::Frozen => pb::AccountStatus::Frozen,
+        AccountStatus::Closed => pb::AccountStatus::Closed,
+    }
+}
+
+fn hold_status_to_proto(status: HoldStatus) -> pb::HoldStatus {
+    match status {
+        HoldStatus::Active => pb::HoldStatus::Active,
+        HoldStatus::Captured => pb::HoldStatus::Captured,
+        HoldStatus::Released => pb::HoldStatus::Released,
+        HoldStatus::Expired => pb::HoldStatus::Expired,
+    }
+}
+
+fn kind_to_proto(kind: JournalKind) -> pb::JournalKind {
+    match kind {
+        JournalKind::Transfer => pb::JournalKind::Transfer,
+        JournalKind::Deposit => pb::JournalKind::Deposit,
+        JournalKind::Withdrawal => pb::JournalKind::Withdrawal,
+    }
+}
+
+fn direction_to_proto(direction: Direction) -> pb::EntryDirection {
+    match direction {
+        Direction::Debit => pb::EntryDirection::Debit,
+        Direction::Credit => pb::EntryDirection::Credit,
+    }
+}
+
+pub fn account_to_proto(account: &Account) -> pb::Account {
+    pb::Account {
+        account_id: account.account_id.to_string(),
+        customer_id: account.customer_id.to_string(),
+        currency: account.currency.code().to_owned(),
+        product: product_to_proto(account.product) as i32,
+        status: status_to_proto(account.status) as i32,
+        overdraft_limit: money_out(account.currency, account.overdraft_limit),
+        create_time: Some(to_timestamp(account.created_at)),
+        update_time: Some(to_timestamp(account.updated_at)),
+    }
+}
+
+pub fn balance_to_proto(account: &Account) -> pb::Balance {
+    pb::Balance {
+        account_id: account.account_id.to_string(),
+        ledger: money_out(account.currency, account.ledger_balance),
+        available: money_out(account.currency, account.available()),
+        held: money_out(account.currency, account.held_amount),
+        overdraft_limit: money_out(account.currency, account.overdraft_limit),
+    }
+}
+
+/// A hold as seen at `now` (an unswept hold past its expiry reads EXPIRED).
+pub fn hold_to_proto(hold: &Hold, now: DateTime<Utc>) -> pb::Hold {
+    pb::Hold {
+        hold_id: hold.hold_id.to_string(),
+        account_id: hold.account_id.to_string(),
+        amount: money_out(hold.currency, hold.amount),
+        status: hold_status_to_proto(hold.status_at(now)) as i32,
+        reference: hold.reference.clone(),
+        expire_time: Some(to_timestamp(hold.expires_at)),
+        journal_id: hold.journal_id.map(|id| id.to_string()).unwrap_or_default(),
+        create_time: Some(to_timestamp(hold.created_at)),
+        update_time: Some(to_timestamp(hold.updated_at)),
+    }
+}
+
+pub fn entry_to_proto(entry: &Entry) -> pb::Entry {
+    pb::Entry {
+        entry_id: entry.entry_id.to_string(),
+        journal_id: entry.journal_id.to_string(),
+        account_id: entry.account_id.to_string(),
+        direction: direction_to_proto(entry.direction) as i32,
+        amount: money_out(entry.currency, entry.amount),
+        running_balance: money_out(entry.currency, entry.balance_after),
+        create_time: Some(to_timestamp(entry.created_at)),
+    }
+}
+
+pub fn journal_to_proto(journal: &Journal) -> pb::Journal {
+    pb::Journal {
+        journal_id: journal.journal_id.to_string(),
+        kind: kind_to_proto(journal.kind) as i32,
+        reference: journal.reference.clone(),
+        entries: journal.entries.iter().map(entry_to_proto).collect(),
+        hold_id: journal.hold_id.map(|id| id.to_string()).unwrap_or_default(),
+        create_time: Some(to_timestamp(journal.created_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(violations: Violations) -> Vec<String> {
+        violations
+            .into_error()
+            .violations()
+            .iter()
+            .map(|v| v.field.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_money_field_is_named_as_a_whole() {
+        let mut violations = Violations::default();
+        assert!(parse_money(&mut violations, "amount", None, AmountLimits::default()).is_none());
+        assert_eq!(fields(violations), ["amount"]);
+    }
+
+    #[test]
+    fn a_bad_currency_and_an_empty_amount_are_both_named() {
+        let mut violations = Violations::default();
+        let money = pb::Money {
+            currency: "usd".to_owned(),
+            amount: String::new(),
+        };
+        assert!(
+            parse_money(
+                &mut violations,
+                "amount",
+                Some(&money),
+                AmountLimits::default()
+            )
+            .is_none()
+        );
+        assert_eq!(fields(violations), ["amount.currency", "amount.amount"]);
+    }
+
+    #[test]
+    fn an_amount_finer_than_the_currency_is_named() {
+        let mut violations = Violations::default();
+        let money = pb::Money {
+            currency: "JPY".to_owned(),
+            amount: "10.5".to_owned(),
+        };
+        assert!(
+            parse_money(
+                &mut violations,
+                "amount",
+                Some(&money),
+                AmountLimits::default()
+            )
+            .is_none()
+        );
+        assert_eq!(fields(violations), ["amount.amount"]);
+    }
+
+    #[test]
+    fn durations_convert_and_malformed_ones_are_refused() {
+        let hour = prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        };
+        assert_eq!(
+            parse_duration(Some(&hour)),
+            Ok(Some(chrono::Duration::hours(1)))
+        );
+        assert_eq!(parse_duration(None), Ok(None));
+        let mixed = prost_types::Duration {
+            seconds: 1,
+            nanos: -5,
+        };
+        assert!(parse_duration(Some(&mixed)).is_err());
+    }
+
+    #[test]
+    fn settlement_accounts_cannot_be_opened_by_clients() {
+        assert_eq!(
+            product_from_proto(pb::AccountProduct::Checking as i32),
+            Ok(Product::Checking)
+        );
+        assert!(product_from_proto(pb::AccountProduct::Settlement as i32).is_err());
+        assert!(product_from_proto(0).is_err());
+        assert!(product_from_proto(42).is_err());
+    }
+
+    #[test]
+    fn amounts_are_rendered_with_the_currency_exponent() {
+        let usd = Currency::parse("USD").unwrap();
+        assert_eq!(money_out(usd, Decimal::new(-5, 0)).unwrap().amount, "-5.00");
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(
+            money_out(jpy, Decimal::new(70_000_000_000, 8))
+                .unwrap()
+                .amount,
+            "700"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Holds and postings. Every balance change is one conditional UPDATE that
+//! both checks the rule and locks the row; when it touches nothing, the row
+//! is read to say why. Lock order is always hold, then accounts by id.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use corebank_platform::error::{ApiError, constraint};
+use corebank_platform::money::Currency;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{HOLD_COLUMNS, HoldRow, get_hold, refusal};
+use crate::domain::{
+    self, BANK_CUSTOMER_ID, Entry, Hold, HoldStatus, Journal, JournalKind, Leg, reason,
+};
+
+/// Places a hold if the account is active, in `currency`, and its available
+/// balance plus overdraft covers `amount`.
+#[tracing::instrument(skip_all, fields(account_id = %account_id, hold_id = %hold_id), err)]
+#[allow(clippy::too_many_arguments)]
+pub async fn place_hold(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    account_id: Uuid,
+    currency: Currency,
+    amount: Decimal,
+    reference: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Hold, ApiError> {
+    let reserved = sqlx::query(
+        "update account set held_amount = held_amount + $2, updated_at = $4
+         where account_id = $1 and currency = $3 and status = 'active'
+           and ledger_balance - held_amount + overdraft_limit >= $2",
+    )
+    .bind(account_id)
+    .bind(amount)
+    .bind(currency.code())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if reserved.rows_affected() == 0 {
+        return Err(refusal(conn, account_id, |account| {
+            account.refuses_hold(currency, amount)
+        })
+        .await);
+    }
+    let row: HoldRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into hold (hold_id, account_id, currency, amount, status, reference, expires_at, created_at, updated_at)
+         values ($1, $2, $3, $4, 'active', $5, $6, $7, $7)
+         returning {HOLD_COLUMNS}"
+    )))
+    .bind(hold_id)
+    .bind(account_id)
+    .bind(currency.code())
+    .bind(amount)
+    .bind(reference)
+    .bind(expires_at)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    row.try_into()
+}
+
+/// Releases an active, unexpired hold; allowed on a frozen account.
+#[tracing::instrument(skip_all, fields(hold_id = %hold_id), err)]
+pub async fn release_hold(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Hold, ApiError> {
+    let row: Option<HoldRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update hold set status = 'released', updated_at = $2
+         where hold_id = $1 and status = 'active' and expires_at > $2
+         returning {HOLD_COLUMNS}"
+    )))
+    .bind(hold_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let hold: Hold = match row {
+        Some(row) => row.try_into()?,
+        None => return Err(hold_refusal(conn, hold_id, now).await),
+    };
+    sqlx::query(
+        "update account set held_amount = held_amount - $2, updated_at = $3 where account_id = $1",
+    )
+    .bind(hold.account_id)
+    .bind(hold.amount)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(hold)
+}
+
+/// Captures an active, unexpired hold into a journal: debits the held
+/// account, credits `destination` or, when none, the settlement account of
+/// the hold's currency (a withdrawal).
+#[tracing::instrument(skip_all, fields(hold_id = %hold_id), err)]
+pub async fn capture_hold(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    destination: Option<Uuid>,
+    reference: &str,
+    now: DateTime<Utc>,
+) -> Result<Journal, ApiError> {
+    let journal_id = Uuid::now_v7();
+    let row: Option<HoldRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update hold set status = 'captured', journal_id = $2, updated_at = $3
+         where hold_id = $1 and status = 'active' and expires_at > $3
+         returning {HOLD_COLUMNS}"
+    )))
+    .bind(hold_id)
+    .bind(journal_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let hold: Hold = match row {
+        Some(row) => row.try_into()?,
+        None => return Err(hold_refusal(conn, hold_id, now).await),
+    };
+    let (credit, kind) = match destination {
+        Some(destination) if destination == hold.account_id => {
+            return Err(ApiError::invalid_field(
+                "destination_account_id",
+                "must not be the account the hold is on",
+            ));
+        }
+        Some(destination) => (destination, JournalKind::Transfer),
+        None => (
+            settlement_account(conn, hold.currency, now).await?,
+            JournalKind::Withdrawal,
+        ),
+    };
+    let legs = domain::transfer_legs(hold.account_id, credit, hold.amount, hold.amount);
+    post(
+        conn,
+        journal_id,
+        kind,
+        reference,
+        Some(hold_id),
+        hold.currency,
+        &legs,
+        now,
+    )
+    .await
+}
+
+/// Credits `account_id` from the settlement account of `currency`.
+#[tracing::instrument(skip_all, fields(account_id = %account_id), err)]
+pub async fn deposit(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    currency: Currency,
+    amount: Decimal,
+    reference: &str,
+    now: DateTime<Utc>,
+) -> Result<Journal, ApiError> {
+    let settlement = settlement_account(conn, currency, now).await?;
+    if settlement == account_id {
+        return Err(ApiError::invalid_field(
+            "account_id",
+            "must not be the bank's settlement account",
+        ));
+    }
+    let legs = domain::transfer_legs(settlement, account_id, amount, Decimal::ZERO);
+    post(
+        conn,
+        Uuid::now_v7(),
+        JournalKind::Deposit,
+        reference,
+        None,
+        currency,
+        &legs,
+        now,
+    )
+    .await
+}
+
+/// Writes a journal: moves every leg's account balance (legs come in account
+/// id order, so rows are locked in that order) and appends the entries, each
+/// with the balance right after it. The database checks at commit that the
+/// journal balances.
+#[allow(clippy::too_many_arguments)]
+async fn post(
+    conn: &mut PgConnection,
+    journal_id: Uuid,
+    kind: JournalKind,
+    reference: &str,
+    hold_id: Option<Uuid>,
+    currency: Currency,
+    legs: &[Leg],
+    now: DateTime<Utc>,
+) -> Result<Journal, ApiError> {
+    debug_assert!(domain::balanced(legs), "a journal's legs must sum to zero");
+    debug_assert!(
+        legs.windows(2)
+            .all(|pair| pair[0].account_id < pair[1].account_id)
+    );
+    let mut entries = Vec::with_capacity(legs.len());
+    for leg in legs {
+        let moved: Option<(Decimal, i64)> = sqlx::query_as(
+            "update account
+             set ledger_balance = ledger_balance + $2, held_amount = held_amount - $3,
+                 last_entry_seq = last_entry_seq + 1, updated_at = $5
+             where account_id = $1 and currency = $4 and status = 'active'
+             returning ledger_balance, last_entry_seq",
+        )
+        .bind(leg.account_id)
+        .bind(leg.direction.signed(leg.amount))
+        .bind(leg.release_held)
+        .bind(currency.code())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|error| match constraint(&error) {
+            Some("account_available_within_overdraft") => ApiError::failed_precondition(
+                reason::INSUFFICIENT_FUNDS,
+                format!(
+                    "account {} has insufficient available funds",
+                    leg.account_id
+                ),
+            ),
+            _ => ApiError::from(error),
+        })?;
+        let Some((balance_after, account_seq)) = moved else {
+            return Err(refusal(conn, leg.account_id, |account| {
+                account.refuses_movement(currency)
+            })
+            .await);
+        };
+        entries.push(Entry {
+            entry_id: Uuid::now_v7(),
+            journal_id,
+            account_id: leg.account_id,
+            currency,
+            direction: leg.direction,
+            amount: leg.amount,
+            balance_after,
+            account_seq,
+            created_at: now,
+        });
+    }
+    sqlx::query("insert into journal (journal_id, kind, reference, hold_id, created_at) values ($1, $2, $3, $4, $5)")
+        .bind(journal_id)
+        .bind(kind.as_str())
+        .bind(reference)
+        .bind(hold_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into entry (entry_id, journal_id, account_id, currency, direction, amount, balance_after,
+                            account_seq, created_at)
+         select e.entry_id, $1, e.account_id, $2, e.direction, e.amount, e.balance_after, e.account_seq, $3
+         from unnest($4::uuid[], $5::uuid[], $6::text[], $7::numeric[], $8::numeric[], $9::bigint[])
+              as e (entry_id, account_id, direction, amount, balance_after, account_seq)",
+    )
+    .bind(journal_id)
+    .bind(currency.code())
+    .bind(now)
+    .bind(entries.iter().map(|e| e.entry_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.account_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.direction.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.amount).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.balance_after).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.account_seq).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(%journal_id, kind = kind.as_str(), "journal posted");
+    Ok(Journal {
+        journal_id,
+        kind,
+        reference: reference.to_owned(),
+        hold_id,
+        entries,
+        created_at: now,
+    })
+}
+
+/// The bank's settlement account in `currency`, created on first use.
+pub async fn settlement_account(
+    conn: &mut PgConnection,
+    currency: Currency,
+    now: DateTime<Utc>,
+) -> Result<Uuid, ApiError> {
+    const FIND: &str =
+        "select account_id from account where product = 'settlement' and currency = $1";
+    let existing: Option<Uuid> = sqlx::query_scalar(FIND)
+        .bind(currency.code())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(account_id) = existing {
+        return Ok(account_id);
+    }
+    // A concurrent creator wins the unique index; this insert then waits for
+    // it and does nothing, and the second read sees its row.
+    sqlx::query(
+        "insert into account (account_id, customer_id, currency, product, status, created_at, updated_at)
+         values ($1, $2, $3, 'settlement', 'active', $4, $4)
+         on conflict (currency) where product = 'settlement' do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(BANK_CUSTOMER_ID)
+    .bind(currency.code())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar(FIND)
+        .bind(currency.code())
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// How many holds one sweep expires at most.
+pub const EXPIRY_BATCH: u64 = 500;
+
+/// Expires a batch of holds past their expiry and returns their amounts to
+/// the accounts' available balances. Holds another transaction has locked
+/// (being captured or released right now) are left for the next sweep.
+pub async fn expire_holds(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<u64, ApiError> {
+    let expired: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
+        "update hold set status = 'expired', updated_at = $1
+         where hold_id in (
+             select hold_id from hold where status = 'active' and expires_at <= $1
+             order by expires_at limit $2 for update skip locked)
+         returning hold_id, account_id, amount",
+    )
+    .bind(now)
+    .bind(EXPIRY_BATCH as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Accounts in id order, as every posting locks them.
+    let mut per_account: BTreeMap<Uuid, Decimal> = BTreeMap::new();
+    for (hold_id, account_id, amount) in &expired {
+        tracing::info!(%hold_id, %account_id, "hold expired");
+        *per_account.entry(*account_id).or_default() += *amount;
+    }
+    for (account_id, amount) in per_account {
+        sqlx::query("update account set held_amount = held_amount - $2, updated_at = $3 where account_id = $1")
+            .bind(account_id)
+            .bind(amount)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(expired.len() as u64)
+}
+
+/// Explains why a conditional UPDATE on a hold touched no row.
+async fn hold_refusal(conn: &mut PgConnection, hold_id: Uuid, now: DateTime<Utc>) -> ApiError {
+    let hold = match get_hold(conn, hold_id).await {
+        Ok(hold) => hold,
+        Err(error) => return error,
+    };
+    match hold.status_at(now) {
+        HoldStatus::Expired if hold.status == HoldStatus::Active => ApiError::failed_precondition(
+            reason::HOLD_EXPIRED,
+            format!("hold {hold_id} expired at {}", hold.expires_at),
+        )
+        .with_metadata("status", HoldStatus::Expired.as_str()),
+        HoldStatus::Active => ApiError::new(
+            corebank_platform::ErrorCode::Aborted,
+            "CONCURRENT_UPDATE",
+            "the hold changed concurrently, retry",
+        ),
+        status => ApiError::failed_precondition(
+            reason::HOLD_NOT_ACTIVE,
+            format!("hold {hold_id} is {}", status.as_str()),
+        )
+        .with_metadata("status", status.as_str()),
+    }
+}

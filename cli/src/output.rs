@@ -1,0 +1,136 @@
+//! Printing answers: canonical proto3 JSON with `--json`, readable
+//! `field: value` lines otherwise, and errors with their reason and fields.
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde_json::Value;
+use tonic_types::StatusExt;
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(corebank_proto::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptor set decodes")
+    })
+}
+
+/// `message` as canonical proto3 JSON (enum names, RFC 3339 times).
+pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> anyhow::Result<Value> {
+    let descriptor = pool()
+        .get_message_by_name(&M::full_name())
+        .ok_or_else(|| anyhow::anyhow!("no descriptor for {}", M::full_name()))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    let options = SerializeOptions::new().stringify_64_bit_integers(false);
+    Ok(dynamic.serialize_with_options(serde_json::value::Serializer, &options)?)
+}
+
+/// Prints one answer.
+pub fn print<M: prost::Message + prost::Name>(message: &M, json: bool) -> anyhow::Result<()> {
+    let value = to_json(message)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let mut out = String::new();
+        human(&value, 0, &mut out);
+        print!("{out}");
+    }
+    Ok(())
+}
+
+fn human(value: &Value, indent: usize, out: &mut String) {
+    let pad = "  ".repeat(indent);
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                match field {
+                    Value::Object(inner) if is_money(inner) => {
+                        out.push_str(&format!("{pad}{}: {}\n", label(name), money(inner)));
+                    }
+                    Value::Object(_) => {
+                        out.push_str(&format!("{pad}{}:\n", label(name)));
+                        human(field, indent + 1, out);
+                    }
+                    Value::Array(items) => {
+                        out.push_str(&format!("{pad}{} ({}):\n", label(name), items.len()));
+                        for item in items {
+                            out.push_str(&format!("{pad}  -\n"));
+                            human(item, indent + 2, out);
+                        }
+                    }
+                    other => out.push_str(&format!("{pad}{}: {}\n", label(name), scalar(other))),
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+fn is_money(fields: &serde_json::Map<String, Value>) -> bool {
+    fields.len() <= 2 && fields.contains_key("currency")
+}
+
+fn money(fields: &serde_json::Map<String, Value>) -> String {
+    let amount = fields.get("amount").and_then(Value::as_str).unwrap_or("0");
+    let currency = fields.get("currency").and_then(Value::as_str).unwrap_or("");
+    format!("{amount} {currency}")
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(text) => {
+            // Enum names read better without their type prefix.
+            for prefix in [
+                "KYC_STATUS_",
+                "ACCOUNT_STATUS_",
+                "ACCOUNT_PRODUCT_",
+                "HOLD_STATUS_",
+                "ENTRY_DIRECTION_",
+                "JOURNAL_KIND_",
+                "TRANSACTION_STATUS_",
+                "TRANSACTION_KIND_",
+                "SAGA_STATE_",
+            ] {
+                if let Some(short) = text.strip_prefix(prefix) {
+                    return short.to_owned();
+                }
+            }
+            text.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `customerId` → `customer id`.
+fn label(name: &str) -> String {
+    let mut label = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            label.push(' ');
+            label.push(c.to_ascii_lowercase());
+        } else {
+            label.push(c);
+        }
+    }
+    label
+}
+
+/// Prints an error to stderr: for a gRPC error its code, reason and fields.
+pub fn print_error(error: &anyhow::Error) {
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        eprintln!("error: {:?}: {}", status.code(), status.message());
+        if let Some(info) = status.get_details_error_info() {
+            eprintln!("  reason: {}", info.reason);
+        }
+        if let Some(bad) = status.get_details_bad_request() {
+            for violation in bad.field_violations {
+                eprintln!("  field {}: {}", violation.field, violation.description);
+            }
+        }
+        if status.code() == tonic::Code::Unavailable {
+            eprintln!("  is corebank running? start it with scripts/up");
+        }
+    } else {
+        eprintln!("error: {error:#}");
+    }
+}

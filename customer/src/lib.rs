@@ -1,0 +1,145 @@
+//! corebank-customer: customers, their personal data and their KYC lifecycle
+//! (`PENDING → VERIFIED | REJECTED`, `VERIFIED ⇄ SUSPENDED`), served over gRPC
+//! as `corebank.v1.CustomerService`.
+
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use corebank_platform::clock::SharedClock;
+use corebank_platform::config::RequestArgs;
+use corebank_platform::db::SchemaSpec;
+use corebank_platform::grpc::GrpcServer;
+use corebank_platform::messaging::{Broker, OutboxRelay};
+use corebank_proto::v1::customer_service_server::CustomerServiceServer;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::grpc::CustomerApi;
+use crate::store::CustomerStore;
+
+/// The schema's migrations (`migrations/customer/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/customer");
+
+/// What the customer service owns in PostgreSQL.
+pub const SCHEMA: SchemaSpec = SchemaSpec {
+    schema: "customer",
+    role: "corebank_customer",
+    append_only: &["kyc_event"],
+    migrator: &MIGRATOR,
+};
+
+/// The fully qualified gRPC service name, as health reports it.
+pub const GRPC_SERVICE: &str = "corebank.v1.CustomerService";
+
+/// Flags of the customer service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CustomerArgs {
+    /// gRPC listen address.
+    #[arg(
+        long = "customer-addr",
+        env = "COREBANK_CUSTOMER_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub addr: SocketAddr,
+}
+
+/// What the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A pool logged in as `corebank_customer`, search path `customer`.
+    pub pool: PgPool,
+    pub clock: SharedClock,
+    pub requests: RequestArgs,
+    /// Where KYC events go (through the outbox).
+    pub broker: Broker,
+}
+
+/// A bound, ready-to-run customer service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    store: CustomerStore,
+    api: CustomerApi,
+    clock: SharedClock,
+    pool: PgPool,
+    broker: Broker,
+}
+
+impl Application {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let store = CustomerStore::new(settings.pool.clone(), settings.requests.idempotency());
+        let api = CustomerApi::new(store.clone(), settings.clock.clone());
+        Ok(Self {
+            listener,
+            store,
+            api,
+            clock: settings.clock,
+            pool: settings.pool,
+            broker: settings.broker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.store.clone(),
+            self.clock.clone(),
+            shutdown.clone(),
+        ));
+        let relay = tokio::spawn(
+            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(shutdown.clone()),
+        );
+        let server = GrpcServer {
+            name: "customer",
+            services: vec![GRPC_SERVICE],
+        };
+        let result = server
+            .serve(
+                self.listener,
+                Routes::new(CustomerServiceServer::new(self.api)),
+                shutdown,
+            )
+            .await;
+        purge.abort();
+        // The relay flushes what is pending before it stops.
+        match relay.await {
+            Ok(Err(error)) => tracing::warn!(%error, "outbox relay stopped with an error"),
+            Err(error) => tracing::warn!(%error, "outbox relay task failed"),
+            Ok(Ok(())) => {}
+        }
+        result
+    }
+}
+
+async fn purge_idempotency_keys(
+    store: CustomerStore,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(error) = store.purge_idempotency_keys(clock.now()).await {
+                    tracing::warn!(%error, "idempotency key purge failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! The saga state machine, pure: given a saga, its definition and an event
+//! (a reply, a timeout, an operator action), it answers the new saga, the
+//! commands to send and the one log row that records the transition, or
+//! refuses the event. The caller persists all three in one transaction.
+//!
+//! The rules that make it strict:
+//! - a reply counts only if it answers the command currently awaited;
+//! - before the pivot, a refusal or exhausted retries compensate (in reverse,
+//!   the timed-out step included since its outcome is unknown);
+//! - once the pivot's command is out, nothing compensates unless the pivot
+//!   itself is refused; timeouts there, in compensations and in the finishes
+//!   re-send forever at the capped interval and flag the saga for an operator.
+
+use chrono::{DateTime, Utc};
+use corebank_proto::wire::{self, Direction};
+use uuid::Uuid;
+
+use super::definition::{
+    Command, Failure, SagaData, SagaDefinition, SagaType, StepDef, StepInput, reason,
+};
+use super::timing::EngineConfig;
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SagaState {
+    Running,
+    Compensating,
+    Completed,
+    Compensated,
+    /// Refused before anything needed undoing.
+    Failed,
+}
+
+impl SagaState {
+    pub const ALL: [SagaState; 5] = [
+        SagaState::Running,
+        SagaState::Compensating,
+        SagaState::Completed,
+        SagaState::Compensated,
+        SagaState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated | Self::Failed)
+    }
+}
+
+/// The step a saga awaits (or, once terminal, the last one it ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// Running forward step `index`.
+    Forward(usize),
+    /// Undoing step `index`.
+    Compensate(usize),
+    /// The success finish.
+    Complete,
+    /// The failure finish; `compensated` when some step was undone first.
+    Fail { compensated: bool },
+}
+
+/// One saga instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saga {
+    pub saga_id: Uuid,
+    pub saga_type: SagaType,
+    pub transaction_id: Uuid,
+    pub state: SagaState,
+    pub position: Position,
+    /// Sends of the current step's command (1 after the first).
+    pub attempt: u32,
+    /// When the current step times out; none once terminal.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the current step was first sent; for latency.
+    pub step_started_at: DateTime<Utc>,
+    /// Past the pivot or compensating and still failing: an operator should look.
+    pub requires_attention: bool,
+    pub data: SagaData,
+    pub failure: Option<Failure>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A participant's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    Succeeded {
+        hold_id: Option<String>,
+        journal_id: Option<String>,
+    },
+    Rejected {
+        reason_code: String,
+        detail: String,
+    },
+}
+
+/// What can happen to a saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Reply {
+        command_id: String,
+        outcome: ReplyOutcome,
+    },
+    /// The timer found the saga due.
+    TimedOut,
+    AdminRetry {
+        actor: String,
+        reason: String,
+    },
+    AdminAbort {
+        actor: String,
+        reason: String,
+    },
+}
+
+/// Why an event changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the saga has finished")]
+    Terminal,
+    #[error("reply to {received}, but {awaited} is awaited")]
+    StaleReply { received: String, awaited: String },
+    #[error("the current step is not due yet")]
+    NotDue,
+    #[error("the saga has passed its pivot and can no longer be compensated")]
+    PastPivot,
+    #[error("the saga is already compensating")]
+    AlreadyCompensating,
+}
+
+/// A command to send, with its deterministic id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingCommand {
+    pub step: &'static str,
+    pub direction: Direction,
+    pub participant: &'static str,
+    pub command_id: String,
+    pub command: Command,
+    /// 1 for the first send; re-sends count up.
+    pub attempt: u32,
+}
+
+/// The kinds of `saga_log` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEvent {
+    Started,
+    Succeeded,
+    Rejected,
+    /// A re-send after a timeout.
+    Retried,
+    /// A timeout that made the saga give up and compensate.
+    TimedOut,
+    Completed,
+    Compensated,
+    Failed,
+    AdminRetry,
+    AdminAbort,
+}
+
+impl LogEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Rejected => "rejected",
+            Self::Retried => "retried",
+            Self::TimedOut => "timed_out",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::Failed => "failed",
+            Self::AdminRetry => "admin_retry",
+            Self::AdminAbort => "admin_abort",
+        }
+    }
+}
+
+/// One row of the saga's step log: which step the event concerned, what
+/// happened, and the state it led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub step: &'static str,
+    pub direction: Direction,
+    pub event: LogEvent,
+    pub state: SagaState,
+    pub command_id: String,
+    pub attempt: u32,
+    pub detail: String,
+    pub actor: Option<String>,
+}
+
+/// The outcome of one accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub saga: Saga,
+    pub commands: Vec<OutgoingCommand>,
+    pub log: LogEntry,
+}
+
+/// The step definition and direction of `position` in `definition`.
+pub fn step_at(definition: &SagaDefinition, position: Position) -> (&StepDef, Direction) {
+    match position {
+        Position::Forward(index) => (&definition.steps[index], Direction::Forward),
+        Position::Compensate(index) => (&definition.steps[index], Direction::Compensate),
+        Position::Complete => (&definition.on_success, Direction::Forward),
+        Position::Fail { .. } => (&definition.on_failure, Direction::Compensate),
+    }
+}
+
+/// The position named by a stored step and direction; `compensated` tells
+/// the two failure finishes apart.
+pub fn position_of(
+    definition: &SagaDefinition,
+    step: &str,
+    direction: Direction,
+    compensated: bool,
+) -> Option<Position> {
+    if step == definition.on_success.name {
+        return Some(Position::Complete);
+    }
+    if step == definition.on_failure.name {
+        return Some(Position::Fail { compensated });
+    }
+    let index = definition.step_index(step)?;
+    Some(match direction {
+        Direction::Forward => Position::Forward(index),
+        Direction::Compensate => Position::Compensate(index),
+    })
+}
+
+/// Runs sagas of one definition with one configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Engine<'a> {
+    pub definition: &'a SagaDefinition,
+    pub config: &'a EngineConfig,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(definition: &'a SagaDefinition, config: &'a EngineConfig) -> Self {
+        Self { definition, config }
+    }
+
+    /// A new saga, its announcement and first command.
+    pub fn start(
+        &self,
+        saga_id: Uuid,
+        transaction_id: Uuid,
+        data: SagaData,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let mut saga = Saga {
+            saga_id,
+            saga_type: self.definition.saga_type,
+            transaction_id,
+            state: SagaState::Running,
+            position: Position::Forward(0),
+            attempt: 0,
+            next_attempt_at: None,
+            step_started_at: now,
+            requires_attention: false,
+            data,
+            failure: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut commands = Vec::new();
+        if let Some(announce) = &self.definition.announce {
+            commands.push(self.build(&saga, announce, Direction::Forward, 1));
+        }
+        commands.push(self.enter(&mut saga, Position::Forward(0), now));
+        let detail = format!(
+            "{} of {} {}",
+            saga.saga_type.as_str(),
+            saga.data.amount,
+            saga.data.currency
+        );
+        let log = self.log(
+            &saga,
+            (saga.position, saga.attempt),
+            LogEvent::Started,
+            detail,
+            None,
+        );
+        Transition {
+            saga,
+            commands,
+            log,
+        }
+    }
+
+    /// Applies `event` at `now`; `jitter` is a uniform sample in `[0, 1]`
+    /// for the backoff.
+    pub fn apply(
+        &self,
+        saga: &Saga,
+        event: Event,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> Result<Transition, Refusal> {
+        if saga.state.is_terminal() {
+            return Err(Refusal::Terminal);
+        }
+        let mut next = saga.clone();
+        next.updated_at = now;
+        match event {
+            Event::Reply {
+                command_id,
+                outcome,
+            } => {
+                let awaited = self.command_id(saga, saga.position);
+                if command_id != awaited {
+                    return Err(Refusal::StaleReply {
+                        received: command_id,
+                        awaited,
+                    });
+                }
+                Ok(match outcome {
+                    ReplyOutcome::Succeeded {
+                        hold_id,
+                        journal_id,
+                    } => self.succeeded(next, hold_id, journal_id, now),
+                    ReplyOutcome::Rejected {
+                        reason_code,
+                        detail,
+                    } => self.rejected(next, reason_code, detail, now),
+                })
+            }
+            Event::TimedOut => {
+                if saga.next_attempt_at.is_some_and(|due| due > now) {
+                    return Err(Refusal::NotDue);
+                }
+                Ok(self.timed_out(next, now, jitter))
+            }
+            Event::AdminRetry { actor, reason } => {
+                let command = self.resend(&mut next, 1, now, std::time::Duration::ZERO);
+                next.requires_attention = false;
+                let detail = format!("{reason} (re-sent {}, attempts reset)", command.step);
+                let log = self.log(
+                    &next,
+                    (next.position, next.attempt),
+                    LogEvent::AdminRetry,
+                    detail,
+                    Some(actor),
+                );
+                Ok(Transition {
+                    saga: next,
+                    commands: vec![command],
+                    log,
+                })
+            }
+            Event::AdminAbort { actor, reason } => match saga.position {
+                Position::Forward(index) if self.definition.before_pivot(index) => {
+                    let failure = Failure {
+                        reason_code: reason::ABORTED.to_owned(),
+                        detail: reason.clone(),
+                    };
+                    Ok(self.give_up(
+                        next,
+                        index,
+                        failure,
+                        LogEvent::AdminAbort,
+                        reason,
+                        Some(actor),
+                        now,
+                    ))
+                }
+                Position::Forward(_) | Position::Complete => Err(Refusal::PastPivot),
+                Position::Compensate(_) | Position::Fail { .. } => {
+                    Err(Refusal::AlreadyCompensating)
+                }
+            },
+        }
+    }
+
+    /// The id of the command the saga awaits at `position`.
+    pub fn command_id(&self, saga: &Saga, position: Position) -> String {
+        let (step, direction) = self.step_at(position);
+        wire::command_id(saga.saga_id, step.name, direction)
+    }
+
+    /// The step definition and direction of `position`.
+    pub fn step_at(&self, position: Position) -> (&'a StepDef, Direction) {
+        step_at(self.definition, position)
+    }
+
+    /// Whether the saga's pivot command is out (or behind it): from here on
+    /// it only moves forward.
+    pub fn past_pivot(&self, saga: &Saga) -> bool {
+        match saga.position {
+            Position::Forward(index) => !self.definition.before_pivot(index),
+            Position::Complete => true,
+            Position::Compensate(_) | Position::Fail { .. } => false,
+        }
+    }
+
+    fn succeeded(
+        &self,
+        mut saga: Saga,
+        hold_id: Option<String>,
+        journal_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let replied = (saga.position, saga.attempt);
+        if let Some(hold_id) = hold_id.filter(|id| !id.is_empty()) {
+            saga.data.hold_id = Some(hold_id);
+        }
+        if let Some(journal_id) = journal_id.filter(|id| !id.is_empty()) {
+            saga.data.journal_id = Some(journal_id);
+        }
+        let next = match replied.0 {
+            Position::Forward(index) if index + 1 < self.definition.steps.len() => {
+                Some(Position::Forward(index + 1))
+            }
+            Position::Forward(_) => Some(Position::Complete),
+            Position::Compensate(index) => Some(self.next_compensation(index.checked_sub(1), true)),
+            Position::Complete | Position::Fail { .. } => None,
+        };
+        let Some(next) = next else {
+            let (state, event) = match replied.0 {
+                Position::Fail { compensated: true } => {
+                    (SagaState::Compensated, LogEvent::Compensated)
+                }
+                Position::Fail { compensated: false } => (SagaState::Failed, LogEvent::Failed),
+                _ => (SagaState::Completed, LogEvent::Completed),
+            };
+            saga.state = state;
+            saga.next_attempt_at = None;
+            saga.requires_attention = false;
+            let detail = saga
+                .failure
+                .as_ref()
+                .map(|failure| failure.reason_code.clone())
+                .unwrap_or_default();
+            let log = self.log(&saga, replied, event, detail, None);
+            return Transition {
+                saga,
+                commands: Vec::new(),
+                log,
+            };
+        };
+        let command = self.enter(&mut saga, next, now);
+        let detail = format!("next: {} {}", command.step, command.direction.as_str());
+        let log = self.log(&saga, replied, LogEvent::Succeeded, detail, None);
+        Transition {
+            saga,
+            commands: vec![command],
+            log,
+        }
+    }
+
+    fn rejected(
+        &self,
+        mut saga: Saga,
+        reason_code: String,
+        detail: String,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let replied = (saga.position, saga.attempt);
+        let refusable = match replied.0 {
+            Position::Forward(index) => {
+                self.definition.before_pivot(index) || self.definition.pivot_index() == Some(index)
+            }
+            _ => false,
+        };
+        let reason_code = if reason_code.is_empty() {
+            reason::REJECTED.to_owned()
+        } else {
+            reason_code
+        };
+        if !refusable {
+            // A step that cannot be refused was: re-sending gets the same answer,
+            // so keep the saga where it is, retrying on its timer, for an operator.
+            saga.requires_attention = true;
+            let text =
+                format!("{reason_code}: {detail} (this step cannot be refused; needs an operator)");
+            let log = self.log(&saga, replied, LogEvent::Rejected, text, None);
+            return Transition {
+                saga,
+                commands: Vec::new(),
+                log,
+            };
+        }
+        let index = match replied.0 {
+            Position::Forward(index) => index,
+            _ => 0,
+        };
+        saga.failure = Some(Failure {
+            reason_code: reason_code.clone(),
+            detail: detail.clone(),
+        });
+        let next = self.next_compensation(index.checked_sub(1), false);
+        let command = self.enter(&mut saga, next, now);
+        let text = format!(
+            "{reason_code}: {detail}; next: {} {}",
+            command.step,
+            command.direction.as_str()
+        );
+        let log = self.log(&saga, replied, LogEvent::Rejected, text, None);
+        Transition {
+            saga,
+            commands: vec![command],
+            log,
+        }
+    }
+
+    fn timed_out(&self, mut saga: Saga, now: DateTime<Utc>, jitter: f64) -> Transition {
+        let position = saga.position;
+        let (step, _) = self.step_at(position);
+        let limit = step.max_attempts.unwrap_or(self.config.max_attempts).max(1);
+        let exhausted = saga.attempt >= limit;
+        if let Position::Forward(index) = position
+            && exhausted
+            && self.definition.before_pivot(index)
+        {
+            let detail = format!("{} timed out after {} attempts", step.name, saga.attempt);
+            let failure = Failure {
+                reason_code: reason::TIMED_OUT.to_owned(),
+                detail: detail.clone(),
+            };
+            return self.give_up(saga, index, failure, LogEvent::TimedOut, detail, None, now);
+        }
+        let delay = self.config.backoff(saga.attempt, jitter);
+        let attempt = saga.attempt.saturating_add(1);
+        let command = self.resend(&mut saga, attempt, now, delay);
+        if exhausted {
+            saga.requires_attention = true;
+        }
+        let detail = format!(
+            "no reply, re-sent; next check in {} ms{}",
+            (self.timeout(step) + delay).as_millis(),
+            if saga.requires_attention {
+                "; requires attention"
+            } else {
+                ""
+            }
+        );
+        let log = self.log(
+            &saga,
+            (position, saga.attempt),
+            LogEvent::Retried,
+            detail,
+            None,
+        );
+        Transition {
+            saga,
+            commands: vec![command],
+            log,
+        }
+    }
+
+    /// Stops going forward at step `index`, whose outcome is unknown, and
+    /// compensates it and every step before it.
+    #[allow(clippy::too_many_arguments)]
+    fn give_up(
+        &self,
+        mut saga: Saga,
+        index: usize,
+        failure: Failure,
+        event: LogEvent,
+        detail: String,
+        actor: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let subject = (saga.position, saga.attempt);
+        saga.failure = Some(failure);
+        let next = self.next_compensation(Some(index), false);
+        let command = self.enter(&mut saga, next, now);
+        let text = format!(
+            "{detail}; next: {} {}",
+            command.step,
+            command.direction.as_str()
+        );
+        let log = self.log(&saga, subject, event, text, actor);
+        Transition {
+            saga,
+            commands: vec![command],
+            log,
+        }
+    }
+
+    /// The compensation of the highest step at or below `from` that has one,
+    /// or the failure finish.
+    fn next_compensation(&self, from: Option<usize>, compensated: bool) -> Position {
+        let Some(from) = from else {
+            return Position::Fail { compensated };
+        };
+        (0..=from)
+            .rev()
+            .find(|index| self.definition.steps[*index].compensation.is_some())
+            .map(Position::Compensate)
+            .unwrap_or(Position::Fail { compensated })
+    }
+
+    /// Moves to `position` and sends its command for the first time.
+    fn enter(&self, saga: &mut Saga, position: Position, now: DateTime<Utc>) -> OutgoingCommand {
+        saga.position = position;
+        saga.state = match position {
+            Position::Forward(_) | Position::Complete => SagaState::Running,
+            Position::Compensate(_) | Position::Fail { .. } => SagaState::Compensating,
+        };
+        saga.step_started_at = now;
+        saga.requires_attention = false;
+        self.resend(saga, 1, now, std::time::Duration::ZERO)
+    }
+
+    /// Sends the current step's command again as attempt `attempt`, checking
+    /// back after the step timeout plus `delay`.
+    fn resend(
+        &self,
+        saga: &mut Saga,
+        attempt: u32,
+        now: DateTime<Utc>,
+        delay: std::time::Duration,
+    ) -> OutgoingCommand {
+        let (step, direction) = self.step_at(saga.position);
+        saga.attempt = attempt;
+        let wait =
+            chrono::Duration::from_std(self.timeout(step) + delay).unwrap_or(chrono::Duration::MAX);
+        saga.next_attempt_at = Some(
+            now.checked_add_signed(wait)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
+        self.build(saga, step, direction, attempt)
+    }
+
+    fn build(
+        &self,
+        saga: &Saga,
+        step: &'a StepDef,
+        direction: Direction,
+        attempt: u32,
+    ) -> OutgoingCommand {
+        let input = StepInput {
+            saga_id: saga.saga_id,
+            transaction_id: saga.transaction_id,
+            data: &saga.data,
+            failure: saga.failure.as_ref(),
+        };
+        let build = match direction {
+            Direction::Forward => step.forward,
+            Direction::Compensate => step.compensation.unwrap_or(step.forward),
+        };
+        OutgoingCommand {
+            step: step.name,
+            direction,
+            participant: step.participant,
+            command_id: wire::command_id(saga.saga_id, step.name, direction),
+            command: build(&input),
+            attempt,
+        }
+    }
+
+    fn timeout(&self, step: &StepDef) -> std::time::Duration {
+        step.timeout.unwrap_or(self.config.step_timeout)
+    }
+
+    /// The log row of a transition about the step at `subject`, sent
+    /// `attempt` times, that left the saga as `saga`.
+    fn log(
+        &self,
+        saga: &Saga,
+        subject: (Position, u32),
+        event: LogEvent,
+        detail: String,
+        actor: Option<String>,
+    ) -> LogEntry {
+        let (position, attempt) = subject;
+        let (step, direction) = self.step_at(position);
+        LogEntry {
+            step: step.name,
+            direction,
+            event,
+            state: saga.state,
+            command_id: wire::command_id(saga.saga_id, step.name, direction),
+            attempt,
+            detail,
+            actor,
+        }
+    }
+}

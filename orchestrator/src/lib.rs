@@ -1,0 +1,210 @@
+//! corebank-orchestrator: runs every money movement as a saga. A saga type is
+//! a declared list of steps (a command to a participant over RabbitMQ, its
+//! compensation, the pivot); a generic engine drives them with timeouts,
+//! retries with backoff and full jitter, and compensation, keeping all state
+//! in PostgreSQL so any replica can resume any saga. Operators list, inspect,
+//! retry and abort sagas through `corebank.v1.SagaAdminService`.
+
+pub mod consumer;
+pub mod domain;
+pub mod grpc;
+pub mod messages;
+pub mod runtime;
+pub mod store;
+pub mod timer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corebank_platform::clock::SharedClock;
+use corebank_platform::db::SchemaSpec;
+use corebank_platform::grpc::GrpcServer;
+use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_proto::v1::saga_admin_service_server::SagaAdminServiceServer;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::consumer::{ReplyHandler, RequestHandler};
+pub use crate::domain::EngineConfig;
+use crate::grpc::SagaAdminApi;
+use crate::store::SagaStore;
+
+/// The schema's migrations (`migrations/orchestrator/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/orchestrator");
+
+/// What the orchestrator owns in PostgreSQL.
+pub const SCHEMA: SchemaSpec = SchemaSpec {
+    schema: "orchestrator",
+    role: "corebank_orchestrator",
+    append_only: &["saga_log"],
+    migrator: &MIGRATOR,
+};
+
+/// The fully qualified gRPC service name, as health reports it.
+pub const GRPC_SERVICE: &str = "corebank.v1.SagaAdminService";
+
+/// The queues the orchestrator consumes (for declaring and tearing down).
+pub fn queue_specs() -> Vec<QueueSpec> {
+    vec![consumer::requests_queue(), consumer::replies_queue()]
+}
+
+/// Flags of the orchestrator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrchestratorArgs {
+    /// gRPC listen address of the admin API.
+    #[arg(
+        long = "orchestrator-addr",
+        env = "COREBANK_ORCHESTRATOR_ADDR",
+        default_value = "127.0.0.1:50054"
+    )]
+    pub addr: SocketAddr,
+    /// How long a saga step waits for its reply before re-sending, in milliseconds.
+    #[arg(
+        long = "saga-step-timeout-ms",
+        env = "COREBANK_SAGA_STEP_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub step_timeout_ms: u64,
+    /// Backoff ceiling after the first timeout (doubles per attempt), in milliseconds.
+    #[arg(
+        long = "saga-backoff-base-ms",
+        env = "COREBANK_SAGA_BACKOFF_BASE_MS",
+        default_value_t = 500
+    )]
+    pub backoff_base_ms: u64,
+    /// Largest backoff ceiling, in milliseconds; post-pivot steps retry at this interval forever.
+    #[arg(
+        long = "saga-backoff-cap-ms",
+        env = "COREBANK_SAGA_BACKOFF_CAP_MS",
+        default_value_t = 60_000
+    )]
+    pub backoff_cap_ms: u64,
+    /// Sends of a step before giving up on it (before the pivot) or flagging
+    /// the saga for an operator (after it, and while compensating).
+    #[arg(long = "saga-max-attempts", env = "COREBANK_SAGA_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// How often the timer loop looks for due sagas, in milliseconds.
+    #[arg(
+        long = "saga-timer-tick-ms",
+        env = "COREBANK_SAGA_TIMER_TICK_MS",
+        default_value_t = 200
+    )]
+    pub timer_tick_ms: u64,
+}
+
+impl OrchestratorArgs {
+    /// The engine timings these flags describe.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            step_timeout: Duration::from_millis(self.step_timeout_ms),
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_cap: Duration::from_millis(self.backoff_cap_ms.max(self.backoff_base_ms)),
+            max_attempts: self.max_attempts,
+            tick: Duration::from_millis(self.timer_tick_ms.max(1)),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// What the orchestrator needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A pool logged in as `corebank_orchestrator`, search path `orchestrator`.
+    pub pool: PgPool,
+    pub clock: SharedClock,
+    /// The broker handle; the caller owns (and eventually closes) it.
+    pub broker: Broker,
+    pub engine: EngineConfig,
+}
+
+/// A bound, ready-to-run orchestrator.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    settings: Settings,
+}
+
+impl Application {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, settings })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Runs the admin API, the outbox relay, both consumers and the timer
+    /// loop until `shutdown` is cancelled (or one of them fails), then waits
+    /// for all of them to stop.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Settings {
+            pool,
+            clock,
+            broker,
+            engine,
+        } = self.settings;
+        let config = Arc::new(engine);
+        let stop = shutdown.child_token();
+        let store = SagaStore::new(pool.clone());
+
+        let relay = tokio::spawn(OutboxRelay::new(pool.clone(), broker.clone()).run(stop.clone()));
+        let requests = QueueConsumer::new(
+            broker.clone(),
+            pool.clone(),
+            consumer::requests_queue(),
+            RequestHandler {
+                config: config.clone(),
+                clock: clock.clone(),
+            },
+        );
+        let replies = QueueConsumer::new(
+            broker.clone(),
+            pool.clone(),
+            consumer::replies_queue(),
+            ReplyHandler {
+                config: config.clone(),
+                clock: clock.clone(),
+            },
+        );
+        let requests = tokio::spawn(requests.run(stop.clone()));
+        let replies = tokio::spawn(replies.run(stop.clone()));
+        let timers = tokio::spawn(timer::run(
+            store.clone(),
+            config.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
+
+        let api = SagaAdminApi::new(store, config, clock);
+        let server = GrpcServer {
+            name: "orchestrator",
+            services: vec![GRPC_SERVICE],
+        };
+        let served = server
+            .serve(
+                self.listener,
+                Routes::new(SagaAdminServiceServer::new(api)),
+                stop.clone(),
+            )
+            .await;
+        stop.cancel();
+
+        let (relay, requests, replies, timers) = tokio::join!(relay, requests, replies, timers);
+        requests?;
+        replies?;
+        timers?;
+        if let Err(error) = relay? {
+            tracing::warn!(%error, "outbox relay stopped with an error");
+        }
+        tracing::info!("orchestrator stopped");
+        served
+    }
+}

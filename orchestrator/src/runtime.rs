@@ -1,0 +1,124 @@
+//! Runs the pure engine against the database: every accepted event writes
+//! the saga's new state, its log row and its outgoing commands (outbox rows)
+//! in the caller's transaction, so they commit or vanish together.
+//! Consumers, the timer loop and the admin API all go through here.
+
+use chrono::{DateTime, Utc};
+use corebank_platform::messaging::enqueue;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{Engine, EngineConfig, Event, LogEvent, Refusal, Saga, Transition};
+use crate::messages::{self, Requested};
+use crate::store;
+
+/// Creates the saga of a requested movement and sends its first commands;
+/// `None` when the transaction already has a saga (a redelivered request).
+#[tracing::instrument(skip_all, fields(transaction_id = %requested.transaction_id, saga_type = requested.saga_type.as_str()), err)]
+pub async fn start(
+    conn: &mut PgConnection,
+    config: &EngineConfig,
+    requested: Requested,
+    now: DateTime<Utc>,
+    causation_id: Option<Uuid>,
+) -> Result<Option<Saga>, sqlx::Error> {
+    let engine = Engine::new(requested.saga_type.definition(), config);
+    let transition = engine.start(
+        Uuid::now_v7(),
+        requested.transaction_id,
+        requested.data,
+        now,
+    );
+    if !store::insert(conn, &transition.saga).await? {
+        return Ok(None);
+    }
+    record(conn, &transition, now, causation_id).await?;
+    metrics::counter!("corebank_saga_started_total", "saga_type" => transition.saga.saga_type.as_str()).increment(1);
+    tracing::info!(saga_id = %transition.saga.saga_id, "saga started");
+    Ok(Some(transition.saga))
+}
+
+/// Applies `event` to a saga the caller has locked. A refusal changes nothing
+/// and is returned for the caller to judge.
+#[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id), err)]
+pub async fn apply(
+    conn: &mut PgConnection,
+    config: &EngineConfig,
+    saga: &Saga,
+    event: Event,
+    now: DateTime<Utc>,
+    causation_id: Option<Uuid>,
+) -> Result<Result<Transition, Refusal>, sqlx::Error> {
+    let engine = Engine::new(saga.saga_type.definition(), config);
+    let is_reply = matches!(event, Event::Reply { .. });
+    let transition = match engine.apply(saga, event, now, rand::random::<f64>()) {
+        Ok(transition) => transition,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    store::update(conn, &transition.saga).await?;
+    record(conn, &transition, now, causation_id).await?;
+    observe(saga, &transition, is_reply, now);
+    Ok(Ok(transition))
+}
+
+async fn record(
+    conn: &mut PgConnection,
+    transition: &Transition,
+    now: DateTime<Utc>,
+    causation_id: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    let saga = &transition.saga;
+    store::append_log(conn, saga.saga_id, &transition.log, now).await?;
+    for command in &transition.commands {
+        enqueue(
+            conn,
+            messages::command_message(saga, command, now, causation_id),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Metrics and logs of one transition: step latency on a reply, retries,
+/// outcomes.
+fn observe(before: &Saga, transition: &Transition, is_reply: bool, now: DateTime<Utc>) {
+    let after = &transition.saga;
+    let log = &transition.log;
+    let saga_type = after.saga_type.as_str();
+    if is_reply {
+        let latency = (now - before.step_started_at).to_std().unwrap_or_default();
+        metrics::histogram!(
+            "corebank_saga_step_duration_seconds",
+            "saga_type" => saga_type,
+            "step" => log.step,
+            "direction" => log.direction.as_str(),
+            "event" => log.event.as_str(),
+        )
+        .record(latency.as_secs_f64());
+    }
+    match log.event {
+        LogEvent::Retried => {
+            metrics::counter!("corebank_saga_step_retries_total", "saga_type" => saga_type, "step" => log.step).increment(1);
+            if after.requires_attention {
+                tracing::warn!(saga_id = %after.saga_id, step = log.step, attempt = log.attempt, "saga step still unanswered, requires attention");
+            } else {
+                tracing::info!(saga_id = %after.saga_id, step = log.step, attempt = log.attempt, "saga step timed out, re-sent");
+            }
+        }
+        LogEvent::Rejected if after.requires_attention => {
+            tracing::warn!(saga_id = %after.saga_id, step = log.step, detail = %log.detail, "a step that cannot be refused was, requires attention");
+        }
+        _ => {
+            tracing::debug!(saga_id = %after.saga_id, step = log.step, event = log.event.as_str(), "saga transition")
+        }
+    }
+    if after.state.is_terminal() && !before.state.is_terminal() {
+        metrics::counter!("corebank_saga_outcomes_total", "saga_type" => saga_type, "outcome" => after.state.as_str()).increment(1);
+        tracing::info!(
+            saga_id = %after.saga_id,
+            outcome = after.state.as_str(),
+            reason = after.failure.as_ref().map(|failure| failure.reason_code.as_str()).unwrap_or(""),
+            "saga finished"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! SQL for the `orchestrator` schema. The pool is private: reads go through
+//! [`SagaStore`], writes take the caller's `&mut PgConnection` so a saga's new
+//! state, its log row and its outgoing commands commit together.
+
+use chrono::{DateTime, Utc};
+use corebank_platform::error::ApiError;
+use corebank_platform::paging::Page;
+use corebank_proto::wire::Direction;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::domain::engine::{position_of, step_at};
+use crate::domain::{Failure, LogEntry, Position, Saga, SagaState, SagaType};
+
+pub const SAGA_NOT_FOUND: &str = "SAGA_NOT_FOUND";
+
+/// Reads, and transactions for the writers.
+#[derive(Debug, Clone)]
+pub struct SagaStore {
+    pool: PgPool,
+}
+
+/// Which sagas `ListSagas` wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SagaFilter {
+    pub state: Option<SagaState>,
+    pub saga_type: Option<SagaType>,
+    /// Only sagas created at or before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    pub requires_attention_only: bool,
+}
+
+/// One row of a saga's step log, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LogRecord {
+    pub saga_log_id: i64,
+    pub step: String,
+    pub direction: String,
+    pub event: String,
+    pub state: String,
+    pub command_id: String,
+    pub attempt: i32,
+    pub detail: String,
+    pub actor: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SagaRow {
+    saga_id: Uuid,
+    saga_type: String,
+    transaction_id: Uuid,
+    state: String,
+    current_step: String,
+    direction: String,
+    compensated: bool,
+    attempt: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    step_started_at: DateTime<Utc>,
+    requires_attention: bool,
+    data: sqlx::types::Json<crate::domain::SagaData>,
+    failure_reason: Option<String>,
+    failure_detail: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const SAGA_COLUMNS: &str = "saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
+    next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail, created_at, updated_at";
+
+fn corrupt(what: String) -> sqlx::Error {
+    sqlx::Error::Decode(what.into())
+}
+
+fn direction(text: &str) -> Option<Direction> {
+    match text {
+        "forward" => Some(Direction::Forward),
+        "compensate" => Some(Direction::Compensate),
+        _ => None,
+    }
+}
+
+impl TryFrom<SagaRow> for Saga {
+    type Error = sqlx::Error;
+
+    fn try_from(row: SagaRow) -> Result<Self, sqlx::Error> {
+        let saga_type = SagaType::parse(&row.saga_type)
+            .ok_or_else(|| corrupt(format!("unknown saga type {:?}", row.saga_type)))?;
+        let state = SagaState::parse(&row.state)
+            .ok_or_else(|| corrupt(format!("unknown saga state {:?}", row.state)))?;
+        let stored_direction = direction(&row.direction)
+            .ok_or_else(|| corrupt(format!("unknown direction {:?}", row.direction)))?;
+        let position = position_of(
+            saga_type.definition(),
+            &row.current_step,
+            stored_direction,
+            row.compensated,
+        )
+        .ok_or_else(|| {
+            corrupt(format!(
+                "unknown step {:?} of a {} saga",
+                row.current_step,
+                saga_type.as_str()
+            ))
+        })?;
+        Ok(Saga {
+            saga_id: row.saga_id,
+            saga_type,
+            transaction_id: row.transaction_id,
+            state,
+            position,
+            attempt: u32::try_from(row.attempt).unwrap_or(1),
+            next_attempt_at: row.next_attempt_at,
+            step_started_at: row.step_started_at,
+            requires_attention: row.requires_attention,
+            data: row.data.0,
+            failure: row.failure_reason.map(|reason_code| Failure {
+                reason_code,
+                detail: row.failure_detail.unwrap_or_default(),
+            }),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl SagaStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub async fn get(&self, saga_id: Uuid) -> Result<Saga, ApiError> {
+        let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {SAGA_COLUMNS} from saga where saga_id = $1"
+        )))
+        .bind(saga_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| not_found(saga_id))?;
+        Ok(Saga::try_from(row)?)
+    }
+
+    /// The step log of a saga, oldest first.
+    pub async fn history(&self, saga_id: Uuid) -> Result<Vec<LogRecord>, ApiError> {
+        Ok(sqlx::query_as(
+            "select saga_log_id, step, direction, event, state, command_id, attempt, detail, actor, created_at
+             from saga_log where saga_id = $1 order by saga_log_id",
+        )
+        .bind(saga_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn list(&self, filter: &SagaFilter, page: &Page) -> Result<Vec<Saga>, ApiError> {
+        let after = page
+            .after
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|_| {
+                ApiError::invalid_field("page_token", "is not a token issued for this query")
+            })?;
+        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {SAGA_COLUMNS} from saga
+             where ($1::text is null or state = $1)
+               and ($2::text is null or saga_type = $2)
+               and ($3::timestamptz is null or created_at <= $3)
+               and (not $4 or requires_attention)
+               and ($5::uuid is null or saga_id > $5)
+             order by saga_id limit $6"
+        )))
+        .bind(filter.state.map(SagaState::as_str))
+        .bind(filter.saga_type.map(SagaType::as_str))
+        .bind(filter.created_before)
+        .bind(filter.requires_attention_only)
+        .bind(after)
+        .bind(page.fetch_limit())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(Saga::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+pub fn not_found(saga_id: Uuid) -> ApiError {
+    ApiError::not_found(SAGA_NOT_FOUND, format!("saga {saga_id} not found"))
+}
+
+/// Reads one saga and locks it until the caller's transaction ends.
+pub async fn lock(conn: &mut PgConnection, saga_id: Uuid) -> Result<Option<Saga>, sqlx::Error> {
+    let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SAGA_COLUMNS} from saga where saga_id = $1 for update"
+    )))
+    .bind(saga_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Saga::try_from).transpose()
+}
+
+/// Locks up to `limit` active sagas whose timer is due at `now`, skipping
+/// those another replica (or a reply) holds.
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Saga>, sqlx::Error> {
+    let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SAGA_COLUMNS} from saga
+         where next_attempt_at <= $1 and state in ('running', 'compensating')
+         order by next_attempt_at limit $2
+         for update skip locked"
+    )))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Saga::try_from).collect()
+}
+
+fn stored_position(saga: &Saga) -> (&'static str, Direction, bool) {
+    let (step, direction) = step_at(saga.saga_type.definition(), saga.position);
+    let compensated = matches!(saga.position, Position::Fail { compensated: true });
+    (step.name, direction, compensated)
+}
+
+/// Inserts a new saga unless one exists for its transaction; `false` then.
+#[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, transaction_id = %saga.transaction_id), err)]
+pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<bool, sqlx::Error> {
+    let (step, direction, compensated) = stored_position(saga);
+    let inserted = sqlx::query(
+        "insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
+                           next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
+                           created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         on conflict (transaction_id) do nothing",
+    )
+    .bind(saga.saga_id)
+    .bind(saga.saga_type.as_str())
+    .bind(saga.transaction_id)
+    .bind(saga.state.as_str())
+    .bind(step)
+    .bind(direction.as_str())
+    .bind(compensated)
+    .bind(i32::try_from(saga.attempt).unwrap_or(i32::MAX))
+    .bind(saga.next_attempt_at)
+    .bind(saga.step_started_at)
+    .bind(saga.requires_attention)
+    .bind(sqlx::types::Json(&saga.data))
+    .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
+    .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
+    .bind(saga.created_at)
+    .bind(saga.updated_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Writes a saga's new state (it must be locked by the caller).
+#[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, state = saga.state.as_str()), err)]
+pub async fn update(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
+    let (step, direction, compensated) = stored_position(saga);
+    sqlx::query(
+        "update saga set state = $2, current_step = $3, direction = $4, compensated = $5, attempt = $6,
+                         next_attempt_at = $7, step_started_at = $8, requires_attention = $9, data = $10,
+                         failure_reason = $11, failure_detail = $12, updated_at = $13
+         where saga_id = $1",
+    )
+    .bind(saga.saga_id)
+    .bind(saga.state.as_str())
+    .bind(step)
+    .bind(direction.as_str())
+    .bind(compensated)
+    .bind(i32::try_from(saga.attempt).unwrap_or(i32::MAX))
+    .bind(saga.next_attempt_at)
+    .bind(saga.step_started_at)
+    .bind(saga.requires_attention)
+    .bind(sqlx::types::Json(&saga.data))
+    .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
+    .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
+    .bind(saga.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends one row to a saga's step log.
+pub async fn append_log(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+    entry: &LogEntry,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(saga_id)
+    .bind(entry.step)
+    .bind(entry.direction.as_str())
+    .bind(entry.event.as_str())
+    .bind(entry.state.as_str())
+    .bind(&entry.command_id)
+    .bind(i32::try_from(entry.attempt).unwrap_or(i32::MAX))
+    .bind(&entry.detail)
+    .bind(entry.actor.as_deref())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The timer loop: every tick, claim the active sagas whose deadline passed
+//! (`for update skip locked`, so replicas share the work and a saga being
+//! advanced by a reply is left alone) and feed each a timeout. Timers are rows,
+//! so a restarted orchestrator resumes whatever fell due while it was down.
+
+use std::sync::Arc;
+
+use corebank_platform::clock::SharedClock;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{EngineConfig, Event};
+use crate::runtime;
+use crate::store::{self, SagaStore};
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    store: SagaStore,
+    config: Arc<EngineConfig>,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.tick);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // A full batch means more may be due: go again without waiting.
+        while !shutdown.is_cancelled() {
+            match round(&store, &config, &clock).await {
+                Ok(claimed) if claimed as i64 >= config.timer_batch => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "saga timer round failed");
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("saga timers stopped");
+}
+
+/// Times out the due sagas of one batch in one transaction; returns how many
+/// were claimed.
+pub async fn round(
+    store: &SagaStore,
+    config: &EngineConfig,
+    clock: &SharedClock,
+) -> Result<usize, sqlx::Error> {
+    let now = clock.now();
+    let mut tx = store.begin().await?;
+    let due = store::claim_due(&mut tx, now, config.timer_batch).await?;
+    for saga in &due {
+        if let Err(refusal) =
+            runtime::apply(&mut tx, config, saga, Event::TimedOut, now, None).await?
+        {
+            tracing::debug!(saga_id = %saga.saga_id, %refusal, "timer skipped saga");
+        }
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}

@@ -1,0 +1,74 @@
+//! An injected clock: wherever time decides behaviour (expiry, retention),
+//! code asks a [`Clock`] so tests can move time by hand.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The system clock as a [`SharedClock`].
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// A clock that only moves when told to; for tests.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self {
+            now: Mutex::new(start),
+        })
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced() {
+        let start = Utc::now();
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::seconds(90));
+        assert_eq!(clock.now(), start + Duration::seconds(90));
+    }
+}

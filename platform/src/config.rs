@@ -1,0 +1,143 @@
+//! Configuration shared by every service: command-line flags, each with an
+//! environment variable. Secrets are `SecretString`, so `Debug` never prints them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+use crate::idempotency::IdempotencyConfig;
+use crate::money::AmountLimits;
+
+/// Where PostgreSQL is and how a service logs in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Owner connection (migrations, provisioning); services derive their own
+    /// login from it with their role and `--db-password`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/corebank",
+        hide_env_values = true
+    )]
+    pub database_url: SecretString,
+    /// Password of the per-service roles (`corebank_<service>`).
+    #[arg(
+        long,
+        env = "COREBANK_DB_PASSWORD",
+        default_value = "corebank-dev",
+        hide_env_values = true
+    )]
+    pub db_password: SecretString,
+    /// Connections per service pool.
+    #[arg(long, env = "COREBANK_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+}
+
+/// Logging and metrics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log format: `pretty` for people, `json` for collectors.
+    #[arg(long, env = "COREBANK_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub log_format: String,
+    /// Log filter (`RUST_LOG` syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+    /// Where `/metrics` is served (Prometheus text format).
+    #[arg(long, env = "COREBANK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Rules applied to every request that carries money or an idempotency key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RequestArgs {
+    /// Largest single amount accepted, in major units.
+    #[arg(long, env = "COREBANK_MAX_AMOUNT", default_value = "1000000000")]
+    pub max_amount: Decimal,
+    /// How long idempotency keys are remembered, in hours.
+    #[arg(
+        long,
+        env = "COREBANK_IDEMPOTENCY_RETENTION_HOURS",
+        default_value_t = 24
+    )]
+    pub idempotency_retention_hours: u64,
+}
+
+impl RequestArgs {
+    pub fn amount_limits(&self) -> AmountLimits {
+        AmountLimits {
+            max: self.max_amount,
+        }
+    }
+
+    pub fn idempotency(&self) -> IdempotencyConfig {
+        IdempotencyConfig {
+            retention: Duration::from_secs(self.idempotency_retention_hours * 3600),
+            ..IdempotencyConfig::default()
+        }
+    }
+}
+
+impl Default for RequestArgs {
+    fn default() -> Self {
+        Self {
+            max_amount: AmountLimits::default().max,
+            idempotency_retention_hours: 24,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    }
+
+    #[test]
+    fn the_database_password_never_appears_in_debug_output() {
+        let cli = Cli::parse_from([
+            "x",
+            "--database-url",
+            "postgres://u:s3cret@h/db",
+            "--db-password",
+            "hunter2",
+        ]);
+        let printed = format!("{cli:?}");
+        assert!(!printed.contains("s3cret"));
+        assert!(!printed.contains("hunter2"));
+    }
+}
+
+/// Where RabbitMQ is and which namespace this deployment's names live under.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmqpArgs {
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: SecretString,
+    /// Prefix of every exchange and queue name; deployments sharing a broker differ here.
+    #[arg(long, env = "COREBANK_NAMESPACE", default_value = "corebank")]
+    pub namespace: String,
+}
+
+impl AmqpArgs {
+    /// A lazily connecting broker handle named after `service`.
+    pub fn broker(&self, service: &str) -> crate::messaging::Broker {
+        let config = crate::messaging::BrokerConfig::new(
+            self.amqp_url.clone(),
+            crate::messaging::Namespace::new(self.namespace.clone()),
+            format!("corebank-{service}"),
+        );
+        crate::messaging::Broker::new(config)
+    }
+}

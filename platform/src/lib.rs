@@ -1,0 +1,18 @@
+//! The shared runtime every corebank service stands on: configuration,
+//! telemetry, PostgreSQL, the gRPC server, the error model, money, paging and
+//! idempotency. No domain logic lives here.
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod idempotency;
+pub mod messaging;
+pub mod money;
+pub mod paging;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use error::{ApiError, ErrorCode, Violations};

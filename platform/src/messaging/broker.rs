@@ -1,0 +1,208 @@
+//! A reconnecting handle on one RabbitMQ connection.
+//!
+//! lapin's own auto-recovery is opt-in and replays only part of the state, so we
+//! recover explicitly: whoever finds the connection dead asks [`Broker::channel`]
+//! for a new channel, which reconnects with capped exponential backoff (one
+//! caller reconnects, the others wait for it), re-declares the exchanges and
+//! returns. Each relay and consumer then re-declares its own queues and restarts.
+//! Messages unacknowledged on the dead connection are redelivered by the broker;
+//! the inbox makes that harmless.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::topology::{Namespace, declare_exchanges};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `amqp://user:pass@host:5672/%2f` (an empty vhost is not `/`).
+    pub url: SecretString,
+    /// Prefix of every exchange and queue.
+    pub namespace: Namespace,
+    /// Shown by `rabbitmqctl list_connections client_properties`, e.g. `account-7f3a`.
+    pub connection_name: String,
+    /// First reconnect delay.
+    pub min_backoff: Duration,
+    /// Reconnect delay cap.
+    pub max_backoff: Duration,
+}
+
+impl BrokerConfig {
+    /// A configuration with reconnect backoff from 100 ms to 10 s.
+    pub fn new(
+        url: SecretString,
+        namespace: Namespace,
+        connection_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            url,
+            namespace,
+            connection_name: connection_name.into(),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cheaply cloneable handle on the process's broker connection.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    current: Mutex<Option<Arc<Connection>>>,
+    connections: AtomicU64,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("namespace", &self.inner.config.namespace)
+            .field("connection_name", &self.inner.config.connection_name)
+            .field("connections", &self.connections_opened())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// A handle that connects lazily, on first use.
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                current: Mutex::new(None),
+                connections: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Connects now and declares the exchanges, failing instead of retrying:
+    /// for startup, so a wrong URL stops the process with a clear error.
+    pub async fn connect(config: BrokerConfig) -> Result<Self, lapin::Error> {
+        let broker = Self::new(config);
+        let connection = broker.open().await?;
+        *broker.inner.current.lock().await = Some(connection);
+        Ok(broker)
+    }
+
+    /// The namespace every name is prefixed with.
+    pub fn namespace(&self) -> &Namespace {
+        &self.inner.config.namespace
+    }
+
+    /// The connection name given to the broker.
+    pub fn connection_name(&self) -> &str {
+        &self.inner.config.connection_name
+    }
+
+    /// How many connections were opened so far; more than one means the
+    /// handle recovered from a lost connection.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
+    /// A live connection, reconnecting with backoff if needed; `None` once
+    /// `shutdown` is cancelled.
+    pub async fn connection(&self, shutdown: &CancellationToken) -> Option<Arc<Connection>> {
+        let mut current = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            guard = self.inner.current.lock() => guard,
+        };
+        if let Some(connection) = current.as_ref()
+            && connection.status().connected()
+        {
+            return Some(connection.clone());
+        }
+        if current.take().is_some() {
+            tracing::warn!(connection_name = %self.inner.config.connection_name, "broker connection lost, reconnecting");
+        }
+
+        let mut backoff = self.inner.config.min_backoff;
+        loop {
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                opened = self.open() => opened,
+            };
+            match opened {
+                Ok(connection) => {
+                    *current = Some(connection.clone());
+                    return Some(connection);
+                }
+                Err(error) => {
+                    metrics::counter!("corebank_messaging_broker_connect_failures_total")
+                        .increment(1);
+                    let jittered = jitter(backoff);
+                    tracing::warn!(%error, retry_in_ms = jittered.as_millis() as u64, "broker connect failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(jittered) => {}
+                    }
+                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// A new channel on a live connection, reconnecting if needed; `None` once
+    /// `shutdown` is cancelled. The caller owns the channel (and its consumers
+    /// and confirm mode).
+    pub async fn channel(&self, shutdown: &CancellationToken) -> Option<Channel> {
+        let mut backoff = self.inner.config.min_backoff;
+        loop {
+            let connection = self.connection(shutdown).await?;
+            match connection.create_channel().await {
+                Ok(channel) => return Some(channel),
+                Err(error) => {
+                    // The connection may have died between the check and here; the
+                    // next `connection()` call sees it and reconnects.
+                    tracing::warn!(%error, "opening a broker channel failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Closes the connection, if any; relays and consumers must be stopped first.
+    pub async fn close(&self) {
+        let connection = self.inner.current.lock().await.take();
+        if let Some(connection) = connection
+            && let Err(error) = connection.close(200, "shutdown".into()).await
+        {
+            tracing::debug!(%error, "closing broker connection failed");
+        }
+    }
+
+    async fn open(&self) -> Result<Arc<Connection>, lapin::Error> {
+        let config = &self.inner.config;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(config.connection_name.clone().into());
+        let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+        let channel = connection.create_channel().await?;
+        declare_exchanges(&channel, &config.namespace).await?;
+        channel.close(200, "topology declared".into()).await?;
+        let opened = self.inner.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        metrics::counter!("corebank_messaging_broker_connections_total").increment(1);
+        tracing::info!(connection_name = %config.connection_name, namespace = %config.namespace, opened, "broker connected");
+        Ok(Arc::new(connection))
+    }
+}
+
+/// Spreads reconnects of many processes after a broker restart: 50–100 % of `delay`.
+fn jitter(delay: Duration) -> Duration {
+    let millis = delay.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}

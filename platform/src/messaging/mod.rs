@@ -1,0 +1,56 @@
+//! RabbitMQ messaging shared by every service: topology, the message envelope,
+//! the transactional outbox and its relay, the inbox-guarded consumer, dead-letter
+//! queue operations and a reconnecting broker handle.
+//!
+//! The module is generic infrastructure: payloads are opaque protobuf bytes and a
+//! message-type string; what they mean is the services' business.
+//!
+//! Delivery guarantees, end to end:
+//! - a service writes its state change and its outgoing messages in one database
+//!   transaction ([`enqueue`]); the [`OutboxRelay`] publishes committed rows with
+//!   publisher confirms and marks them sent only once the broker confirmed them, so
+//!   nothing is published before it is committed and nothing committed is lost;
+//! - a [`QueueConsumer`] records each message id in the `inbox` table in the same
+//!   transaction as the handler's effect and acknowledges only after commit, so a
+//!   redelivery (at-least-once) never has a second effect;
+//! - transient handler failures go through per-queue delay queues with growing
+//!   delays; exhausted retries, permanent failures and malformed messages are parked
+//!   in `<ns>.<queue>.dlq`, which [`dlq`] can list and replay.
+
+mod broker;
+mod consumer;
+pub mod dlq;
+mod envelope;
+mod outbox;
+mod relay;
+mod topology;
+
+pub use broker::{Broker, BrokerConfig};
+pub use consumer::{ConsumerConfig, Handler, HandlerError, QueueConsumer};
+pub use envelope::{CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers};
+pub use outbox::{OUTBOX_INBOX_DDL, enqueue, notify_channel, purge_inbox, purge_sent};
+pub use relay::{OutboxRelay, RelayConfig};
+pub use topology::{
+    Binding, Exchange, Namespace, QueueSpec, RetryPolicy, declare_exchanges, declare_queue,
+    delete_topology,
+};
+
+/// What can go wrong moving messages between PostgreSQL and RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// The database refused or lost the connection.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The broker refused or lost the connection or channel.
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker negatively acknowledged or returned a message we must not lose.
+    #[error("broker did not accept the message: {0}")]
+    NotConfirmed(String),
+    /// The broker did not confirm in time; the outcome is unknown.
+    #[error("timed out waiting for publisher confirms")]
+    ConfirmTimeout,
+    /// The broker cancelled our consumer (e.g. the queue was deleted).
+    #[error("consumer cancelled by the broker")]
+    ConsumerCancelled,
+}

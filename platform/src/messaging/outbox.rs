@@ -1,0 +1,116 @@
+//! The outbox and inbox tables and the write side of the outbox.
+//!
+//! Both tables live in each service's own schema (the DDL uses unqualified
+//! names and runs from the service's migrations), so a service's outgoing
+//! messages commit or roll back with its state, and its inbox deduplicates in
+//! the same transaction as the effect.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::envelope::OutgoingMessage;
+
+/// DDL of the `outbox` and `inbox` tables; run it in the service schema's
+/// migrations. Idempotent.
+///
+/// `outbox` keeps sent rows (with `sent_at`) for audit until [`purge_sent`];
+/// the partial index keeps the relay's scan to pending rows. `inbox` is keyed by
+/// consumer (queue name) and message id, so two consumers of one schema can both
+/// handle the same event.
+pub const OUTBOX_INBOX_DDL: &str = r#"
+create table if not exists outbox (
+    outbox_id bigint generated always as identity constraint outbox_pkey primary key,
+    message_id uuid not null constraint outbox_message_id_key unique,
+    exchange text not null
+        constraint outbox_exchange_check check (exchange in ('commands', 'replies', 'events')),
+    routing_key text not null,
+    message_type text not null,
+    payload bytea not null,
+    correlation_id uuid,
+    causation_id uuid,
+    traceparent text,
+    schema_version integer not null default 1,
+    occurred_at timestamptz not null,
+    created_at timestamptz not null default now(),
+    sent_at timestamptz
+);
+
+create index if not exists outbox_pending_idx on outbox (outbox_id) where sent_at is null;
+
+create table if not exists inbox (
+    consumer text not null,
+    message_id uuid not null,
+    message_type text not null,
+    received_at timestamptz not null default now(),
+    constraint inbox_pkey primary key (consumer, message_id)
+);
+"#;
+
+/// The LISTEN/NOTIFY channel of the outbox in `schema`; one per schema so that
+/// relays of different services sharing a database do not wake each other.
+pub fn notify_channel(schema: &str) -> String {
+    format!("corebank_outbox_{schema}")
+}
+
+/// Writes `message` to the outbox in the caller's transaction and wakes the
+/// relay when that transaction commits (NOTIFY is transactional).
+///
+/// Pass `&mut *tx`. The relay publishes the row only after commit; a rollback
+/// leaves no trace. A duplicate `message_id` fails with a unique violation on
+/// `outbox_message_id_key`.
+#[tracing::instrument(skip_all, fields(message_id = %message.message_id, message_type = %message.message_type), err)]
+pub async fn enqueue(conn: &mut PgConnection, message: OutgoingMessage) -> Result<(), sqlx::Error> {
+    // One round trip: the notify runs only if the insert produced a row.
+    sqlx::query(
+        r#"
+        with inserted as (
+            insert into outbox (
+                message_id, exchange, routing_key, message_type, payload,
+                correlation_id, causation_id, traceparent, schema_version, occurred_at
+            )
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            returning 1
+        )
+        select pg_notify('corebank_outbox_' || current_schema(), '') from inserted
+        "#,
+    )
+    .bind(message.message_id)
+    .bind(message.exchange.as_str())
+    .bind(&message.routing_key)
+    .bind(&message.message_type)
+    .bind(&message.payload)
+    .bind(message.correlation_id)
+    .bind(message.causation_id)
+    .bind(&message.traceparent)
+    .bind(message.schema_version)
+    .bind(message.occurred_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes outbox rows sent before `before`; returns how many.
+pub async fn purge_sent(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query("delete from outbox where sent_at < $1")
+        .bind(before)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Deletes inbox rows received before `before`; returns how many. Keep them
+/// longer than any redelivery can take (retries, DLQ replays), or a late
+/// duplicate would have a second effect.
+pub async fn purge_inbox(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query("delete from inbox where received_at < $1")
+        .bind(before)
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,347 @@
+//! The outbox relay: publishes committed outbox rows and marks them sent once
+//! the broker confirmed them.
+//!
+//! One round locks a batch of pending rows with `for update skip locked` (so
+//! several replicas share the table without publishing a row twice), publishes
+//! them all, awaits every publisher confirm, and marks the confirmed ones sent in
+//! the transaction that locked them. A nack, a timeout or a lost connection
+//! leaves rows pending for the next round: delivery is at-least-once and the
+//! consumers' inbox absorbs the duplicates. Rounds are triggered by the NOTIFY
+//! that [`enqueue`](super::enqueue) issues, with a polling fallback for lost
+//! notifications and listener outages.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, Confirmation};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::MessagingError;
+use super::broker::Broker;
+use super::envelope::OutgoingMessage;
+use super::outbox::notify_channel;
+use super::topology::Exchange;
+
+/// Relay tuning.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed per round.
+    pub batch_size: i64,
+    /// How often to look for pending rows when no notification arrives.
+    pub poll_interval: Duration,
+    /// How long to wait for the broker's confirms of one batch.
+    pub confirm_timeout: Duration,
+    /// How long shutdown may spend flushing pending rows.
+    pub flush_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(500),
+            confirm_timeout: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Publishes the outbox of the schema its pool's `search_path` points at.
+#[derive(Debug, Clone)]
+pub struct OutboxRelay {
+    pool: PgPool,
+    broker: Broker,
+    config: RelayConfig,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    outbox_id: i64,
+    message_id: Uuid,
+    exchange: String,
+    routing_key: String,
+    message_type: String,
+    payload: Vec<u8>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    traceparent: Option<String>,
+    schema_version: i32,
+    occurred_at: DateTime<Utc>,
+}
+
+/// What one round did.
+struct Round {
+    claimed: usize,
+    confirmed: usize,
+}
+
+impl OutboxRelay {
+    /// A relay with the default configuration.
+    pub fn new(pool: PgPool, broker: Broker) -> Self {
+        Self {
+            pool,
+            broker,
+            config: RelayConfig::default(),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: RelayConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Runs until `shutdown` is cancelled, then flushes pending rows (bounded by
+    /// `flush_timeout`) and returns. Fails only if the schema cannot be read at start.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), MessagingError> {
+        let schema: String = sqlx::query_scalar("select current_schema()")
+            .fetch_one(&self.pool)
+            .await?;
+        tracing::info!(%schema, "outbox relay started");
+        let mut listener: Option<PgListener> = None;
+        let mut channel: Option<Channel> = None;
+
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen(&schema).await;
+            }
+            if channel.is_none() {
+                channel = self.publishing_channel(&shutdown).await;
+                if channel.is_none() {
+                    break;
+                }
+            }
+            let more = match self.round(channel.as_ref(), &schema).await {
+                Ok(round) => {
+                    round.claimed as i64 == self.config.batch_size
+                        && round.confirmed == round.claimed
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %schema, "outbox relay round failed, will retry");
+                    // The channel may be dead or hold unknown confirms: start afresh.
+                    channel = None;
+                    false
+                }
+            };
+            self.report_pending(&schema).await;
+            if !more {
+                self.wait_for_work(listener.as_mut(), &shutdown).await;
+            }
+        }
+
+        self.flush(channel, &schema).await;
+        tracing::info!(%schema, "outbox relay stopped");
+        Ok(())
+    }
+
+    /// Publishes whatever is pending before stopping, so a clean shutdown leaves
+    /// nothing for the next process to send late.
+    async fn flush(&self, channel: Option<Channel>, schema: &str) {
+        let flush = async {
+            let channel = match channel {
+                Some(channel) => channel,
+                None => match self.publishing_channel(&CancellationToken::new()).await {
+                    Some(channel) => channel,
+                    None => return,
+                },
+            };
+            loop {
+                match self.round(Some(&channel), schema).await {
+                    Ok(round) if round.claimed > 0 && round.confirmed == round.claimed => continue,
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, %schema, "outbox flush failed");
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.flush_timeout, flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!(%schema, "outbox flush timed out; rows stay pending");
+        }
+    }
+
+    async fn publishing_channel(&self, shutdown: &CancellationToken) -> Option<Channel> {
+        loop {
+            let channel = self.broker.channel(shutdown).await?;
+            match channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+            {
+                Ok(()) => return Some(channel),
+                Err(error) => tracing::warn!(%error, "enabling publisher confirms failed"),
+            }
+        }
+    }
+
+    async fn listen(&self, schema: &str) -> Option<PgListener> {
+        let attempt = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(&notify_channel(schema)).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, %schema, "outbox listener unavailable, polling only");
+                None
+            }
+        }
+    }
+
+    async fn wait_for_work(&self, listener: Option<&mut PgListener>, shutdown: &CancellationToken) {
+        let notified = async {
+            match listener {
+                Some(listener) => {
+                    if let Err(error) = listener.recv().await {
+                        // Falls back to the poll below; sqlx reconnects on the next recv.
+                        tracing::debug!(%error, "outbox listener error");
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = notified => {}
+            _ = tokio::time::sleep(self.config.poll_interval) => {}
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(schema = %schema))]
+    async fn round(
+        &self,
+        channel: Option<&Channel>,
+        schema: &str,
+    ) -> Result<Round, MessagingError> {
+        let Some(channel) = channel else {
+            return Ok(Round {
+                claimed: 0,
+                confirmed: 0,
+            });
+        };
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            r#"
+            select outbox_id, message_id, exchange, routing_key, message_type, payload,
+                   correlation_id, causation_id, traceparent, schema_version, occurred_at
+            from outbox
+            where sent_at is null
+            order by outbox_id
+            limit $1
+            for update skip locked
+            "#,
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Round {
+                claimed: 0,
+                confirmed: 0,
+            });
+        }
+
+        let namespace = self.broker.namespace();
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let exchange = Exchange::parse(&row.exchange).unwrap_or(Exchange::Events);
+            let message = OutgoingMessage {
+                message_id: row.message_id,
+                message_type: row.message_type.clone(),
+                exchange,
+                routing_key: row.routing_key.clone(),
+                payload: Vec::new(),
+                correlation_id: row.correlation_id,
+                causation_id: row.causation_id,
+                traceparent: row.traceparent.clone(),
+                occurred_at: row.occurred_at,
+                schema_version: row.schema_version,
+            };
+            // Mandatory, so an unroutable message is at least reported.
+            let confirm = channel
+                .basic_publish(
+                    namespace.exchange(exchange).into(),
+                    row.routing_key.clone().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &row.payload,
+                    message.properties(schema),
+                )
+                .await?;
+            pending.push(confirm);
+        }
+
+        let confirmations = tokio::time::timeout(self.config.confirm_timeout, join_all(pending))
+            .await
+            .map_err(|_| MessagingError::ConfirmTimeout)?;
+        let mut confirmed_ids = Vec::with_capacity(rows.len());
+        for (row, confirmation) in rows.iter().zip(confirmations) {
+            match confirmation? {
+                Confirmation::Ack(returned) => {
+                    if returned.is_some() {
+                        metrics::counter!("corebank_messaging_unroutable_total", "exchange" => row.exchange.clone())
+                            .increment(1);
+                        tracing::warn!(message_id = %row.message_id, exchange = %row.exchange, routing_key = %row.routing_key, "published message was unroutable");
+                    }
+                    confirmed_ids.push(row.outbox_id);
+                }
+                Confirmation::Nack(_) => {
+                    metrics::counter!("corebank_messaging_publish_nacked_total").increment(1);
+                    tracing::warn!(message_id = %row.message_id, "broker nacked outbox message, will retry");
+                }
+                Confirmation::NotRequested => {
+                    return Err(MessagingError::NotConfirmed(
+                        "channel is not in confirm mode".into(),
+                    ));
+                }
+            }
+        }
+
+        sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
+            .bind(&confirmed_ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("corebank_messaging_published_total", "schema" => schema.to_owned())
+            .increment(confirmed_ids.len() as u64);
+        tracing::debug!(
+            claimed = rows.len(),
+            confirmed = confirmed_ids.len(),
+            "outbox batch published"
+        );
+        Ok(Round {
+            claimed: rows.len(),
+            confirmed: confirmed_ids.len(),
+        })
+    }
+
+    async fn report_pending(&self, schema: &str) {
+        let pending: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
+            r#"
+            select count(*), extract(epoch from now() - min(created_at))::float8
+            from outbox where sent_at is null
+            "#,
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((count, lag_seconds)) = pending {
+            metrics::gauge!("corebank_messaging_outbox_pending", "schema" => schema.to_owned())
+                .set(count as f64);
+            metrics::gauge!("corebank_messaging_outbox_lag_seconds", "schema" => schema.to_owned())
+                .set(lag_seconds.unwrap_or(0.0));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Logs (pretty or JSON) and Prometheus metrics: a `/metrics` endpoint and a
+//! tower layer counting gRPC requests and their latency by method and code.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::TelemetryArgs;
+
+/// Installs the global log subscriber; later calls are no-ops.
+pub fn init_logging(args: &TelemetryArgs) {
+    let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let _ = if args.log_format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .expect("static bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist (a test harness); keep ours for rendering anyway.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handle = metrics_handle();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Binds `addr` and serves metrics in the background; logs and carries on if
+/// the port is taken (metrics must never stop a service).
+pub async fn spawn_metrics(addr: SocketAddr, shutdown: CancellationToken) -> Option<SocketAddr> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            let local = listener.local_addr().ok();
+            tokio::spawn(async move {
+                if let Err(error) = serve_metrics(listener, shutdown).await {
+                    tracing::warn!(%error, "metrics endpoint stopped");
+                }
+            });
+            local
+        }
+        Err(error) => {
+            tracing::warn!(%addr, %error, "metrics endpoint not started");
+            None
+        }
+    }
+}
+
+/// Counts gRPC requests (`grpc_server_requests_total`) and records their
+/// latency (`grpc_server_request_duration_seconds`) by service, method and code.
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsLayer {
+    service: &'static str,
+}
+
+impl GrpcMetricsLayer {
+    pub fn new(service: &'static str) -> Self {
+        metrics_handle();
+        Self { service }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            service: self.service,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    service: &'static str,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let service = self.service;
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = match &result {
+                // A handler's error travels in the headers of a trailers-only
+                // response; a success carries its status in the trailers.
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map(tonic::Code::from_i32)
+                    .unwrap_or(tonic::Code::Ok),
+                Err(_) => tonic::Code::Internal,
+            };
+            let code = format!("{code:?}");
+            metrics::counter!("grpc_server_requests_total", "service" => service, "method" => method.clone(), "code" => code)
+                .increment(1);
+            metrics::histogram!("grpc_server_request_duration_seconds", "service" => service, "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}

@@ -1,0 +1,512 @@
+//! Messaging against the real RabbitMQ and PostgreSQL of the machine: each
+//! test has its own database and broker namespace, and every wait is bounded.
+
+#[path = "common/messaging.rs"]
+mod harness;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use corebank_platform::messaging::dlq::{ReplaySelection, list_parked, replay_parked};
+use corebank_platform::messaging::{
+    Exchange, OutgoingMessage, QueueSpec, RelayConfig, RetryPolicy, enqueue,
+};
+use harness::{TestEnv, TestHandler, close_connections_named, eventually};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn fast_relay() -> RelayConfig {
+    RelayConfig {
+        poll_interval: Duration::from_millis(200),
+        ..RelayConfig::default()
+    }
+}
+
+fn ledger_spec() -> QueueSpec {
+    QueueSpec::new("ledger").bind(Exchange::Events, "test.#")
+}
+
+#[tokio::test]
+async fn a_committed_message_is_consumed_exactly_once_and_a_rolled_back_one_is_never_published() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+    env.spawn_relay(fast_relay());
+
+    let committed = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    let rolled_back = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+    let mut tx = env.pool.begin().await.unwrap();
+    enqueue(&mut tx, rolled_back.clone()).await.unwrap();
+    tx.rollback().await.unwrap();
+    env.enqueue_committed(committed.clone()).await;
+
+    eventually("the committed message's effect", || async {
+        (env.effects(committed.message_id).await == 1).then_some(())
+    })
+    .await;
+    // Give a duplicate or the rolled-back message time to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_eq!(env.effects(committed.message_id).await, 1);
+    assert_eq!(handler.calls(committed.message_id).len(), 1);
+    assert_eq!(env.effects(rolled_back.message_id).await, 0);
+    assert!(handler.calls(rolled_back.message_id).is_empty());
+    let outbox_rows: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_rows, 1, "the rolled-back row never existed");
+    assert_eq!(env.pending().await, 0);
+    assert_eq!(
+        env.scalar(
+            "select count(*) from inbox where message_id = $1",
+            committed.message_id
+        )
+        .await,
+        1
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_relay_marks_rows_sent_only_after_the_broker_confirms_them() {
+    let mut env = TestEnv::new().await;
+    // A queue that holds one message and makes the broker nack the rest.
+    let mut capped = FieldTable::default();
+    capped.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("classic")),
+    );
+    capped.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    capped.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    let queue = env.sink("capped", "capped.#", capped).await;
+    let messages: Vec<OutgoingMessage> = (0..3)
+        .map(|i| OutgoingMessage::event("capped.thing.happened", "test.Ok", vec![i]))
+        .collect();
+    for message in &messages {
+        env.enqueue_committed(message.clone()).await;
+    }
+    env.spawn_relay(fast_relay());
+
+    eventually("one confirmed row", || async {
+        (env.pending().await == 2).then_some(())
+    })
+    .await;
+    // Several relay rounds later the nacked rows are still pending.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.pending().await, 2, "nacked rows must stay pending");
+    assert_eq!(env.queue_depth(&queue).await, 1);
+
+    // Room in the queue: the relay retries the nacked rows until all are confirmed.
+    let received: RefCell<HashMap<String, usize>> = RefCell::default();
+    eventually("every row confirmed and delivered", || async {
+        for id in env.drain(&queue).await {
+            *received.borrow_mut().entry(id).or_default() += 1;
+        }
+        (env.pending().await == 0 && received.borrow().len() == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut received = received.into_inner();
+    for id in env.drain(&queue).await {
+        *received.entry(id).or_default() += 1;
+    }
+    for message in &messages {
+        assert_eq!(received.get(&message.message_id.to_string()), Some(&1));
+    }
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn two_relays_on_one_outbox_publish_each_row_once() {
+    let mut env = TestEnv::new().await;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    let queue = env.sink("bulk", "bulk.#", quorum).await;
+    let mut ids = Vec::new();
+    for chunk in 0..20 {
+        let mut tx = env.pool.begin().await.unwrap();
+        for i in 0..15u8 {
+            let message = OutgoingMessage::event("bulk.thing.happened", "test.Ok", vec![chunk, i]);
+            ids.push(message.message_id.to_string());
+            enqueue(&mut tx, message).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let small_batches = RelayConfig {
+        batch_size: 10,
+        ..fast_relay()
+    };
+    env.spawn_relay(small_batches.clone());
+    env.spawn_relay(small_batches);
+
+    let received: RefCell<HashMap<String, usize>> = RefCell::default();
+    eventually("all rows delivered", || async {
+        for id in env.drain(&queue).await {
+            *received.borrow_mut().entry(id).or_default() += 1;
+        }
+        (env.pending().await == 0 && received.borrow().len() == ids.len()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut received = received.into_inner();
+    for id in env.drain(&queue).await {
+        *received.entry(id).or_default() += 1;
+    }
+    assert_eq!(received.len(), 300);
+    let duplicates: Vec<_> = received.iter().filter(|(_, count)| **count != 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "published more than once: {duplicates:?}"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_message_is_acknowledged_without_a_second_effect() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+
+    let events = env.ns.exchange(Exchange::Events);
+    let message = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![7]);
+    let properties = message.properties("test");
+    env.publish_raw(
+        &events,
+        &message.routing_key,
+        &message.payload,
+        properties.clone(),
+    )
+    .await;
+    env.publish_raw(&events, &message.routing_key, &message.payload, properties)
+        .await;
+    // The queue is ordered and has one consumer: once the marker is handled,
+    // both copies before it were too.
+    let marker = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![8]);
+    env.publish_raw(
+        &events,
+        &marker.routing_key,
+        &marker.payload,
+        marker.properties("test"),
+    )
+    .await;
+
+    eventually("the marker's effect", || async {
+        (env.effects(marker.message_id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(env.effects(message.message_id).await, 1);
+    assert_eq!(
+        handler.calls(message.message_id).len(),
+        1,
+        "the duplicate never reached the handler"
+    );
+    assert_eq!(env.queue_depth(&env.ns.queue("ledger")).await, 0);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let events = env.ns.exchange(Exchange::Events);
+    // Queued before the consumer starts, so they arrive prefetched together.
+    let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    let refused = OutgoingMessage::event("test.thing.happened", "test.Permanent", vec![2]);
+    let last = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![3]);
+    for message in [&first, &refused, &last] {
+        env.publish_raw(
+            &events,
+            &message.routing_key,
+            &message.payload,
+            message.properties("test"),
+        )
+        .await;
+    }
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+
+    eventually("the last effect", || async {
+        (env.effects(last.message_id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(env.effects(first.message_id).await, 1);
+    assert_eq!(env.effects(refused.message_id).await, 0);
+    let inboxed = env
+        .scalar(
+            "select count(*) from inbox where message_id = $1",
+            refused.message_id,
+        )
+        .await;
+    assert_eq!(
+        inboxed, 0,
+        "the failed message's inbox row rolled back with its effect"
+    );
+    let parked = eventually("the refused message parked", || async {
+        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
+            .await
+            .unwrap();
+        (parked.len() == 1).then_some(parked)
+    })
+    .await;
+    assert_eq!(parked[0].message_id, Some(refused.message_id.to_string()));
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_transiently_failing_handler_is_retried_with_growing_delays_and_then_succeeds() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec().with_retry(RetryPolicy {
+        delays: vec![Duration::from_millis(300), Duration::from_millis(600)],
+        max_attempts: 5,
+    });
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+    env.spawn_relay(fast_relay());
+
+    let message = OutgoingMessage::event("test.thing.happened", "test.FailTransiently:2", vec![]);
+    env.enqueue_committed(message.clone()).await;
+
+    eventually("the effect after two failures", || async {
+        (env.effects(message.message_id).await == 1).then_some(())
+    })
+    .await;
+    let calls = handler.calls(message.message_id);
+    assert_eq!(calls.len(), 3);
+    let first_delay = calls[1] - calls[0];
+    let second_delay = calls[2] - calls[1];
+    assert!(
+        first_delay >= Duration::from_millis(280),
+        "first retry after {first_delay:?}"
+    );
+    assert!(
+        second_delay >= Duration::from_millis(580),
+        "second retry after {second_delay:?}"
+    );
+    let attempt: i32 = sqlx::query_scalar("select attempt from effect where message_id = $1")
+        .bind(message.message_id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempt, 3);
+    assert!(
+        list_parked(env.tools(), &env.ns, "ledger", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_handler_that_always_fails_transiently_ends_in_the_dead_letter_queue() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec().with_retry(RetryPolicy {
+        delays: vec![Duration::from_millis(200)],
+        max_attempts: 3,
+    });
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+    env.spawn_relay(fast_relay());
+
+    let message = OutgoingMessage::event("test.thing.happened", "test.AlwaysTransient", vec![9]);
+    env.enqueue_committed(message.clone()).await;
+
+    let parked = eventually("the parked message", || async {
+        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
+            .await
+            .unwrap();
+        (!parked.is_empty()).then_some(parked)
+    })
+    .await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        parked[0].message_id.as_deref(),
+        Some(message.message_id.to_string().as_str())
+    );
+    assert_eq!(parked[0].reason.as_deref(), Some("retries-exhausted"));
+    assert_eq!(parked[0].attempt, 3);
+    assert_eq!(parked[0].routing_key, "test.thing.happened");
+    assert_eq!(parked[0].payload, vec![9]);
+    assert_eq!(handler.calls(message.message_id).len(), 3);
+    assert_eq!(env.effects(message.message_id).await, 0);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_replay_moves_them_back()
+{
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+    env.spawn_relay(fast_relay());
+    let events = env.ns.exchange(Exchange::Events);
+
+    // No message id, no type: not an envelope at all.
+    env.publish_raw(
+        &events,
+        "test.thing.garbled",
+        b"garbage",
+        BasicProperties::default(),
+    )
+    .await;
+    let refused = OutgoingMessage::event("test.thing.happened", "test.Permanent", vec![3]);
+    env.enqueue_committed(refused.clone()).await;
+    let fine = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![4]);
+    env.enqueue_committed(fine.clone()).await;
+
+    eventually("the next message's effect", || async {
+        (env.effects(fine.message_id).await == 1).then_some(())
+    })
+    .await;
+    let parked = eventually("both parked", || async {
+        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
+            .await
+            .unwrap();
+        (parked.len() == 2).then_some(parked)
+    })
+    .await;
+    assert_eq!(
+        handler.calls(refused.message_id).len(),
+        1,
+        "a permanent failure is never retried"
+    );
+    let malformed = parked
+        .iter()
+        .find(|parked| parked.message_id.is_none())
+        .expect("malformed parked");
+    assert_eq!(malformed.reason.as_deref(), Some("malformed"));
+    assert_eq!(malformed.payload, b"garbage".to_vec());
+    let permanent = parked
+        .iter()
+        .find(|parked| parked.message_id.is_some())
+        .expect("permanent parked");
+    assert_eq!(permanent.reason.as_deref(), Some("permanent"));
+    assert!(
+        permanent
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("business rule says no")
+    );
+    // Listing does not consume.
+    assert_eq!(
+        list_parked(env.tools(), &env.ns, "ledger", 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    handler.healed.store(true, Ordering::SeqCst);
+    let selection = ReplaySelection::MessageIds(vec![refused.message_id]);
+    let replayed = replay_parked(env.tools(), &env.ns, "ledger", &selection, 10)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    eventually("the replayed message's effect", || async {
+        (env.effects(refused.message_id).await == 1).then_some(())
+    })
+    .await;
+    let still_parked = list_parked(env.tools(), &env.ns, "ledger", 10)
+        .await
+        .unwrap();
+    assert_eq!(still_parked.len(), 1);
+    assert!(
+        still_parked[0].message_id.is_none(),
+        "only the malformed message stays parked"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn the_consumer_and_relay_recover_when_the_broker_closes_their_connection() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    env.spawn_consumer(spec, handler.clone());
+    env.spawn_relay(fast_relay());
+
+    let before = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    env.enqueue_committed(before.clone()).await;
+    eventually("the first effect", || async {
+        (env.effects(before.message_id).await == 1).then_some(())
+    })
+    .await;
+    let opened = env.broker.connections_opened();
+
+    let closed = close_connections_named(env.broker.connection_name()).await;
+    assert_eq!(closed, 1);
+
+    let after = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+    env.enqueue_committed(after.clone()).await;
+    eventually("the effect of a message sent after the close", || async {
+        (env.effects(after.message_id).await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        env.broker.connections_opened() > opened,
+        "the broker handle reconnected"
+    );
+    assert_eq!(env.effects(before.message_id).await, 1);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_relay_flushes_pending_rows_when_shut_down() {
+    let mut env = TestEnv::new().await;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    let queue = env.sink("flush", "flush.#", quorum).await;
+    // Polls so rarely that only the shutdown flush can publish in time.
+    let relay =
+        corebank_platform::messaging::OutboxRelay::new(env.pool.clone(), env.broker.clone())
+            .with_config(RelayConfig {
+                poll_interval: Duration::from_secs(3600),
+                ..RelayConfig::default()
+            });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written without NOTIFY, as if the notification had been lost.
+    sqlx::query(
+        "insert into outbox (message_id, exchange, routing_key, message_type, payload, occurred_at) \
+         values ($1, 'events', 'flush.thing.happened', 'test.Ok', '\\x01', now())",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(harness::WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.pending().await, 0);
+    assert_eq!(env.drain(&queue).await.len(), 1);
+    env.teardown().await;
+}

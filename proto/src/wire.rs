@@ -1,0 +1,97 @@
+//! The messaging contract every service shares: routing keys, queue names,
+//! message types and command ids. Only names live here, no behaviour.
+
+use prost::Name;
+use uuid::Uuid;
+
+/// Routing keys on the `commands` exchange (one per participant service).
+pub mod service {
+    pub const ACCOUNT: &str = "account";
+    pub const TRANSACTION: &str = "transaction";
+    pub const FRAUD: &str = "fraud";
+    /// Routing key of the `replies` exchange.
+    pub const ORCHESTRATOR: &str = "orchestrator";
+}
+
+/// Routing keys on the `events` exchange: `<service>.<entity>.<event>`.
+pub mod event {
+    pub const TRANSFER_REQUESTED: &str = "transaction.transfer.requested";
+    pub const DEPOSIT_REQUESTED: &str = "transaction.deposit.requested";
+    pub const WITHDRAWAL_REQUESTED: &str = "transaction.withdrawal.requested";
+    /// Pattern matching every `*.requested` event of the transaction service.
+    pub const ANY_REQUESTED: &str = "transaction.*.requested";
+    pub const TRANSFER_COMPLETED: &str = "transaction.transfer.completed";
+    pub const TRANSFER_FAILED: &str = "transaction.transfer.failed";
+    pub const FUNDS_RESERVED: &str = "account.funds.reserved";
+    pub const FUNDS_RELEASED: &str = "account.funds.released";
+    pub const JOURNAL_POSTED: &str = "account.journal.posted";
+    pub const CUSTOMER_KYC_CHANGED: &str = "customer.kyc.changed";
+}
+
+/// Un-namespaced queue names (the namespace prefix is added by the platform).
+pub mod queue {
+    /// Saga commands for the account service.
+    pub const ACCOUNT_COMMANDS: &str = "account.commands";
+    /// KYC changes the account service mirrors.
+    pub const ACCOUNT_KYC: &str = "account.kyc";
+    /// Saga commands for the transaction service.
+    pub const TRANSACTION_COMMANDS: &str = "transaction.commands";
+    /// Replies to the orchestrator.
+    pub const ORCHESTRATOR_REPLIES: &str = "orchestrator.replies";
+    /// Requested movements that start sagas.
+    pub const ORCHESTRATOR_REQUESTS: &str = "orchestrator.requests";
+}
+
+/// The message-type header of `M`: its fully qualified protobuf name.
+pub fn message_type<M: Name>() -> String {
+    M::full_name()
+}
+
+/// Which way a saga step goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Compensate,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forward => "forward",
+            Self::Compensate => "compensate",
+        }
+    }
+}
+
+/// The deterministic id of a saga command: `<saga_id>:<step>:<direction>`.
+/// A re-sent command keeps it; participants deduplicate on it.
+pub fn command_id(saga_id: Uuid, step: &str, direction: Direction) -> String {
+    format!("{saga_id}:{step}:{}", direction.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_id_is_the_same_for_every_send_of_one_step() {
+        let saga = Uuid::now_v7();
+        assert_eq!(
+            command_id(saga, "reserve", Direction::Forward),
+            command_id(saga, "reserve", Direction::Forward)
+        );
+        assert_ne!(
+            command_id(saga, "reserve", Direction::Forward),
+            command_id(saga, "reserve", Direction::Compensate)
+        );
+        assert!(command_id(saga, "post", Direction::Forward).ends_with(":post:forward"));
+    }
+
+    #[test]
+    fn a_message_type_is_the_protobuf_full_name() {
+        assert_eq!(
+            message_type::<crate::v1::CommandReply>(),
+            "corebank.v1.CommandReply"
+        );
+    }
+}

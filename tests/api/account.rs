@@ -1,0 +1,731 @@
+//! AccountService: opening, reading, listing, balances, entries, deposits and
+//! the freeze / unfreeze / close lifecycle.
+
+use corebank_proto::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{TestApp, key, reason, violated_fields};
+
+fn open_request(customer_id: &str, currency: &str) -> pb::OpenAccountRequest {
+    pb::OpenAccountRequest {
+        idempotency_key: key(),
+        customer_id: customer_id.to_owned(),
+        currency: currency.to_owned(),
+        product: pb::AccountProduct::Checking as i32,
+        overdraft_limit: String::new(),
+    }
+}
+
+fn action(account_id: &str) -> pb::AccountActionRequest {
+    pb::AccountActionRequest {
+        account_id: account_id.to_owned(),
+        idempotency_key: key(),
+        actor: "ops-3".to_owned(),
+        reason: "court order 12".to_owned(),
+    }
+}
+
+fn usd(amount: &str) -> Option<pb::Money> {
+    Some(pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    })
+}
+
+async fn balance(app: &TestApp, account_id: &str) -> pb::Balance {
+    app.account
+        .clone()
+        .get_balance(pb::GetBalanceRequest {
+            account_id: account_id.to_owned(),
+        })
+        .await
+        .expect("get balance")
+        .into_inner()
+}
+
+fn amount(money: &Option<pb::Money>) -> &str {
+    &money.as_ref().expect("money is set").amount
+}
+
+#[tokio::test]
+async fn a_verified_customer_opens_an_account_that_reads_back_the_same() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let mut request = open_request(&customer_id, "USD");
+    request.product = pb::AccountProduct::Savings as i32;
+    request.overdraft_limit = "250".to_owned();
+    let opened = app
+        .account
+        .clone()
+        .open_account(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.customer_id, customer_id);
+    assert_eq!(opened.currency, "USD");
+    assert_eq!(opened.product, pb::AccountProduct::Savings as i32);
+    assert_eq!(opened.status, pb::AccountStatus::Active as i32);
+    assert_eq!(amount(&opened.overdraft_limit), "250.00");
+
+    let fetched = app
+        .account
+        .clone()
+        .get_account(pb::GetAccountRequest {
+            account_id: opened.account_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched, opened);
+    let balance = balance(&app, &opened.account_id).await;
+    assert_eq!(amount(&balance.ledger), "0.00");
+    assert_eq!(amount(&balance.available), "0.00");
+    assert_eq!(amount(&balance.overdraft_limit), "250.00");
+}
+
+#[tokio::test]
+async fn a_customer_who_is_not_verified_cannot_open_an_account() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.pending_customer().await;
+    let status = app
+        .account
+        .clone()
+        .open_account(open_request(&customer_id, "USD"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "KYC_NOT_VERIFIED");
+    assert_eq!(app.count("account.account").await, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_customer_cannot_open_an_account() {
+    let app = TestApp::spawn().await;
+    let status = app
+        .account
+        .clone()
+        .open_account(open_request(&uuid::Uuid::now_v7().to_string(), "USD"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status), "CUSTOMER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn an_open_request_with_bad_fields_names_each_field_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let request = pb::OpenAccountRequest {
+        idempotency_key: key(),
+        customer_id: "not-a-uuid".to_owned(),
+        currency: "usd".to_owned(),
+        product: pb::AccountProduct::Settlement as i32,
+        overdraft_limit: "-5".to_owned(),
+    };
+    let status = app.account.clone().open_account(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "VALIDATION_FAILED");
+    assert_eq!(
+        violated_fields(&status),
+        ["customer_id", "currency", "product"]
+    );
+
+    let customer_id = app.verified_customer().await;
+    let mut too_precise = open_request(&customer_id, "JPY");
+    too_precise.overdraft_limit = "10.5".to_owned();
+    let status = app
+        .account
+        .clone()
+        .open_account(too_precise)
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["overdraft_limit"]);
+    assert_eq!(app.count("account.account").await, 0);
+    assert_eq!(app.count("account.account_event").await, 0);
+}
+
+#[tokio::test]
+async fn opening_replays_the_same_account_for_the_same_key() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let request = open_request(&customer_id, "EUR");
+    let first = app
+        .account
+        .clone()
+        .open_account(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = app
+        .account
+        .clone()
+        .open_account(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, second);
+    assert_eq!(app.count("account.account").await, 1);
+}
+
+#[tokio::test]
+async fn a_customers_accounts_are_listed_page_by_page() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let other = app.verified_customer().await;
+    let mut opened = Vec::new();
+    for currency in ["USD", "EUR", "GBP"] {
+        opened.push(app.open_account(&customer_id, currency).await.account_id);
+    }
+    app.open_account(&other, "USD").await;
+
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .account
+            .clone()
+            .list_accounts(pb::ListAccountsRequest {
+                customer_id: customer_id.clone(),
+                page_size: 2,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.accounts.len() <= 2);
+        seen.extend(page.accounts.into_iter().map(|a| a.account_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, opened);
+}
+
+#[tokio::test]
+async fn a_deposit_credits_the_account_from_the_settlement_account() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    let journal = app.deposit(&account.account_id, "125.5").await;
+    assert_eq!(journal.kind, pb::JournalKind::Deposit as i32);
+    assert_eq!(journal.entries.len(), 2);
+    let credit = journal
+        .entries
+        .iter()
+        .find(|e| e.account_id == account.account_id)
+        .expect("an entry on the account");
+    assert_eq!(credit.direction, pb::EntryDirection::Credit as i32);
+    assert_eq!(amount(&credit.amount), "125.50");
+    assert_eq!(amount(&credit.running_balance), "125.50");
+    let settlement = journal
+        .entries
+        .iter()
+        .find(|e| e.account_id != account.account_id)
+        .expect("an entry on the settlement account");
+    assert_eq!(settlement.direction, pb::EntryDirection::Debit as i32);
+    assert_eq!(amount(&settlement.running_balance), "-125.50");
+
+    let settlement_account = app
+        .account
+        .clone()
+        .get_account(pb::GetAccountRequest {
+            account_id: settlement.account_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        settlement_account.product,
+        pb::AccountProduct::Settlement as i32
+    );
+    assert_eq!(
+        settlement_account.customer_id,
+        uuid::Uuid::nil().to_string()
+    );
+    assert_eq!(
+        amount(&balance(&app, &account.account_id).await.ledger),
+        "125.50"
+    );
+
+    let fetched = app
+        .account
+        .clone()
+        .get_journal(pb::GetJournalRequest {
+            journal_id: journal.journal_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched, journal);
+}
+
+#[tokio::test]
+async fn one_settlement_account_serves_every_deposit_in_a_currency() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let first = app.open_account(&customer_id, "USD").await;
+    let second = app.open_account(&customer_id, "USD").await;
+    app.deposit(&first.account_id, "10").await;
+    app.deposit(&second.account_id, "15").await;
+    let settlements: i64 = sqlx::query_scalar(
+        "select count(*) from account.account where product = 'settlement' and currency = 'USD'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(settlements, 1);
+}
+
+#[tokio::test]
+async fn a_deposit_with_bad_fields_names_each_field_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let status = app
+        .account
+        .clone()
+        .post_deposit(pb::PostDepositRequest {
+            account_id: String::new(),
+            idempotency_key: String::new(),
+            amount: Some(pb::Money {
+                currency: "XXX".to_owned(),
+                amount: String::new(),
+            }),
+            reference: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "account_id",
+            "idempotency_key",
+            "amount.currency",
+            "amount.amount"
+        ]
+    );
+
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    for bad in ["0", "-1", "1.005", "1e3", "abc"] {
+        let status = app
+            .account
+            .clone()
+            .post_deposit(pb::PostDepositRequest {
+                account_id: account.account_id.clone(),
+                idempotency_key: key(),
+                amount: usd(bad),
+                reference: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&status), ["amount.amount"], "{bad}");
+    }
+    let status = app
+        .account
+        .clone()
+        .post_deposit(pb::PostDepositRequest {
+            account_id: account.account_id.clone(),
+            idempotency_key: key(),
+            amount: None,
+            reference: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["amount"]);
+    assert_eq!(app.count("account.journal").await, 0);
+    assert_eq!(app.count("account.entry").await, 0);
+}
+
+#[tokio::test]
+async fn a_deposit_in_another_currency_than_the_account_is_refused() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "EUR").await;
+    let status = app
+        .account
+        .clone()
+        .post_deposit(pb::PostDepositRequest {
+            account_id: account.account_id.clone(),
+            idempotency_key: key(),
+            amount: usd("10"),
+            reference: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "CURRENCY_MISMATCH");
+    assert_eq!(app.count("account.journal").await, 0);
+}
+
+#[tokio::test]
+async fn a_deposit_to_an_unknown_account_is_not_found() {
+    let app = TestApp::spawn().await;
+    let status = app
+        .account
+        .clone()
+        .post_deposit(pb::PostDepositRequest {
+            account_id: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: key(),
+            amount: usd("10"),
+            reference: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status), "ACCOUNT_NOT_FOUND");
+    assert_eq!(app.count("account.journal").await, 0);
+}
+
+#[tokio::test]
+async fn entries_are_listed_newest_first_with_their_running_balance() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    for amount in ["1", "2", "3", "4", "5"] {
+        app.deposit(&account.account_id, amount).await;
+    }
+    let mut balances = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = app
+            .account
+            .clone()
+            .list_entries(pb::ListEntriesRequest {
+                account_id: account.account_id.clone(),
+                page_size: 2,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        balances.extend(
+            page.entries
+                .iter()
+                .map(|e| amount(&e.running_balance).to_owned()),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(balances, ["15.00", "10.00", "6.00", "3.00", "1.00"]);
+}
+
+#[tokio::test]
+async fn reading_an_unknown_or_malformed_id_says_which() {
+    let app = TestApp::spawn().await;
+    let unknown = app
+        .account
+        .clone()
+        .get_account(pb::GetAccountRequest {
+            account_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(reason(&unknown), "ACCOUNT_NOT_FOUND");
+    let malformed = app
+        .account
+        .clone()
+        .get_balance(pb::GetBalanceRequest {
+            account_id: "42".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&malformed), ["account_id"]);
+    let journal = app
+        .account
+        .clone()
+        .get_journal(pb::GetJournalRequest {
+            journal_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&journal), "JOURNAL_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_frozen_account_takes_no_deposit_until_unfrozen() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    let frozen = app
+        .account
+        .clone()
+        .freeze_account(action(&account.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(frozen.status, pb::AccountStatus::Frozen as i32);
+
+    let deposit = pb::PostDepositRequest {
+        account_id: account.account_id.clone(),
+        idempotency_key: key(),
+        amount: usd("10"),
+        reference: String::new(),
+    };
+    let status = app.account.clone().post_deposit(deposit).await.unwrap_err();
+    assert_eq!(reason(&status), "ACCOUNT_FROZEN");
+
+    let again = app
+        .account
+        .clone()
+        .freeze_account(action(&account.account_id))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "ACCOUNT_FROZEN");
+    let active = app
+        .account
+        .clone()
+        .unfreeze_account(action(&account.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(active.status, pb::AccountStatus::Active as i32);
+    app.deposit(&account.account_id, "10").await;
+
+    let history: Vec<(String, String, String)> = sqlx::query_as(
+        "select action, actor, reason from account.account_event where account_id = $1::uuid order by account_event_id",
+    )
+    .bind(&account.account_id)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = history
+        .iter()
+        .map(|(action, _, _)| action.as_str())
+        .collect();
+    assert_eq!(actions, ["open", "freeze", "unfreeze"]);
+    assert_eq!(history[1].1, "ops-3");
+    assert_eq!(history[1].2, "court order 12");
+}
+
+#[tokio::test]
+async fn a_lifecycle_request_without_actor_or_reason_is_refused() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    let request = pb::AccountActionRequest {
+        account_id: account.account_id.clone(),
+        idempotency_key: String::new(),
+        actor: String::new(),
+        reason: " ".to_owned(),
+    };
+    let status = app
+        .account
+        .clone()
+        .freeze_account(request)
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["actor", "reason"]);
+    assert_eq!(app.count("account.account_event").await, 1);
+}
+
+#[tokio::test]
+async fn only_an_empty_account_can_be_closed_and_a_closed_one_refuses_everything() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    app.deposit(&account.account_id, "10").await;
+    let status = app
+        .account
+        .clone()
+        .close_account(action(&account.account_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "ACCOUNT_NOT_EMPTY");
+
+    let hold = app
+        .account
+        .clone()
+        .place_hold(pb::PlaceHoldRequest {
+            account_id: account.account_id.clone(),
+            idempotency_key: key(),
+            amount: usd("10"),
+            reference: String::new(),
+            ttl: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.account
+        .clone()
+        .capture_hold(pb::CaptureHoldRequest {
+            hold_id: hold.hold_id,
+            idempotency_key: key(),
+            destination_account_id: String::new(),
+            reference: "cash out".to_owned(),
+        })
+        .await
+        .unwrap();
+    let closed = app
+        .account
+        .clone()
+        .close_account(action(&account.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.status, pb::AccountStatus::Closed as i32);
+
+    let deposit = pb::PostDepositRequest {
+        account_id: account.account_id.clone(),
+        idempotency_key: key(),
+        amount: usd("1"),
+        reference: String::new(),
+    };
+    assert_eq!(
+        reason(&app.account.clone().post_deposit(deposit).await.unwrap_err()),
+        "ACCOUNT_CLOSED"
+    );
+    let hold = pb::PlaceHoldRequest {
+        account_id: account.account_id.clone(),
+        idempotency_key: key(),
+        amount: usd("1"),
+        reference: String::new(),
+        ttl: None,
+    };
+    assert_eq!(
+        reason(&app.account.clone().place_hold(hold).await.unwrap_err()),
+        "ACCOUNT_CLOSED"
+    );
+    for result in [
+        app.account
+            .clone()
+            .freeze_account(action(&account.account_id))
+            .await,
+        app.account
+            .clone()
+            .unfreeze_account(action(&account.account_id))
+            .await,
+        app.account
+            .clone()
+            .close_account(action(&account.account_id))
+            .await,
+    ] {
+        assert_eq!(reason(&result.unwrap_err()), "ACCOUNT_CLOSED");
+    }
+}
+
+#[tokio::test]
+async fn an_account_with_an_active_hold_cannot_be_closed() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let mut request = open_request(&customer_id, "USD");
+    request.overdraft_limit = "50".to_owned();
+    let account = app
+        .account
+        .clone()
+        .open_account(request)
+        .await
+        .unwrap()
+        .into_inner();
+    app.account
+        .clone()
+        .place_hold(pb::PlaceHoldRequest {
+            account_id: account.account_id.clone(),
+            idempotency_key: key(),
+            amount: usd("20"),
+            reference: String::new(),
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    let status = app
+        .account
+        .clone()
+        .close_account(action(&account.account_id))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "ACCOUNT_HAS_ACTIVE_HOLDS");
+}
+
+#[tokio::test]
+async fn the_service_role_cannot_rewrite_the_ledger() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    app.deposit(&account.account_id, "10").await;
+    let service = app.db.service_pool(&corebank_account::SCHEMA, 1).await;
+    for statement in [
+        "update entry set amount = 1",
+        "delete from entry",
+        "update journal set reference = 'x'",
+        "delete from journal",
+    ] {
+        let error = sqlx::query(statement).execute(&service).await.unwrap_err();
+        assert_eq!(
+            error.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("42501"),
+            "{statement}"
+        );
+    }
+    // Even the owner trips the append-only triggers.
+    let error = sqlx::query("update account.entry set amount = 1")
+        .execute(&app.owner)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("append-only"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unbalanced_journal_cannot_be_committed() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    let account = app.open_account(&customer_id, "USD").await;
+    let mut tx = app.owner.begin().await.unwrap();
+    let journal_id = uuid::Uuid::now_v7();
+    sqlx::query("insert into account.journal (journal_id, kind, reference, created_at) values ($1, 'deposit', '', now())")
+        .bind(journal_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into account.entry (entry_id, journal_id, account_id, currency, direction, amount, balance_after,
+                                    account_seq, created_at)
+         values ($1, $2, $3::uuid, 'USD', 'credit', 5, 5, 1, now())",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(journal_id)
+    .bind(&account.account_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let error = tx.commit().await.unwrap_err();
+    assert!(error.to_string().contains("does not balance"), "{error}");
+    assert_eq!(app.count("account.journal").await, 0);
+}
+
+#[tokio::test]
+async fn opening_an_account_while_the_customer_service_is_down_is_unavailable_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let customer_id = app.verified_customer().await;
+    // Nothing listens on a port just released.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let isolated = corebank_account::Application::build(
+        corebank_account::Settings {
+            pool: app.db.service_pool(&corebank_account::SCHEMA, 2).await,
+            clock: app.clock.clone(),
+            requests: Default::default(),
+            customer_endpoint: format!("http://{unused}"),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("the service starts without the customer service");
+    let addr = isolated.local_addr();
+    tokio::spawn(isolated.run_until_stopped(app.shutdown.clone()));
+    let mut client =
+        pb::account_service_client::AccountServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let status = client
+        .open_account(open_request(&customer_id, "USD"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(app.count("account.account").await, 0);
+}

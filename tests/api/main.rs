@@ -1,0 +1,9 @@
+//! The API suite: every test spawns the services on a fresh database.
+
+mod account;
+mod customer;
+mod helpers;
+mod holds;
+mod ledger;
+mod platform;
+mod transaction;

@@ -1,0 +1,306 @@
+//! The saga commands the orchestrator sends this service, AMQP ⇄ domain.
+//!
+//! A command id is deterministic and a command may be re-sent with a new
+//! message id, which the inbox does not recognise; the `command_log` does: a
+//! command seen before has no second effect, and its stored reply is sent again.
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use corebank_platform::clock::SharedClock;
+use corebank_platform::messaging::{
+    self, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec,
+};
+use corebank_proto::v1 as pb;
+use corebank_proto::wire;
+use prost::Message;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{self, Move, Outcome, TRANSACTION_ALREADY_TERMINAL};
+use crate::messages;
+use crate::store::{self, CommandClaim};
+
+/// The queue of saga commands for this service.
+pub fn queue_spec() -> QueueSpec {
+    QueueSpec::new(wire::queue::TRANSACTION_COMMANDS)
+        .bind(Exchange::Commands, wire::service::TRANSACTION)
+}
+
+/// A decoded saga command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Command {
+    command_id: String,
+    saga_id: Uuid,
+    transaction_id: Uuid,
+    outcome: Outcome,
+    /// MarkProcessing is fire-and-forget; the terminal commands are answered.
+    expects_reply: bool,
+}
+
+impl Command {
+    fn decode(message: &IncomingMessage) -> Result<Self, HandlerError> {
+        let kind = message.message_type.as_str();
+        let payload = message.payload.as_slice();
+        let (ids, outcome, expects_reply) =
+            if kind == wire::message_type::<pb::MarkProcessingCommand>() {
+                let command =
+                    pb::MarkProcessingCommand::decode(payload).map_err(HandlerError::malformed)?;
+                (
+                    (command.command_id, command.saga_id, command.transaction_id),
+                    Outcome::Processing,
+                    false,
+                )
+            } else if kind == wire::message_type::<pb::CompleteTransactionCommand>() {
+                let command = pb::CompleteTransactionCommand::decode(payload)
+                    .map_err(HandlerError::malformed)?;
+                let outcome = Outcome::Completed {
+                    journal_id: command.journal_id,
+                };
+                (
+                    (command.command_id, command.saga_id, command.transaction_id),
+                    outcome,
+                    true,
+                )
+            } else if kind == wire::message_type::<pb::FailTransactionCommand>() {
+                let command =
+                    pb::FailTransactionCommand::decode(payload).map_err(HandlerError::malformed)?;
+                let outcome = Outcome::Failed {
+                    reason_code: domain::failure_reason_code(&command.reason_code),
+                    detail: command.detail,
+                };
+                (
+                    (command.command_id, command.saga_id, command.transaction_id),
+                    outcome,
+                    true,
+                )
+            } else {
+                return Err(HandlerError::permanent(anyhow!(
+                    "unknown message type {kind:?}"
+                )));
+            };
+        let (command_id, saga_id, transaction_id) = ids;
+        if command_id.is_empty() {
+            return Err(HandlerError::malformed(anyhow!(
+                "{kind} without command_id"
+            )));
+        }
+        let uuid = |field: &str, text: &str| {
+            Uuid::parse_str(text).map_err(|_| {
+                HandlerError::malformed(anyhow!("{kind} {field} {text:?} is not a uuid"))
+            })
+        };
+        Ok(Self {
+            saga_id: uuid("saga_id", &saga_id)?,
+            transaction_id: uuid("transaction_id", &transaction_id)?,
+            command_id,
+            outcome,
+            expects_reply,
+        })
+    }
+
+    fn reply(
+        &self,
+        outcome: pb::CommandOutcome,
+        reason_code: &str,
+        detail: String,
+    ) -> pb::CommandReply {
+        pb::CommandReply {
+            command_id: self.command_id.clone(),
+            saga_id: self.saga_id.to_string(),
+            outcome: outcome as i32,
+            reason_code: reason_code.to_owned(),
+            detail,
+            ..Default::default()
+        }
+    }
+}
+
+/// Applies saga commands to transactions.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    clock: SharedClock,
+}
+
+impl CommandHandler {
+    pub fn new(clock: SharedClock) -> Self {
+        Self { clock }
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+        command: Command,
+        now: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let claim = store::claim_command(
+            tx,
+            &command.command_id,
+            &message.message_type,
+            command.transaction_id,
+            now,
+        )
+        .await?;
+        if let CommandClaim::Duplicate(stored) = claim {
+            tracing::info!(command_id = %command.command_id, "duplicate command, replaying its reply");
+            if let Some(stored) = stored {
+                messaging::enqueue(tx, messages::reply(stored, command.saga_id, message, now))
+                    .await?;
+            }
+            return Ok(());
+        }
+
+        let transaction_id = command.transaction_id;
+        let Some(current) = store::lock(tx, transaction_id).await? else {
+            return Err(HandlerError::permanent(anyhow!(
+                "transaction {transaction_id} not found"
+            )));
+        };
+        let to = command.outcome.status();
+        let reply = match current.status.transition(to) {
+            Ok(Move::Changed) => {
+                let updated =
+                    store::apply(tx, &current, &command.outcome, &command.command_id, now).await?;
+                let event = match command.outcome {
+                    Outcome::Processing => None,
+                    Outcome::Completed { .. } => Some(messages::completed_event(
+                        &updated,
+                        command.saga_id,
+                        message,
+                        now,
+                    )),
+                    Outcome::Failed { .. } => Some(messages::failed_event(
+                        &updated,
+                        command.saga_id,
+                        message,
+                        now,
+                    )),
+                };
+                if let Some(event) = event {
+                    messaging::enqueue(tx, event).await?;
+                }
+                tracing::info!(
+                    %transaction_id,
+                    from = current.status.as_str(),
+                    to = to.as_str(),
+                    saga_id = %command.saga_id,
+                    "transaction status changed"
+                );
+                command.reply(pb::CommandOutcome::Succeeded, "", String::new())
+            }
+            Ok(Move::Unchanged) => {
+                tracing::debug!(%transaction_id, status = current.status.as_str(), to = to.as_str(), "nothing to change");
+                command.reply(pb::CommandOutcome::Succeeded, "", String::new())
+            }
+            Err(illegal) => {
+                tracing::error!(
+                    %transaction_id,
+                    status = current.status.as_str(),
+                    to = to.as_str(),
+                    saga_id = %command.saga_id,
+                    command_id = %command.command_id,
+                    "command refused: the transaction already ended the other way"
+                );
+                command.reply(
+                    pb::CommandOutcome::Rejected,
+                    TRANSACTION_ALREADY_TERMINAL,
+                    illegal.to_string(),
+                )
+            }
+        };
+        if command.expects_reply {
+            let encoded = reply.encode_to_vec();
+            store::store_reply(tx, &command.command_id, &encoded).await?;
+            messaging::enqueue(tx, messages::reply(encoded, command.saga_id, message, now)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler for CommandHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        let command = Command::decode(message)?;
+        let now = self.clock.now();
+        self.apply(tx, message, command, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(message_type: String, payload: Vec<u8>) -> IncomingMessage {
+        IncomingMessage {
+            message_id: Uuid::now_v7(),
+            message_type,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            occurred_at: None,
+            schema_version: 1,
+            attempt: 1,
+            exchange: "t.commands".to_owned(),
+            routing_key: wire::service::TRANSACTION.to_owned(),
+            redelivered: false,
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_fail_command_decodes_with_its_reason() {
+        let (saga, transaction) = (Uuid::now_v7(), Uuid::now_v7());
+        let payload = pb::FailTransactionCommand {
+            command_id: format!("{saga}:fail:compensate"),
+            saga_id: saga.to_string(),
+            transaction_id: transaction.to_string(),
+            reason_code: "INSUFFICIENT_FUNDS".to_owned(),
+            detail: "balance too low".to_owned(),
+        };
+        let command = Command::decode(&incoming(
+            wire::message_type::<pb::FailTransactionCommand>(),
+            payload.encode_to_vec(),
+        ))
+        .unwrap();
+        assert_eq!(command.transaction_id, transaction);
+        assert!(command.expects_reply);
+        assert_eq!(
+            command.outcome,
+            Outcome::Failed {
+                reason_code: "INSUFFICIENT_FUNDS".to_owned(),
+                detail: "balance too low".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_is_permanent_and_garbage_is_malformed() {
+        let unknown =
+            Command::decode(&incoming("corebank.v1.Nope".to_owned(), vec![])).unwrap_err();
+        assert!(matches!(unknown, HandlerError::Permanent(_)));
+        let garbage = Command::decode(&incoming(
+            wire::message_type::<pb::CompleteTransactionCommand>(),
+            vec![0xff, 0xff],
+        ))
+        .unwrap_err();
+        assert!(matches!(garbage, HandlerError::Malformed(_)));
+    }
+
+    #[test]
+    fn a_command_without_ids_is_malformed() {
+        let payload = pb::MarkProcessingCommand {
+            command_id: "c".to_owned(),
+            saga_id: "not-a-uuid".to_owned(),
+            transaction_id: Uuid::now_v7().to_string(),
+        };
+        let error = Command::decode(&incoming(
+            wire::message_type::<pb::MarkProcessingCommand>(),
+            payload.encode_to_vec(),
+        ))
+        .unwrap_err();
+        assert!(matches!(error, HandlerError::Malformed(_)));
+    }
+}

@@ -1,0 +1,450 @@
+//! `corebank.v1.TransactionService`: proto ⇄ domain, validation at the edge.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use corebank_platform::clock::SharedClock;
+use corebank_platform::grpc::DEFAULT_DEADLINE;
+use corebank_platform::idempotency::fingerprint;
+use corebank_platform::messaging;
+use corebank_platform::money::AmountLimits;
+use corebank_platform::paging::Page;
+use corebank_platform::time::{from_timestamp, to_timestamp};
+use corebank_platform::{ApiError, Violations};
+use corebank_proto::v1 as pb;
+use corebank_proto::v1::transaction_service_server::TransactionService;
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{
+    self, MoneyInput, NewTransaction, NewTransactionInput, Transaction, TransactionKind,
+    TransactionStatus,
+};
+use crate::messages::{self, kind_to_proto};
+use crate::store::{self, ListFilter, TransactionStore};
+use crate::watch::{self, StatusHub};
+
+/// The longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 200;
+
+/// Time kept back from a caller's deadline to answer before it expires.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+
+/// The gRPC handlers.
+#[derive(Debug, Clone)]
+pub struct TransactionApi {
+    store: TransactionStore,
+    hub: StatusHub,
+    clock: SharedClock,
+    limits: AmountLimits,
+    shutdown: CancellationToken,
+}
+
+/// A create request, whatever its kind, after the proto is taken apart.
+struct CreateRequest<'a> {
+    operation: &'static str,
+    idempotency_key: &'a str,
+    input: NewTransactionInput<'a>,
+    wait: Option<&'a prost_types::Duration>,
+    fingerprint: Vec<u8>,
+    caller_timeout: Option<Duration>,
+}
+
+impl TransactionApi {
+    pub fn new(
+        store: TransactionStore,
+        hub: StatusHub,
+        clock: SharedClock,
+        limits: AmountLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            clock,
+            limits,
+            shutdown,
+        }
+    }
+
+    /// Validates, stores the PENDING transaction with its history row and its
+    /// `*.requested` event in one idempotent database transaction, then
+    /// (outside it) waits for a terminal status if asked to.
+    async fn create(&self, request: CreateRequest<'_>) -> Result<pb::Transaction, ApiError> {
+        let mut violations = Violations::default();
+        violations.take("idempotency_key", parse_key(request.idempotency_key));
+        let new = NewTransaction::parse(request.input, self.limits, &mut violations);
+        let wait = request
+            .wait
+            .map(|wait| domain::parse_wait(wait.seconds, wait.nanos))
+            .unwrap_or(Ok(Duration::ZERO));
+        let wait = violations.take("wait", wait);
+        violations.into_result()?;
+        let (Some(new), Some(wait)) = (new, wait) else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "a valid create request did not parse"
+            )));
+        };
+
+        let now = self.clock.now();
+        let created = self
+            .store
+            .idempotent(
+                Some(request.idempotency_key),
+                &request.fingerprint,
+                now,
+                move |conn| {
+                    Box::pin(async move {
+                        let transaction = store::insert(conn, Uuid::now_v7(), &new, now).await?;
+                        messaging::enqueue(conn, messages::requested_event(&transaction, now))
+                            .await?;
+                        tracing::info!(
+                            transaction_id = %transaction.transaction_id,
+                            kind = transaction.kind.as_str(),
+                            "transaction requested"
+                        );
+                        Ok(to_proto(&transaction))
+                    })
+                },
+            )
+            .await?;
+
+        let wait = effective_wait(wait, request.caller_timeout);
+        if wait.is_zero() || is_terminal(&created) {
+            return Ok(created);
+        }
+        let transaction_id =
+            Uuid::parse_str(&created.transaction_id).map_err(ApiError::internal)?;
+        let latest =
+            watch::wait_for_terminal(&self.store, &self.hub, transaction_id, wait, &self.shutdown)
+                .await?;
+        tracing::debug!(operation = request.operation, %transaction_id, status = latest.status.as_str(), "wait ended");
+        Ok(to_proto(&latest))
+    }
+}
+
+fn parse_key(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("is required");
+    }
+    if text.len() > MAX_KEY_LEN {
+        return Err("must be at most 200 characters");
+    }
+    Ok(())
+}
+
+fn parse_id(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    domain::parse_account_id(text).map_err(|why| ApiError::invalid_field(field, why))
+}
+
+fn is_terminal(transaction: &pb::Transaction) -> bool {
+    matches!(
+        pb::TransactionStatus::try_from(transaction.status),
+        Ok(pb::TransactionStatus::Completed | pb::TransactionStatus::Failed)
+    )
+}
+
+/// The caller's wait, shortened so the answer beats both the caller's own
+/// deadline and the server's request timeout.
+fn effective_wait(wait: Duration, caller_timeout: Option<Duration>) -> Duration {
+    let server_limit = DEFAULT_DEADLINE.saturating_sub(Duration::from_secs(1));
+    let caller_limit = caller_timeout.map_or(Duration::MAX, |timeout| {
+        timeout.saturating_sub(DEADLINE_MARGIN)
+    });
+    wait.min(server_limit).min(caller_limit)
+}
+
+/// The `grpc-timeout` a client sent (`<digits><unit>`, units H M S m u n).
+fn caller_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+pub fn status_to_proto(status: TransactionStatus) -> pb::TransactionStatus {
+    match status {
+        TransactionStatus::Pending => pb::TransactionStatus::Pending,
+        TransactionStatus::Processing => pb::TransactionStatus::Processing,
+        TransactionStatus::Review => pb::TransactionStatus::Review,
+        TransactionStatus::Completed => pb::TransactionStatus::Completed,
+        TransactionStatus::Failed => pb::TransactionStatus::Failed,
+    }
+}
+
+fn status_from_proto(status: pb::TransactionStatus) -> Option<TransactionStatus> {
+    match status {
+        pb::TransactionStatus::Unspecified => None,
+        pb::TransactionStatus::Pending => Some(TransactionStatus::Pending),
+        pb::TransactionStatus::Processing => Some(TransactionStatus::Processing),
+        pb::TransactionStatus::Review => Some(TransactionStatus::Review),
+        pb::TransactionStatus::Completed => Some(TransactionStatus::Completed),
+        pb::TransactionStatus::Failed => Some(TransactionStatus::Failed),
+    }
+}
+
+pub fn to_proto(transaction: &Transaction) -> pb::Transaction {
+    let id = |account_id: Option<Uuid>| account_id.map(|id| id.to_string()).unwrap_or_default();
+    pb::Transaction {
+        transaction_id: transaction.transaction_id.to_string(),
+        kind: kind_to_proto(transaction.kind) as i32,
+        status: status_to_proto(transaction.status) as i32,
+        source_account_id: id(transaction.source_account_id),
+        destination_account_id: id(transaction.destination_account_id),
+        amount: Some(messages::money(transaction.currency, transaction.amount)),
+        description: transaction.description.clone(),
+        failure_reason: transaction.failure_reason.clone(),
+        failure_detail: transaction.failure_detail.clone(),
+        journal_id: transaction.journal_id.clone(),
+        create_time: Some(to_timestamp(transaction.created_at)),
+        update_time: Some(to_timestamp(transaction.updated_at)),
+    }
+}
+
+fn money_input(money: Option<&pb::Money>) -> Option<MoneyInput<'_>> {
+    money.map(|money| MoneyInput {
+        currency: &money.currency,
+        amount: &money.amount,
+    })
+}
+
+/// The stream WatchTransaction answers with.
+pub type TransactionStream =
+    Pin<Box<dyn Stream<Item = Result<pb::Transaction, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl TransactionService for TransactionApi {
+    type WatchTransactionStream = TransactionStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn create_transfer(
+        &self,
+        request: Request<pb::CreateTransferRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let caller_timeout = caller_timeout(request.metadata());
+        let request = request.into_inner();
+        // The key and the wait do not change what is asked for.
+        let fingerprint = fingerprint(
+            "CreateTransfer",
+            &pb::CreateTransferRequest {
+                idempotency_key: String::new(),
+                wait: None,
+                ..request.clone()
+            },
+        );
+        let created = self
+            .create(CreateRequest {
+                operation: "CreateTransfer",
+                idempotency_key: &request.idempotency_key,
+                input: NewTransactionInput {
+                    kind: TransactionKind::Transfer,
+                    source: Some(("source_account_id", &request.source_account_id)),
+                    destination: Some(("destination_account_id", &request.destination_account_id)),
+                    amount: money_input(request.amount.as_ref()),
+                    description: &request.description,
+                },
+                wait: request.wait.as_ref(),
+                fingerprint,
+                caller_timeout,
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_deposit(
+        &self,
+        request: Request<pb::CreateDepositRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let caller_timeout = caller_timeout(request.metadata());
+        let request = request.into_inner();
+        let fingerprint = fingerprint(
+            "CreateDeposit",
+            &pb::CreateDepositRequest {
+                idempotency_key: String::new(),
+                wait: None,
+                ..request.clone()
+            },
+        );
+        let created = self
+            .create(CreateRequest {
+                operation: "CreateDeposit",
+                idempotency_key: &request.idempotency_key,
+                input: NewTransactionInput {
+                    kind: TransactionKind::Deposit,
+                    source: None,
+                    destination: Some(("account_id", &request.account_id)),
+                    amount: money_input(request.amount.as_ref()),
+                    description: &request.description,
+                },
+                wait: request.wait.as_ref(),
+                fingerprint,
+                caller_timeout,
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_withdrawal(
+        &self,
+        request: Request<pb::CreateWithdrawalRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let caller_timeout = caller_timeout(request.metadata());
+        let request = request.into_inner();
+        let fingerprint = fingerprint(
+            "CreateWithdrawal",
+            &pb::CreateWithdrawalRequest {
+                idempotency_key: String::new(),
+                wait: None,
+                ..request.clone()
+            },
+        );
+        let created = self
+            .create(CreateRequest {
+                operation: "CreateWithdrawal",
+                idempotency_key: &request.idempotency_key,
+                input: NewTransactionInput {
+                    kind: TransactionKind::Withdrawal,
+                    source: Some(("account_id", &request.account_id)),
+                    destination: None,
+                    amount: money_input(request.amount.as_ref()),
+                    description: &request.description,
+                },
+                wait: request.wait.as_ref(),
+                fingerprint,
+                caller_timeout,
+            })
+            .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let transaction_id = parse_id("transaction_id", &request.get_ref().transaction_id)?;
+        let transaction = self.store.get(transaction_id).await?;
+        Ok(Response::new(to_proto(&transaction)))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let account_id =
+            violations.take("account_id", domain::parse_account_id(&request.account_id));
+        let status = violations.take(
+            "status",
+            pb::TransactionStatus::try_from(request.status)
+                .map_err(|_| "is not a known transaction status"),
+        );
+        let start_time = request.start_time.as_ref().and_then(|time| {
+            violations.take(
+                "start_time",
+                from_timestamp(time).ok_or("is not a valid timestamp"),
+            )
+        });
+        let end_time = request.end_time.as_ref().and_then(|time| {
+            violations.take(
+                "end_time",
+                from_timestamp(time).ok_or("is not a valid timestamp"),
+            )
+        });
+        if let (Some(start), Some(end)) = (start_time, end_time) {
+            violations.check(start < end, "end_time", "must be after start_time");
+        }
+        violations.check(request.page_size >= 0, "page_size", "must not be negative");
+        violations.into_result()?;
+        let Some(account_id) = account_id else {
+            return Err(ApiError::invalid_field("account_id", "must be a UUID").into());
+        };
+        let filter = ListFilter {
+            account_id,
+            status: status.and_then(status_from_proto),
+            start_time,
+            end_time,
+        };
+        let summary = filter.summary();
+        let page = Page::parse(request.page_size, &request.page_token, &summary)?;
+        let mut transactions = self.store.list(&filter, &page).await?;
+        let next_page_token = page.finish(&mut transactions, store::cursor, &summary);
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: transactions.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn watch_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<Self::WatchTransactionStream>, Status> {
+        let transaction_id = parse_id("transaction_id", &request.get_ref().transaction_id)?;
+        let changes = watch::follow(
+            self.store.clone(),
+            &self.hub,
+            transaction_id,
+            self.shutdown.clone(),
+        )
+        .await?;
+        let stream = changes.map(|item| {
+            item.map(|transaction| to_proto(&transaction))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_deadline_shortens_the_wait() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("grpc-timeout", "2S".parse().unwrap());
+        let timeout = caller_timeout(&metadata);
+        assert_eq!(timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            effective_wait(Duration::from_secs(10), timeout),
+            Duration::from_millis(1750)
+        );
+        assert_eq!(
+            effective_wait(Duration::from_secs(1), timeout),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn the_wait_never_outlasts_the_server_timeout() {
+        assert!(effective_wait(domain::MAX_WAIT, None) < DEFAULT_DEADLINE);
+    }
+
+    #[test]
+    fn every_grpc_timeout_unit_is_understood() {
+        for (text, expected) in [
+            ("1H", Duration::from_secs(3600)),
+            ("3M", Duration::from_secs(180)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ] {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(caller_timeout(&metadata), Some(expected), "{text}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! corebank-transaction: the public record of every money movement (transfer,
+//! deposit, withdrawal) and its status, served over gRPC as
+//! `corebank.v1.TransactionService`.
+//!
+//! Creating a movement stores it PENDING with a `transaction.<kind>.requested`
+//! event in the outbox, which starts the orchestrator's saga; the saga's
+//! commands (on queue `transaction.commands`) move it to PROCESSING and then to
+//! COMPLETED or FAILED, each change announced as an event and, for the
+//! terminal ones, answered with a reply.
+
+pub mod consumer;
+pub mod domain;
+pub mod grpc;
+pub mod messages;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use corebank_platform::clock::SharedClock;
+use corebank_platform::config::RequestArgs;
+use corebank_platform::db::SchemaSpec;
+use corebank_platform::grpc::GrpcServer;
+use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer};
+use corebank_proto::v1::transaction_service_server::TransactionServiceServer;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::consumer::CommandHandler;
+use crate::grpc::TransactionApi;
+use crate::store::TransactionStore;
+use crate::watch::StatusHub;
+
+/// The schema's migrations (`migrations/transaction/`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/transaction");
+
+/// What the transaction service owns in PostgreSQL.
+pub const SCHEMA: SchemaSpec = SchemaSpec {
+    schema: "transaction",
+    role: "corebank_transaction",
+    append_only: &["transaction_status_change"],
+    migrator: &MIGRATOR,
+};
+
+/// The fully qualified gRPC service name, as health reports it.
+pub const GRPC_SERVICE: &str = "corebank.v1.TransactionService";
+
+/// How long sent outbox rows and inbox rows are kept.
+const MESSAGE_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Flags of the transaction service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransactionArgs {
+    /// gRPC listen address.
+    #[arg(
+        long = "transaction-addr",
+        env = "COREBANK_TRANSACTION_ADDR",
+        default_value = "127.0.0.1:50053"
+    )]
+    pub addr: SocketAddr,
+}
+
+/// What the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A pool logged in as `corebank_transaction`, search path `transaction`.
+    pub pool: PgPool,
+    pub clock: SharedClock,
+    pub requests: RequestArgs,
+    /// The broker the outbox relay publishes to and the command consumer reads from.
+    pub broker: Broker,
+}
+
+/// A bound, ready-to-run transaction service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    settings: Settings,
+    store: TransactionStore,
+}
+
+impl Application {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let store = TransactionStore::new(settings.pool.clone(), settings.requests.idempotency());
+        Ok(Self {
+            listener,
+            settings,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves gRPC, consumes saga commands, relays the outbox and listens for
+    /// status changes until `shutdown` is cancelled. On shutdown, intake stops
+    /// first (gRPC drains, the consumer finishes its batch), then the relay
+    /// flushes what they wrote.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Settings {
+            pool,
+            clock,
+            requests,
+            broker,
+        } = self.settings;
+        let intake = shutdown.child_token();
+        let relay_stop = CancellationToken::new();
+
+        let relay = tokio::spawn({
+            let relay = OutboxRelay::new(pool.clone(), broker.clone());
+            let stop = relay_stop.clone();
+            async move {
+                if let Err(error) = relay.run(stop).await {
+                    tracing::error!(%error, "outbox relay stopped with an error");
+                }
+            }
+        });
+        let hub = StatusHub::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(hub.clone().listen(self.store.clone(), intake.clone()));
+        tasks.spawn(
+            QueueConsumer::new(
+                broker,
+                pool,
+                consumer::queue_spec(),
+                CommandHandler::new(clock.clone()),
+            )
+            .run(intake.clone()),
+        );
+        tasks.spawn(purge(self.store.clone(), clock.clone(), intake.clone()));
+
+        let api = TransactionApi::new(
+            self.store,
+            hub,
+            clock,
+            requests.amount_limits(),
+            intake.clone(),
+        );
+        let server = GrpcServer {
+            name: "transaction",
+            services: vec![GRPC_SERVICE],
+        };
+        let result = server
+            .serve(
+                self.listener,
+                Routes::new(TransactionServiceServer::new(api)),
+                intake.clone(),
+            )
+            .await;
+
+        intake.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "transaction service task panicked");
+            }
+        }
+        relay_stop.cancel();
+        if let Err(error) = relay.await {
+            tracing::error!(%error, "outbox relay panicked");
+        }
+        result
+    }
+}
+
+/// Forgets expired idempotency keys and old outbox and inbox rows.
+async fn purge(store: TransactionStore, clock: SharedClock, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let now = clock.now();
+                if let Err(error) = store.purge(now, now - MESSAGE_RETENTION).await {
+                    tracing::warn!(%error, "purge of idempotency keys and old messages failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! SQL for the `transaction` schema. The pool is private: requests get their
+//! transaction through [`TransactionStore::idempotent`], the consumer gets one
+//! from the queue runner, and both pass the connection to the write functions,
+//! so a state change, its history row and its outgoing messages commit together.
+//!
+//! Every status change is announced with `pg_notify('transaction_status', id)`
+//! in the transaction that makes it, so waiters in any replica learn of it once
+//! it is committed.
+
+use chrono::{DateTime, Utc};
+use corebank_platform::error::{ApiError, constraint};
+use corebank_platform::idempotency::{self, IdempotencyConfig};
+use corebank_platform::messaging;
+use corebank_platform::money::Currency;
+use corebank_platform::paging::Page;
+use futures::future::BoxFuture;
+use rust_decimal::Decimal;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{NewTransaction, Outcome, Transaction, TransactionKind, TransactionStatus};
+
+pub const TRANSACTION_NOT_FOUND: &str = "TRANSACTION_NOT_FOUND";
+
+/// The LISTEN/NOTIFY channel of status changes; the payload is the transaction id.
+pub const STATUS_CHANNEL: &str = "transaction_status";
+
+#[derive(Debug, Clone)]
+pub struct TransactionStore {
+    pool: PgPool,
+    idempotency: IdempotencyConfig,
+}
+
+#[derive(sqlx::FromRow)]
+struct TransactionRow {
+    transaction_id: Uuid,
+    kind: String,
+    status: String,
+    source_account_id: Option<Uuid>,
+    destination_account_id: Option<Uuid>,
+    currency: String,
+    amount: Decimal,
+    description: String,
+    failure_reason: String,
+    failure_detail: String,
+    journal_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    last_change: i64,
+    #[sqlx(flatten)]
+    transaction: TransactionRow,
+}
+
+impl TryFrom<TransactionRow> for Transaction {
+    type Error = ApiError;
+
+    fn try_from(row: TransactionRow) -> Result<Self, ApiError> {
+        Ok(Transaction {
+            transaction_id: row.transaction_id,
+            kind: TransactionKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?,
+            status: status(&row.status)?,
+            source_account_id: row.source_account_id,
+            destination_account_id: row.destination_account_id,
+            currency: Currency::parse(&row.currency)
+                .map_err(|_| corrupt("currency", &row.currency))?,
+            amount: row.amount,
+            description: row.description,
+            failure_reason: row.failure_reason,
+            failure_detail: row.failure_detail,
+            journal_id: row.journal_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+fn status(text: &str) -> Result<TransactionStatus, ApiError> {
+    TransactionStatus::parse(text).ok_or_else(|| corrupt("status", text))
+}
+
+fn corrupt(column: &str, value: &str) -> ApiError {
+    ApiError::internal(anyhow::anyhow!(
+        "unknown transaction {column} {value:?} in database"
+    ))
+}
+
+fn not_found(transaction_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        TRANSACTION_NOT_FOUND,
+        format!("transaction {transaction_id} not found"),
+    )
+}
+
+const COLUMNS: &str = "transaction_id, kind, status, source_account_id, destination_account_id, currency, amount, \
+                       description, failure_reason, failure_detail, journal_id, created_at, updated_at";
+
+/// One row of the status history, as watchers replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub change_id: i64,
+    pub to_status: TransactionStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What ListTransactions filters on, besides the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Source or destination.
+    pub account_id: Uuid,
+    pub status: Option<TransactionStatus>,
+    /// Created at or after.
+    pub start_time: Option<DateTime<Utc>>,
+    /// Created before.
+    pub end_time: Option<DateTime<Utc>>,
+}
+
+impl ListFilter {
+    /// A stable summary of every filter, so a page token is only honoured
+    /// with the query it was issued for.
+    pub fn summary(&self) -> String {
+        let time = |time: Option<DateTime<Utc>>| {
+            time.map(|t| t.timestamp_micros().to_string())
+                .unwrap_or_default()
+        };
+        format!(
+            "account_id={};status={};start_time={};end_time={}",
+            self.account_id,
+            self.status.map(TransactionStatus::as_str).unwrap_or("any"),
+            time(self.start_time),
+            time(self.end_time)
+        )
+    }
+}
+
+/// The keyset cursor of a list: the last row's creation time and id.
+pub fn cursor(transaction: &Transaction) -> String {
+    format!(
+        "{}_{}",
+        transaction.created_at.timestamp_micros(),
+        transaction.transaction_id
+    )
+}
+
+fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+/// What claiming a command id found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommandClaim {
+    /// First time: apply it, then [`store_reply`].
+    Fresh,
+    /// Applied before; the reply stored then (none for commands without one).
+    Duplicate(Option<Vec<u8>>),
+}
+
+impl TransactionStore {
+    pub fn new(pool: PgPool, idempotency: IdempotencyConfig) -> Self {
+        Self { pool, idempotency }
+    }
+
+    /// Runs `effect` in one transaction, guarded by the idempotency key.
+    pub async fn idempotent<Resp, F>(
+        &self,
+        key: Option<&str>,
+        fingerprint: &[u8],
+        now: DateTime<Utc>,
+        effect: F,
+    ) -> Result<Resp, ApiError>
+    where
+        Resp: prost::Message + Default,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Resp, ApiError>>,
+    {
+        idempotency::run(&self.pool, key, fingerprint, now, self.idempotency, effect).await
+    }
+
+    pub async fn get(&self, transaction_id: Uuid) -> Result<Transaction, ApiError> {
+        let row: Option<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from transaction where transaction_id = $1"
+        )))
+        .bind(transaction_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| not_found(transaction_id))?.try_into()
+    }
+
+    /// The transaction and the id of its latest status change, read in one
+    /// statement so they agree: a watcher starts from there.
+    pub async fn snapshot(&self, transaction_id: Uuid) -> Result<(Transaction, i64), ApiError> {
+        let row: Option<SnapshotRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select coalesce((select max(c.transaction_status_change_id) from transaction_status_change c
+                              where c.transaction_id = t.transaction_id), 0) as last_change, {COLUMNS}
+             from transaction t where transaction_id = $1"
+        )))
+        .bind(transaction_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| not_found(transaction_id))?;
+        Ok((row.transaction.try_into()?, row.last_change))
+    }
+
+    /// The status changes after `after`, oldest first, and the transaction as
+    /// it is now (read after them, so it is at least as new as the last one).
+    pub async fn changes_after(
+        &self,
+        transaction_id: Uuid,
+        after: i64,
+    ) -> Result<(Vec<StatusChange>, Transaction), ApiError> {
+        let rows: Vec<(i64, String, DateTime<Utc>)> = sqlx::query_as(
+            "select transaction_status_change_id, to_status, created_at from transaction_status_change
+             where transaction_id = $1 and transaction_status_change_id > $2
+             order by transaction_status_change_id",
+        )
+        .bind(transaction_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let changes = rows
+            .into_iter()
+            .map(|(change_id, to_status, created_at)| {
+                Ok(StatusChange {
+                    change_id,
+                    to_status: status(&to_status)?,
+                    created_at,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let current = self.get(transaction_id).await?;
+        Ok((changes, current))
+    }
+
+    /// Transactions touching an account, newest first. Each side of the
+    /// account has its own index, so the two are read separately and merged.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        page: &Page,
+    ) -> Result<Vec<Transaction>, ApiError> {
+        let after = page
+            .after
+            .as_deref()
+            .map(|text| {
+                parse_cursor(text).ok_or_else(|| {
+                    ApiError::invalid_field("page_token", "is not a token issued for this query")
+                })
+            })
+            .transpose()?;
+        let conditions = "($2::text is null or status = $2)
+              and ($3::timestamptz is null or created_at >= $3)
+              and ($4::timestamptz is null or created_at < $4)
+              and ($5::timestamptz is null or (created_at, transaction_id) < ($5, $6))";
+        let order = "order by created_at desc, transaction_id desc limit $7";
+        let rows: Vec<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from (
+                 (select {COLUMNS} from transaction where source_account_id = $1 and {conditions} {order})
+                 union all
+                 (select {COLUMNS} from transaction where destination_account_id = $1 and {conditions} {order})
+             ) as touching
+             {order}"
+        )))
+        .bind(filter.account_id)
+        .bind(filter.status.map(TransactionStatus::as_str))
+        .bind(filter.start_time)
+        .bind(filter.end_time)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(page.fetch_limit())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Transaction::try_from).collect()
+    }
+
+    /// A dedicated connection listening to [`STATUS_CHANNEL`].
+    pub async fn status_listener(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(STATUS_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Forgets idempotency keys past their retention, and outbox and inbox rows
+    /// older than `keep_messages_since`.
+    pub async fn purge(
+        &self,
+        now: DateTime<Utc>,
+        keep_messages_since: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        idempotency::purge_expired(&self.pool, now).await?;
+        let mut conn = self.pool.acquire().await?;
+        messaging::purge_sent(&mut conn, keep_messages_since).await?;
+        messaging::purge_inbox(&mut conn, keep_messages_since).await?;
+        Ok(())
+    }
+}
+
+/// Stores a new PENDING transaction and the first row of its history.
+#[tracing::instrument(skip_all, fields(transaction_id = %transaction_id, kind = new.kind.as_str()), err)]
+pub async fn insert(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+    new: &NewTransaction,
+    now: DateTime<Utc>,
+) -> Result<Transaction, ApiError> {
+    let row: TransactionRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into transaction (transaction_id, kind, status, source_account_id, destination_account_id,
+                                  currency, amount, description, created_at, updated_at)
+         values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $8)
+         returning {COLUMNS}"
+    )))
+    .bind(transaction_id)
+    .bind(new.kind.as_str())
+    .bind(new.source_account_id)
+    .bind(new.destination_account_id)
+    .bind(new.currency.code())
+    .bind(new.amount)
+    .bind(&new.description)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| match constraint(&error) {
+        Some(name) if name.starts_with("transaction_") => {
+            ApiError::internal(anyhow::anyhow!("validated transaction refused by {name}: {error}"))
+        }
+        _ => ApiError::from(error),
+    })?;
+    // The creation is history too, but nobody can be waiting for it yet: no notify.
+    sqlx::query(
+        "insert into transaction_status_change (transaction_id, from_status, to_status, created_at)
+         values ($1, null, 'pending', $2)",
+    )
+    .bind(transaction_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    row.try_into()
+}
+
+/// Reads a transaction and locks it until the caller's transaction ends.
+pub async fn lock(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+) -> Result<Option<Transaction>, sqlx::Error> {
+    let row: Option<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from transaction where transaction_id = $1 for update"
+    )))
+    .bind(transaction_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Transaction::try_from)
+        .transpose()
+        .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Moves a locked transaction as `outcome` says (the caller checked the move
+/// with the state machine), appends the history row and announces the change.
+#[tracing::instrument(skip_all, fields(transaction_id = %current.transaction_id, to = outcome.status().as_str()), err)]
+pub async fn apply(
+    conn: &mut PgConnection,
+    current: &Transaction,
+    outcome: &Outcome,
+    command_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Transaction, sqlx::Error> {
+    let (failure_reason, failure_detail, journal_id) = match outcome {
+        Outcome::Processing => ("", "", ""),
+        Outcome::Completed { journal_id } => ("", "", journal_id.as_str()),
+        Outcome::Failed {
+            reason_code,
+            detail,
+        } => (reason_code.as_str(), detail.as_str(), ""),
+    };
+    let to = outcome.status();
+    sqlx::query(
+        "update transaction
+         set status = $2, failure_reason = $3, failure_detail = $4, journal_id = $5, updated_at = $6
+         where transaction_id = $1",
+    )
+    .bind(current.transaction_id)
+    .bind(to.as_str())
+    .bind(failure_reason)
+    .bind(failure_detail)
+    .bind(journal_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "with change as (
+             insert into transaction_status_change
+                 (transaction_id, from_status, to_status, reason_code, detail, command_id, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             returning transaction_id
+         )
+         select pg_notify($8, transaction_id::text) from change",
+    )
+    .bind(current.transaction_id)
+    .bind(current.status.as_str())
+    .bind(to.as_str())
+    .bind(failure_reason)
+    .bind(failure_detail)
+    .bind(command_id)
+    .bind(now)
+    .bind(STATUS_CHANNEL)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Transaction {
+        status: to,
+        failure_reason: failure_reason.to_owned(),
+        failure_detail: failure_detail.to_owned(),
+        journal_id: journal_id.to_owned(),
+        updated_at: now,
+        ..current.clone()
+    })
+}
+
+/// Records `command_id` as applied, or finds it applied before (waiting for a
+/// concurrent first delivery to commit, so a duplicate never runs alongside it).
+pub async fn claim_command(
+    conn: &mut PgConnection,
+    command_id: &str,
+    message_type: &str,
+    transaction_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<CommandClaim, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into command_log (command_id, message_type, transaction_id, created_at)
+         values ($1, $2, $3, $4) on conflict (command_id) do nothing",
+    )
+    .bind(command_id)
+    .bind(message_type)
+    .bind(transaction_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(CommandClaim::Fresh);
+    }
+    let reply: Option<Vec<u8>> =
+        sqlx::query_scalar("select reply from command_log where command_id = $1")
+            .bind(command_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(CommandClaim::Duplicate(reply))
+}
+
+/// Keeps the encoded reply of a fresh command, for its duplicates.
+pub async fn store_reply(
+    conn: &mut PgConnection,
+    command_id: &str,
+    reply: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update command_log set reply = $2 where command_id = $1")
+        .bind(command_id)
+        .bind(reply)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
