@@ -1,20 +1,30 @@
 //! `TestApp`: one fresh PostgreSQL database, every schema provisioned with its
 //! own role, the services served on port 0, and clients for each.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
+use corebank_orchestrator::EngineConfig;
 use corebank_platform::clock::{ManualClock, SharedClock};
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::{self, SchemaSpec};
-use corebank_platform::messaging::{Broker, BrokerConfig, Namespace};
+use corebank_platform::messaging::{
+    Broker, BrokerConfig, Namespace, OutgoingMessage, QueueSpec, declare_exchanges, declare_queue,
+    delete_topology,
+};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
+use corebank_proto::v1::saga_admin_service_client::SagaAdminServiceClient;
+use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -126,73 +136,215 @@ async fn drop_stale_databases(conn: &mut PgConnection) {
     }
 }
 
-/// Every service of the foundation, running on free ports against one fresh database.
+/// A service's stop token and the task running it.
+type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
+
+/// The services a test can stop and start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Customer,
+    Account,
+    Transaction,
+    Orchestrator,
+}
+
+/// Saga timings short enough for tests: a silent participant is noticed
+/// within about a second.
+pub fn test_engine() -> EngineConfig {
+    EngineConfig {
+        step_timeout: Duration::from_millis(800),
+        backoff_base: Duration::from_millis(200),
+        backoff_cap: Duration::from_millis(1500),
+        max_attempts: 4,
+        tick: Duration::from_millis(100),
+        ..EngineConfig::default()
+    }
+}
+
+/// Every service running on free ports against one fresh database and one
+/// fresh broker namespace.
 #[derive(Debug)]
 pub struct TestApp {
     pub db: TestDb,
     pub owner: PgPool,
     pub customer: CustomerServiceClient<Channel>,
     pub account: AccountServiceClient<Channel>,
-    pub customer_addr: std::net::SocketAddr,
-    pub account_addr: std::net::SocketAddr,
+    pub transaction: TransactionServiceClient<Channel>,
+    pub sagas: SagaAdminServiceClient<Channel>,
+    pub customer_addr: SocketAddr,
+    pub account_addr: SocketAddr,
+    pub transaction_addr: SocketAddr,
+    pub orchestrator_addr: SocketAddr,
+    /// Drives account holds and timestamps; the orchestrator keeps real time
+    /// so its timers fire.
     pub clock: Arc<ManualClock>,
     pub namespace: Namespace,
+    pub requests: RequestArgs,
+    pub engine: EngineConfig,
     pub shutdown: CancellationToken,
+    running: Mutex<HashMap<Service, Running>>,
 }
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_with(RequestArgs::default()).await
+        Self::spawn_with(RequestArgs::default(), test_engine()).await
     }
 
-    pub async fn spawn_with(requests: RequestArgs) -> TestApp {
-        let db = TestDb::create(&[corebank_customer::SCHEMA, corebank_account::SCHEMA]).await;
-        let clock = ManualClock::new(Utc::now());
-        let shared: SharedClock = clock.clone();
-        let shutdown = CancellationToken::new();
-        let loopback = "127.0.0.1:0".parse().expect("loopback address");
-        let namespace = fresh_namespace();
-
-        let customer = corebank_customer::Application::build(
-            corebank_customer::Settings {
-                pool: db.service_pool(&corebank_customer::SCHEMA, 10).await,
-                clock: shared.clone(),
-                requests: requests.clone(),
-                broker: broker(&namespace, "customer"),
-            },
-            loopback,
-        )
-        .await
-        .expect("build customer service");
-        let customer_addr = customer.local_addr();
-        tokio::spawn(customer.run_until_stopped(shutdown.clone()));
-
-        let account = corebank_account::Application::build(
-            corebank_account::Settings {
-                pool: db.service_pool(&corebank_account::SCHEMA, 20).await,
-                clock: shared.clone(),
-                requests,
-                customer_endpoint: format!("http://{customer_addr}"),
-            },
-            loopback,
-        )
-        .await
-        .expect("build account service");
-        let account_addr = account.local_addr();
-        tokio::spawn(account.run_until_stopped(shutdown.clone()));
-
-        let owner = db.owner.clone();
-        TestApp {
+    pub async fn spawn_with(requests: RequestArgs, engine: EngineConfig) -> TestApp {
+        let db = TestDb::create(&[
+            corebank_customer::SCHEMA,
+            corebank_account::SCHEMA,
+            corebank_transaction::SCHEMA,
+            corebank_orchestrator::SCHEMA,
+        ])
+        .await;
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        let mut app = TestApp {
+            owner: db.owner.clone(),
             db,
-            owner,
-            customer: CustomerServiceClient::new(channel(customer_addr).await),
-            account: AccountServiceClient::new(channel(account_addr).await),
-            customer_addr,
-            account_addr,
-            clock,
-            namespace,
-            shutdown,
+            customer: CustomerServiceClient::new(lazy_channel(loopback)),
+            account: AccountServiceClient::new(lazy_channel(loopback)),
+            transaction: TransactionServiceClient::new(lazy_channel(loopback)),
+            sagas: SagaAdminServiceClient::new(lazy_channel(loopback)),
+            customer_addr: loopback,
+            account_addr: loopback,
+            transaction_addr: loopback,
+            orchestrator_addr: loopback,
+            clock: ManualClock::new(Utc::now()),
+            namespace: fresh_namespace(),
+            requests,
+            engine,
+            shutdown: CancellationToken::new(),
+            running: Mutex::new(HashMap::new()),
+        };
+        // Like migrations for the schema: the whole topology exists before any
+        // service publishes, so no event is unroutable for want of a queue.
+        declare_namespace(&app.namespace).await;
+        app.customer_addr = app.start_at(Service::Customer, loopback).await;
+        app.account_addr = app.start_at(Service::Account, loopback).await;
+        app.transaction_addr = app.start_at(Service::Transaction, loopback).await;
+        app.orchestrator_addr = app.start_at(Service::Orchestrator, loopback).await;
+        app.customer = CustomerServiceClient::new(channel(app.customer_addr).await);
+        app.account = AccountServiceClient::new(channel(app.account_addr).await);
+        app.transaction = TransactionServiceClient::new(channel(app.transaction_addr).await);
+        app.sagas = SagaAdminServiceClient::new(channel(app.orchestrator_addr).await);
+        app
+    }
+
+    fn addr_of(&self, service: Service) -> SocketAddr {
+        match service {
+            Service::Customer => self.customer_addr,
+            Service::Account => self.account_addr,
+            Service::Transaction => self.transaction_addr,
+            Service::Orchestrator => self.orchestrator_addr,
         }
+    }
+
+    /// Stops one service as SIGTERM would, and waits until it has drained.
+    pub async fn stop(&self, service: Service) {
+        let running = self
+            .running
+            .lock()
+            .expect("running services")
+            .remove(&service);
+        if let Some((token, task)) = running {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+
+    /// Starts a stopped service again on its old address.
+    pub async fn start(&self, service: Service) {
+        self.start_at(service, self.addr_of(service)).await;
+    }
+
+    async fn start_at(&self, service: Service, addr: SocketAddr) -> SocketAddr {
+        let token = self.shutdown.child_token();
+        let shared: SharedClock = self.clock.clone();
+        let name = format!("{service:?}").to_lowercase();
+        let broker = broker(&self.namespace, &name);
+        let (bound, task) = match service {
+            Service::Customer => {
+                let app = corebank_customer::Application::build(
+                    corebank_customer::Settings {
+                        pool: self.db.service_pool(&corebank_customer::SCHEMA, 10).await,
+                        clock: shared,
+                        requests: self.requests.clone(),
+                        broker,
+                    },
+                    addr,
+                )
+                .await
+                .expect("build customer service");
+                (
+                    app.local_addr(),
+                    tokio::spawn(app.run_until_stopped(token.clone())),
+                )
+            }
+            Service::Account => {
+                let app = corebank_account::Application::build(
+                    corebank_account::Settings {
+                        pool: self.db.service_pool(&corebank_account::SCHEMA, 20).await,
+                        clock: shared,
+                        requests: self.requests.clone(),
+                        customer_endpoint: format!("http://{}", self.customer_addr),
+                        broker,
+                    },
+                    addr,
+                )
+                .await
+                .expect("build account service");
+                (
+                    app.local_addr(),
+                    tokio::spawn(app.run_until_stopped(token.clone())),
+                )
+            }
+            Service::Transaction => {
+                let app = corebank_transaction::Application::build(
+                    corebank_transaction::Settings {
+                        pool: self
+                            .db
+                            .service_pool(&corebank_transaction::SCHEMA, 10)
+                            .await,
+                        clock: shared,
+                        requests: self.requests.clone(),
+                        broker,
+                    },
+                    addr,
+                )
+                .await
+                .expect("build transaction service");
+                (
+                    app.local_addr(),
+                    tokio::spawn(app.run_until_stopped(token.clone())),
+                )
+            }
+            Service::Orchestrator => {
+                let app = corebank_orchestrator::Application::build(
+                    corebank_orchestrator::Settings {
+                        pool: self
+                            .db
+                            .service_pool(&corebank_orchestrator::SCHEMA, 10)
+                            .await,
+                        clock: corebank_platform::clock::system(),
+                        broker,
+                        engine: self.engine.clone(),
+                    },
+                    addr,
+                )
+                .await
+                .expect("build orchestrator");
+                (
+                    app.local_addr(),
+                    tokio::spawn(app.run_until_stopped(token.clone())),
+                )
+            }
+        };
+        self.running
+            .lock()
+            .expect("running services")
+            .insert(service, (token, task));
+        bound
     }
 
     /// A valid create-customer request with a unique email.
@@ -293,7 +445,67 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // The namespace's queues would outlive the test on the shared broker:
+        // delete them from a thread of its own (Drop cannot await).
+        let namespace = self.namespace.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(delete_namespace(namespace));
+            }
+        });
+        let _ = cleanup.join();
     }
+}
+
+/// Every queue a full system declares.
+pub fn all_queue_specs() -> Vec<QueueSpec> {
+    let mut specs = vec![
+        corebank_account::consumer::command_queue(),
+        corebank_account::consumer::kyc_queue(),
+        corebank_transaction::consumer::queue_spec(),
+    ];
+    specs.extend(corebank_orchestrator::queue_specs());
+    specs
+}
+
+/// Declares the exchanges and every queue of a full system in `namespace`.
+pub async fn declare_namespace(namespace: &Namespace) {
+    let broker = broker(namespace, "setup");
+    let token = CancellationToken::new();
+    let channel = broker.channel(&token).await.expect("broker channel");
+    declare_exchanges(&channel, namespace)
+        .await
+        .expect("declare exchanges");
+    for spec in all_queue_specs() {
+        declare_queue(&channel, namespace, &spec)
+            .await
+            .expect("declare queue");
+    }
+    token.cancel();
+    broker.close().await;
+}
+
+/// Deletes a test namespace's queues and exchanges, within a few seconds at most.
+pub async fn delete_namespace(namespace: Namespace) {
+    let broker = broker(&namespace, "cleanup");
+    let token = CancellationToken::new();
+    let work = async {
+        if let Some(channel) = broker.channel(&token).await {
+            let _ = delete_topology(&channel, &namespace, &all_queue_specs()).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+    token.cancel();
+    broker.close().await;
+}
+
+fn lazy_channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_lazy()
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {
@@ -323,4 +535,191 @@ pub fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|info| info.reason)
         .unwrap_or_default()
+}
+
+impl TestApp {
+    /// A verified customer's fresh USD account holding `amount`, funded by a
+    /// deposit saga.
+    pub async fn funded_account(&self, amount: &str) -> pb::Account {
+        let customer_id = self.verified_customer().await;
+        let account = self.open_account(&customer_id, "USD").await;
+        let deposit = self.deposit_saga(&account.account_id, amount).await;
+        assert_eq!(
+            deposit.status,
+            pb::TransactionStatus::Completed as i32,
+            "funding deposit: {deposit:?}"
+        );
+        account
+    }
+
+    /// A deposit through the transaction service (a saga), waited for.
+    pub async fn deposit_saga(&self, account_id: &str, amount: &str) -> pb::Transaction {
+        let created = self
+            .transaction
+            .clone()
+            .create_deposit(pb::CreateDepositRequest {
+                idempotency_key: key(),
+                account_id: account_id.to_owned(),
+                amount: Some(usd(amount)),
+                description: "test deposit".to_owned(),
+                wait: Some(prost_types::Duration {
+                    seconds: 20,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .expect("create deposit")
+            .into_inner();
+        self.terminal(&created.transaction_id).await
+    }
+
+    /// A transfer, waited for until terminal.
+    pub async fn transfer(&self, from: &str, to: &str, amount: &str) -> pb::Transaction {
+        let created = self
+            .transaction
+            .clone()
+            .create_transfer(pb::CreateTransferRequest {
+                idempotency_key: key(),
+                source_account_id: from.to_owned(),
+                destination_account_id: to.to_owned(),
+                amount: Some(usd(amount)),
+                description: "test transfer".to_owned(),
+                wait: Some(prost_types::Duration {
+                    seconds: 20,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .expect("create transfer")
+            .into_inner();
+        self.terminal(&created.transaction_id).await
+    }
+
+    /// Polls a transaction until COMPLETED or FAILED (at most 60 s).
+    pub async fn terminal(&self, transaction_id: &str) -> pb::Transaction {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let transaction = self
+                .transaction
+                .clone()
+                .get_transaction(pb::GetTransactionRequest {
+                    transaction_id: transaction_id.to_owned(),
+                })
+                .await
+                .expect("get transaction")
+                .into_inner();
+            let status = transaction.status();
+            if status == pb::TransactionStatus::Completed || status == pb::TransactionStatus::Failed
+            {
+                return transaction;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "transaction never ended: {transaction:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The balance of an account.
+    pub async fn balance(&self, account_id: &str) -> pb::Balance {
+        self.account
+            .clone()
+            .get_balance(pb::GetBalanceRequest {
+                account_id: account_id.to_owned(),
+            })
+            .await
+            .expect("get balance")
+            .into_inner()
+    }
+
+    /// Waits until every saga and transaction ended, then asserts every
+    /// invariant of the ledger.
+    pub async fn assert_invariants(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let report = corebank_audit::check(&self.owner)
+                .await
+                .expect("invariant check runs");
+            if report.ok() {
+                return;
+            }
+            let only_unfinished = report
+                .violations()
+                .iter()
+                .all(|v| v.contains("not terminal") || v.contains("holds left active"));
+            assert!(
+                only_unfinished && tokio::time::Instant::now() < deadline,
+                "invariants broken: {:?}",
+                report.violations()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// US dollars.
+pub fn usd(amount: &str) -> pb::Money {
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    }
+}
+
+/// Publishes a raw message as a participant or the orchestrator would, for
+/// tests that duplicate or forge messages.
+pub async fn publish(namespace: &Namespace, message: &OutgoingMessage) {
+    let broker = broker(namespace, "forger");
+    let token = CancellationToken::new();
+    let channel = broker.channel(&token).await.expect("broker channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let confirm = channel
+        .basic_publish(
+            namespace.exchange(message.exchange).into(),
+            message.routing_key.clone().into(),
+            lapin::options::BasicPublishOptions::default(),
+            &message.payload,
+            message.properties("forger"),
+        )
+        .await
+        .expect("publish");
+    confirm.await.expect("publisher confirm");
+    token.cancel();
+    broker.close().await;
+}
+
+/// Closes, from the broker's side, every connection of `namespace`; returns
+/// how many. Needs `rabbitmqctl` (run as root or the rabbitmq user).
+pub async fn close_broker_connections(namespace: &Namespace) -> usize {
+    let listing = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "--quiet",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let needle = format!("{{\"connection_name\",\"{}-", namespace.as_str());
+    let mut closed = 0;
+    for line in listing.lines().filter(|line| line.contains(&needle)) {
+        let pid = line.split_whitespace().next().expect("pid column");
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by a fault test"])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl close_connection failed"
+        );
+        closed += 1;
+    }
+    closed
 }

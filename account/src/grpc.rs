@@ -141,13 +141,20 @@ impl AccountService for AccountApi {
             Some(key) => self.store.has_response(key, &fingerprint, now).await?,
             None => false,
         };
-        if !replay {
-            self.customers.require_verified(new.customer_id).await?;
-        }
+        let kyc_version = if replay {
+            None
+        } else {
+            Some(self.customers.require_verified(new.customer_id).await?)
+        };
         let account = self
             .store
             .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
                 Box::pin(async move {
+                    // What the KYC check just saw seeds the local mirror, so the
+                    // first debit need not wait for the KYC event to arrive.
+                    if let Some(version) = kyc_version {
+                        crate::kyc::record(conn, new.customer_id, "verified", version, now).await?;
+                    }
                     let account = store::insert_account(conn, Uuid::now_v7(), &new, now).await?;
                     tracing::info!(account_id = %account.account_id, customer_id = %new.customer_id, "account opened");
                     Ok(account_to_proto(&account))

@@ -33,9 +33,10 @@ impl CustomerDirectory {
         })
     }
 
-    /// Succeeds when the customer exists and is VERIFIED.
+    /// Succeeds when the customer exists and is VERIFIED, with the customer's
+    /// KYC version.
     #[tracing::instrument(skip_all, fields(customer_id = %customer_id), err)]
-    pub async fn require_verified(&self, customer_id: Uuid) -> Result<(), ApiError> {
+    pub async fn require_verified(&self, customer_id: Uuid) -> Result<i64, ApiError> {
         let mut request = tonic::Request::new(pb::GetCustomerRequest {
             customer_id: customer_id.to_string(),
             reveal_national_id: false,
@@ -46,7 +47,7 @@ impl CustomerDirectory {
             Err(status) => return Err(lookup_failed(customer_id, &status)),
         };
         if customer.kyc_status() == pb::KycStatus::Verified {
-            return Ok(());
+            return Ok(customer.kyc_version);
         }
         let kyc_status = customer.kyc_status().as_str_name();
         Err(ApiError::failed_precondition(
@@ -77,4 +78,43 @@ fn lookup_failed(customer_id: Uuid, status: &tonic::Status) -> ApiError {
             status.message()
         )),
     }
+}
+
+/// Records a customer's KYC status in the local mirror unless a newer one is
+/// already there (events may arrive out of order or twice).
+pub async fn record(
+    conn: &mut sqlx::PgConnection,
+    customer_id: Uuid,
+    status: &str,
+    version: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into customer_kyc (customer_id, kyc_status, kyc_version, updated_at)
+         values ($1, $2, $3, $4)
+         on conflict (customer_id) do update
+             set kyc_status = excluded.kyc_status, kyc_version = excluded.kyc_version,
+                 updated_at = excluded.updated_at
+             where customer_kyc.kyc_version < excluded.kyc_version",
+    )
+    .bind(customer_id)
+    .bind(status)
+    .bind(version)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the mirror says the customer is VERIFIED.
+pub async fn is_verified(
+    conn: &mut sqlx::PgConnection,
+    customer_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("select kyc_status from customer_kyc where customer_id = $1")
+            .bind(customer_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(status.as_deref() == Some("verified"))
 }

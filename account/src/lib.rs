@@ -5,6 +5,7 @@
 //! by the database at commit); deposits and withdrawals post against the
 //! bank's settlement account of their currency.
 
+pub mod consumer;
 pub mod domain;
 pub mod grpc;
 pub mod kyc;
@@ -17,6 +18,8 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
+use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer};
+use corebank_platform::money::AmountLimits;
 use corebank_proto::v1::account_service_server::AccountServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -24,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::consumer::{CommandHandler, KycHandler};
 use crate::grpc::AccountApi;
 use crate::kyc::CustomerDirectory;
 use crate::store::AccountStore;
@@ -50,6 +54,7 @@ pub const HOLD_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 pub struct AccountArgs {
     /// gRPC listen address.
     #[arg(
+        id = "account_addr",
         long = "account-addr",
         env = "COREBANK_ACCOUNT_ADDR",
         default_value = "127.0.0.1:50052"
@@ -73,6 +78,8 @@ pub struct Settings {
     pub requests: RequestArgs,
     /// The customer service's gRPC endpoint, e.g. "http://127.0.0.1:50051".
     pub customer_endpoint: String,
+    /// Saga commands in, replies and events out (through the outbox).
+    pub broker: Broker,
 }
 
 /// A bound, ready-to-run account service.
@@ -82,6 +89,9 @@ pub struct Application {
     store: AccountStore,
     api: AccountApi,
     clock: SharedClock,
+    pool: PgPool,
+    broker: Broker,
+    limits: AmountLimits,
 }
 
 impl Application {
@@ -102,6 +112,9 @@ impl Application {
             store,
             api,
             clock: settings.clock,
+            pool: settings.pool,
+            broker: settings.broker,
+            limits: settings.requests.amount_limits(),
         })
     }
 
@@ -124,6 +137,24 @@ impl Application {
             self.clock.clone(),
             shutdown.clone(),
         ));
+        let commands = QueueConsumer::new(
+            self.broker.clone(),
+            self.pool.clone(),
+            consumer::command_queue(),
+            CommandHandler::new(self.clock.clone(), self.limits),
+        );
+        let commands = tokio::spawn(commands.run(shutdown.clone()));
+        let kyc = QueueConsumer::new(
+            self.broker.clone(),
+            self.pool.clone(),
+            consumer::kyc_queue(),
+            KycHandler::new(self.clock.clone()),
+        );
+        let kyc = tokio::spawn(kyc.run(shutdown.clone()));
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(
+            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(relay_stop.clone()),
+        );
         let server = GrpcServer {
             name: "account",
             services: vec![GRPC_SERVICE],
@@ -137,6 +168,13 @@ impl Application {
             .await;
         purge.abort();
         sweep.abort();
+        // Consumers finish their batch first; the relay then flushes what they wrote.
+        let _ = commands.await;
+        let _ = kyc.await;
+        relay_stop.cancel();
+        if let Ok(Err(error)) = relay.await {
+            tracing::warn!(%error, "outbox relay stopped with an error");
+        }
         result
     }
 }

@@ -1,10 +1,14 @@
-//! `corebank`: run the services (`up`, `serve`), prepare the database
-//! (`migrate`), and work with customers and accounts from a shell.
+//! `corebank`: run the services (`up`, `serve`), prepare the database and
+//! broker (`migrate`), move money and operate sagas from a shell, and
+//! benchmark the whole (`bench`).
 
 mod bench;
 mod client;
+mod dlq;
+mod movements;
 mod output;
 mod run;
+mod saga;
 
 use clap::{Parser, Subcommand};
 
@@ -25,13 +29,25 @@ enum Command {
     Up(run::UpArgs),
     /// Run one service (the production unit).
     Serve(run::ServeArgs),
-    /// Create each service's schema and role and apply its migrations (idempotent).
+    /// Create each service's schema and role, apply migrations, declare the broker topology (idempotent).
     Migrate(run::MigrateArgs),
     /// Customers and KYC.
     Customer(client::CustomerCommand),
     /// Accounts, balances and ledger entries.
     Account(client::AccountCommand),
-    /// Benchmark transfer sagas against the running services.
+    /// Credit an account (a deposit saga).
+    Deposit(movements::DepositCommand),
+    /// Debit an account (a withdrawal saga).
+    Withdraw(movements::WithdrawCommand),
+    /// Move money between two accounts (a transfer saga).
+    Transfer(movements::TransferCommand),
+    /// Show, list and watch transactions.
+    Transaction(movements::TransactionCommand),
+    /// Operate sagas: list, show with history, retry, abort.
+    Saga(saga::SagaCommand),
+    /// Inspect and replay parked (dead-lettered) messages.
+    Dlq(dlq::DlqCommand),
+    /// Measure completed transfer sagas per second and their latency.
     Bench(bench::BenchArgs),
 }
 
@@ -44,6 +60,12 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(args) => run::migrate(args).await,
         Command::Customer(command) => client::customer(command).await,
         Command::Account(command) => client::account(command).await,
+        Command::Deposit(command) => movements::deposit(command).await,
+        Command::Withdraw(command) => movements::withdraw(command).await,
+        Command::Transfer(command) => movements::transfer(command).await,
+        Command::Transaction(command) => movements::transaction(command).await,
+        Command::Saga(command) => saga::saga(command).await,
+        Command::Dlq(command) => dlq::dlq(command).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

@@ -26,11 +26,17 @@ pub struct MoneyArgs {
 
 impl MoneyArgs {
     fn money(&self) -> Option<pb::Money> {
-        Some(pb::Money { currency: self.currency.clone(), amount: self.amount.clone() })
+        Some(pb::Money {
+            currency: self.currency.clone(),
+            amount: self.amount.clone(),
+        })
     }
 
     fn wait(&self) -> Option<prost_types::Duration> {
-        Some(prost_types::Duration { seconds: self.wait.min(30) as i64, nanos: 0 })
+        Some(prost_types::Duration {
+            seconds: self.wait.min(30) as i64,
+            nanos: 0,
+        })
     }
 }
 
@@ -104,8 +110,12 @@ enum TransactionAction {
     },
 }
 
-async fn client(args: &ClientArgs) -> anyhow::Result<TransactionServiceClient<tonic::transport::Channel>> {
-    Ok(TransactionServiceClient::new(channel(&args.transaction_endpoint).await?))
+async fn client(
+    args: &ClientArgs,
+) -> anyhow::Result<TransactionServiceClient<tonic::transport::Channel>> {
+    Ok(TransactionServiceClient::new(
+        channel(&args.transaction_endpoint).await?,
+    ))
 }
 
 fn deadline(wait: u64) -> Duration {
@@ -122,7 +132,10 @@ pub async fn deposit(command: DepositCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(&client.create_deposit(request).await?.into_inner(), command.client.json)
+    print(
+        &client.create_deposit(request).await?.into_inner(),
+        command.client.json,
+    )
 }
 
 pub async fn withdraw(command: WithdrawCommand) -> anyhow::Result<()> {
@@ -135,7 +148,10 @@ pub async fn withdraw(command: WithdrawCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(&client.create_withdrawal(request).await?.into_inner(), command.client.json)
+    print(
+        &client.create_withdrawal(request).await?.into_inner(),
+        command.client.json,
+    )
 }
 
 pub async fn transfer(command: TransferCommand) -> anyhow::Result<()> {
@@ -149,16 +165,23 @@ pub async fn transfer(command: TransferCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(&client.create_transfer(request).await?.into_inner(), command.client.json)
+    print(
+        &client.create_transfer(request).await?.into_inner(),
+        command.client.json,
+    )
 }
 
 pub async fn transaction(command: TransactionCommand) -> anyhow::Result<()> {
     let mut client = client(&command.client).await?;
     let json = command.client.json;
     match command.action {
-        TransactionAction::Show { transaction_id } => {
-            print(&client.get_transaction(pb::GetTransactionRequest { transaction_id }).await?.into_inner(), json)
-        }
+        TransactionAction::Show { transaction_id } => print(
+            &client
+                .get_transaction(pb::GetTransactionRequest { transaction_id })
+                .await?
+                .into_inner(),
+            json,
+        ),
         TransactionAction::Watch { transaction_id } => {
             let mut request = tonic::Request::new(pb::GetTransactionRequest { transaction_id });
             request.set_timeout(Duration::from_secs(600));
@@ -171,7 +194,12 @@ pub async fn transaction(command: TransactionCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TransactionAction::List { account_id, status, page_size, page_token } => {
+        TransactionAction::List {
+            account_id,
+            status,
+            page_size,
+            page_token,
+        } => {
             let status = match status {
                 None => pb::TransactionStatus::Unspecified,
                 Some(StatusFilter::Pending) => pb::TransactionStatus::Pending,

@@ -62,15 +62,27 @@ struct Decision {
 
 impl Decision {
     fn request(self) -> pb::SagaActionRequest {
-        pb::SagaActionRequest { saga_id: self.saga_id, actor: self.actor, reason: self.reason }
+        pb::SagaActionRequest {
+            saga_id: self.saga_id,
+            actor: self.actor,
+            reason: self.reason,
+        }
     }
 }
 
 pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
-    let mut client = SagaAdminServiceClient::new(channel(&command.client.orchestrator_endpoint).await?);
+    let mut client =
+        SagaAdminServiceClient::new(channel(&command.client.orchestrator_endpoint).await?);
     let json = command.client.json;
     match command.action {
-        SagaAction::List { state, saga_type, older_than, attention, page_size, page_token } => {
+        SagaAction::List {
+            state,
+            saga_type,
+            older_than,
+            attention,
+            page_size,
+            page_token,
+        } => {
             let state = match state {
                 None => pb::SagaState::Unspecified,
                 Some(StateFilter::Running) => pb::SagaState::Running,
@@ -89,8 +101,20 @@ pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
             };
             print(&client.list_sagas(request).await?.into_inner(), json)
         }
-        SagaAction::Show { saga_id } => print(&client.get_saga(pb::GetSagaRequest { saga_id }).await?.into_inner(), json),
-        SagaAction::Retry(decision) => print(&client.retry_saga(decision.request()).await?.into_inner(), json),
-        SagaAction::Abort(decision) => print(&client.abort_saga(decision.request()).await?.into_inner(), json),
+        SagaAction::Show { saga_id } => print(
+            &client
+                .get_saga(pb::GetSagaRequest { saga_id })
+                .await?
+                .into_inner(),
+            json,
+        ),
+        SagaAction::Retry(decision) => print(
+            &client.retry_saga(decision.request()).await?.into_inner(),
+            json,
+        ),
+        SagaAction::Abort(decision) => print(
+            &client.abort_saga(decision.request()).await?.into_inner(),
+            json,
+        ),
     }
 }

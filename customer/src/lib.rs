@@ -43,6 +43,7 @@ pub const GRPC_SERVICE: &str = "corebank.v1.CustomerService";
 pub struct CustomerArgs {
     /// gRPC listen address.
     #[arg(
+        id = "customer_addr",
         long = "customer-addr",
         env = "COREBANK_CUSTOMER_ADDR",
         default_value = "127.0.0.1:50051"

@@ -13,7 +13,7 @@ use corebank_proto::v1::saga_admin_service_server::SagaAdminService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::engine::step_at;
+use crate::domain::step_at;
 use crate::domain::{EngineConfig, Event, Refusal, Saga, SagaState, SagaType};
 use crate::runtime;
 use crate::store::{self, LogRecord, SagaFilter, SagaStore};

@@ -57,6 +57,7 @@ pub fn queue_specs() -> Vec<QueueSpec> {
 pub struct OrchestratorArgs {
     /// gRPC listen address of the admin API.
     #[arg(
+        id = "orchestrator_addr",
         long = "orchestrator-addr",
         env = "COREBANK_ORCHESTRATOR_ADDR",
         default_value = "127.0.0.1:50054"
@@ -206,5 +207,47 @@ impl Application {
         }
         tracing::info!("orchestrator stopped");
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        orchestrator: OrchestratorArgs,
+    }
+
+    #[test]
+    fn the_flags_default_to_port_50054_and_production_timings() {
+        let cli = Cli::parse_from(["corebank"]);
+        assert_eq!(cli.orchestrator.addr.port(), 50054);
+        assert_eq!(
+            cli.orchestrator.engine().step_timeout,
+            Duration::from_secs(10)
+        );
+        let fast = Cli::parse_from([
+            "corebank",
+            "--saga-step-timeout-ms",
+            "300",
+            "--saga-max-attempts",
+            "2",
+        ]);
+        assert_eq!(
+            fast.orchestrator.engine().step_timeout,
+            Duration::from_millis(300)
+        );
+        assert_eq!(fast.orchestrator.engine().max_attempts, 2);
+        assert!(Cli::try_parse_from(["corebank", "--saga-max-attempts", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_migration_creates_the_platform_outbox_and_inbox() {
+        let migration = include_str!("../../migrations/orchestrator/0001_orchestrator.sql");
+        assert!(migration.contains(corebank_platform::messaging::OUTBOX_INBOX_DDL.trim()));
     }
 }

@@ -9,8 +9,8 @@ use corebank_proto::wire::Direction;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::domain::engine::{position_of, step_at};
 use crate::domain::{Failure, LogEntry, Position, Saga, SagaState, SagaType};
+use crate::domain::{position_of, step_at};
 
 pub const SAGA_NOT_FOUND: &str = "SAGA_NOT_FOUND";
 

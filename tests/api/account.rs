@@ -711,6 +711,7 @@ async fn opening_an_account_while_the_customer_service_is_down_is_unavailable_an
             clock: app.clock.clone(),
             requests: Default::default(),
             customer_endpoint: format!("http://{unused}"),
+            broker: corebank_tests::harness::broker(&app.namespace, "isolated-account"),
         },
         "127.0.0.1:0".parse().unwrap(),
     )

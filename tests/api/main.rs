@@ -6,4 +6,6 @@ mod helpers;
 mod holds;
 mod ledger;
 mod platform;
+mod saga;
+mod saga_engine;
 mod transaction;

@@ -58,6 +58,7 @@ const MESSAGE_RETENTION: chrono::Duration = chrono::Duration::days(7);
 pub struct TransactionArgs {
     /// gRPC listen address.
     #[arg(
+        id = "transaction_addr",
         long = "transaction-addr",
         env = "COREBANK_TRANSACTION_ADDR",
         default_value = "127.0.0.1:50053"

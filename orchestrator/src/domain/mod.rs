@@ -4,6 +4,7 @@
 
 pub mod definition;
 pub mod engine;
+pub mod saga;
 pub mod timing;
 
 #[cfg(test)]
@@ -13,8 +14,9 @@ pub use definition::{
     ANNOUNCE_STEP, COMPLETE_STEP, Command, FAIL_STEP, Failure, SagaData, SagaDefinition, SagaType,
     StepDef, StepInput, reason,
 };
-pub use engine::{
-    Engine, Event, LogEntry, LogEvent, OutgoingCommand, Position, Refusal, ReplyOutcome, Saga,
-    SagaState, Transition,
+pub use engine::Engine;
+pub use saga::{
+    Event, LogEntry, LogEvent, OutgoingCommand, Position, Refusal, ReplyOutcome, Saga, SagaState,
+    Transition, position_of, step_at,
 };
 pub use timing::EngineConfig;
