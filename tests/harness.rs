@@ -111,6 +111,34 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    /// Drops the database (closing whatever still uses it), from a thread of
+    /// its own since Drop cannot await; a leftover is dropped by a later run.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let Ok(admin) = PgConnectOptions::from_str(&admin_url()) else {
+                        return;
+                    };
+                    if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "drop database if exists {name} with (force)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
 /// Test databases are named `cbt_<unix time>_<uuid>`; drop those older than
 /// two hours so repeated runs do not pile them up.
 async fn drop_stale_databases(conn: &mut PgConnection) {

@@ -25,7 +25,7 @@ enum StateFilter {
 
 #[derive(Debug, clap::Subcommand)]
 enum SagaAction {
-    /// List sagas, newest first.
+    /// List sagas, oldest first.
     List {
         #[arg(long, value_enum)]
         state: Option<StateFilter>,

@@ -93,6 +93,9 @@ pub fn command_message(
     };
     let message = OutgoingMessage::command(command.participant, message_type, payload)
         .with_correlation_id(saga.saga_id)
+        .with_traceparent(corebank_platform::messaging::traceparent_for(
+            saga.transaction_id,
+        ))
         .with_occurred_at(now);
     match causation_id {
         Some(causation_id) => message.with_causation_id(causation_id),

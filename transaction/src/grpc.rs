@@ -99,8 +99,10 @@ impl TransactionApi {
                 move |conn| {
                     Box::pin(async move {
                         let transaction = store::insert(conn, Uuid::now_v7(), &new, now).await?;
-                        messaging::enqueue(conn, messages::requested_event(&transaction, now))
-                            .await?;
+                        let event = messages::requested_event(&transaction, now).with_traceparent(
+                            messaging::traceparent_for(transaction.transaction_id),
+                        );
+                        messaging::enqueue(conn, event).await?;
                         tracing::info!(
                             transaction_id = %transaction.transaction_id,
                             kind = transaction.kind.as_str(),

@@ -397,3 +397,29 @@ mod tests {
         assert!(IncomingMessage::parse(&delivery).is_err());
     }
 }
+
+/// A W3C `traceparent` whose trace id is `trace` (e.g. the transaction id),
+/// so every message of one money movement, across every hop and re-send,
+/// shares one trace; the parent id is fresh per message.
+pub fn traceparent_for(trace: Uuid) -> String {
+    let parent = rand::random::<u64>().max(1);
+    format!("00-{}-{parent:016x}-01", trace.simple())
+}
+
+#[cfg(test)]
+mod traceparent_tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_follows_the_w3c_format_and_keeps_the_trace_id() {
+        let trace = Uuid::now_v7();
+        let header = traceparent_for(trace);
+        let parts: Vec<_> = header.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], trace.simple().to_string());
+        assert_eq!(parts[2].len(), 16);
+        assert_ne!(parts[2], "0000000000000000");
+        assert_eq!(parts[3], "01");
+    }
+}

@@ -27,7 +27,9 @@ mod topology;
 
 pub use broker::{Broker, BrokerConfig};
 pub use consumer::{ConsumerConfig, Handler, HandlerError, QueueConsumer};
-pub use envelope::{CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers};
+pub use envelope::{
+    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
+};
 pub use outbox::{OUTBOX_INBOX_DDL, enqueue, notify_channel, purge_inbox, purge_sent};
 pub use relay::{OutboxRelay, RelayConfig};
 pub use topology::{
