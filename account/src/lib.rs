@@ -18,7 +18,7 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer};
+use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer};
 use corebank_platform::money::AmountLimits;
 use corebank_proto::v1::account_service_server::AccountServiceServer;
 use sqlx::PgPool;
@@ -151,6 +151,8 @@ impl Application {
             KycHandler::new(self.clock.clone()),
         );
         let kyc = tokio::spawn(kyc.run(shutdown.clone()));
+        let message_purge =
+            messaging::spawn_purge(self.pool.clone(), self.clock.clone(), shutdown.clone());
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(
             OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(relay_stop.clone()),
@@ -168,6 +170,7 @@ impl Application {
             .await;
         purge.abort();
         sweep.abort();
+        message_purge.abort();
         // Consumers finish their batch first; the relay then flushes what they wrote.
         let _ = commands.await;
         let _ = kyc.await;

@@ -13,7 +13,7 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{Broker, OutboxRelay};
+use corebank_platform::messaging::{self, Broker, OutboxRelay};
 use corebank_proto::v1::customer_service_server::CustomerServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -105,6 +105,8 @@ impl Application {
         let relay = tokio::spawn(
             OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(shutdown.clone()),
         );
+        let message_purge =
+            messaging::spawn_purge(self.pool.clone(), self.clock.clone(), shutdown.clone());
         let server = GrpcServer {
             name: "customer",
             services: vec![GRPC_SERVICE],
@@ -117,6 +119,7 @@ impl Application {
             )
             .await;
         purge.abort();
+        message_purge.abort();
         // The relay flushes what is pending before it stops.
         match relay.await {
             Ok(Err(error)) => tracing::warn!(%error, "outbox relay stopped with an error"),

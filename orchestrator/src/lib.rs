@@ -157,6 +157,8 @@ impl Application {
         let store = SagaStore::new(pool.clone());
 
         let relay = tokio::spawn(OutboxRelay::new(pool.clone(), broker.clone()).run(stop.clone()));
+        let purge =
+            corebank_platform::messaging::spawn_purge(pool.clone(), clock.clone(), stop.clone());
         let requests = QueueConsumer::new(
             broker.clone(),
             pool.clone(),
@@ -197,6 +199,7 @@ impl Application {
             )
             .await;
         stop.cancel();
+        purge.abort();
 
         let (relay, requests, replies, timers) = tokio::join!(relay, requests, replies, timers);
         requests?;

@@ -247,12 +247,30 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// A concurrency conflict the caller may simply retry.
+pub const CONCURRENT_UPDATE: &str = "CONCURRENT_UPDATE";
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(%error, "database unavailable");
                 Self::unavailable("database unavailable, retry later")
+            }
+            // 40001 serialization failure, 40P01 deadlock, 55P03 lock timeout:
+            // nothing was written and the same request may well succeed now.
+            _ if matches!(
+                sqlstate(&error).as_deref(),
+                Some("40001" | "40P01" | "55P03")
+            ) =>
+            {
+                tracing::warn!(%error, "database conflict, answered as retryable");
+                Self::new(
+                    ErrorCode::Aborted,
+                    CONCURRENT_UPDATE,
+                    "concurrent update, retry",
+                )
+                .with_retry_after(Duration::from_millis(100))
             }
             _ => Self::internal(error),
         }

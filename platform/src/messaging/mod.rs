@@ -30,7 +30,10 @@ pub use consumer::{ConsumerConfig, Handler, HandlerError, QueueConsumer};
 pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
 };
-pub use outbox::{OUTBOX_INBOX_DDL, enqueue, notify_channel, purge_inbox, purge_sent};
+pub use outbox::{
+    MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, notify_channel, purge_inbox, purge_sent,
+    spawn_purge,
+};
 pub use relay::{OutboxRelay, RelayConfig};
 pub use topology::{
     Binding, Exchange, Namespace, QueueSpec, RetryPolicy, declare_exchanges, declare_queue,

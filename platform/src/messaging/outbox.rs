@@ -114,3 +114,40 @@ pub async fn purge_inbox(
         .await?;
     Ok(result.rows_affected())
 }
+
+/// How long sent outbox rows and inbox rows are kept (for audit and for
+/// deduplicating late redeliveries) before [`spawn_purge`] deletes them.
+pub const MESSAGE_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Deletes, every ten minutes until `shutdown`, sent outbox rows and inbox
+/// rows older than [`MESSAGE_RETENTION`] in the pool's schema.
+pub fn spawn_purge(
+    pool: sqlx::PgPool,
+    clock: crate::clock::SharedClock,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let before = clock.now() - MESSAGE_RETENTION;
+                    let purged = async {
+                        let mut conn = pool.acquire().await?;
+                        let sent = purge_sent(&mut conn, before).await?;
+                        let handled = purge_inbox(&mut conn, before).await?;
+                        Ok::<_, sqlx::Error>((sent, handled))
+                    };
+                    match purged.await {
+                        Ok((sent, handled)) if sent + handled > 0 => {
+                            tracing::info!(sent, handled, "old outbox and inbox rows purged");
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "outbox and inbox purge failed"),
+                    }
+                }
+            }
+        }
+    })
+}
