@@ -2,6 +2,7 @@
 //! broker (`migrate`), move money and operate sagas from a shell, and
 //! benchmark the whole (`bench`).
 
+mod audit;
 mod bench;
 mod client;
 mod dlq;
@@ -49,6 +50,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Measure completed transfer sagas per second and their latency.
     Bench(bench::BenchArgs),
+    /// Check the ledger and saga invariants (money conserved, no double posting, every saga ended).
+    Audit(audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> std::process::ExitCode {
         Command::Saga(command) => saga::saga(command).await,
         Command::Dlq(command) => dlq::dlq(command).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,224 @@
+//! The whole system as a real process, killed with SIGKILL while sagas are in
+//! flight and started again: every saga ends and no money is lost or made.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::Duration;
+
+use corebank_proto::v1 as pb;
+use corebank_proto::v1::account_service_client::AccountServiceClient;
+use corebank_proto::v1::customer_service_client::CustomerServiceClient;
+use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
+use corebank_tests::harness::{
+    TestDb, admin_url, amqp_url, delete_namespace, fresh_namespace, usd,
+};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Ports {
+    customer: SocketAddr,
+    account: SocketAddr,
+    transaction: SocketAddr,
+    orchestrator: SocketAddr,
+}
+
+fn spawn_corebank(database_url: &str, namespace: &str, ports: &Ports) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_corebank"))
+        .arg("up")
+        .args([
+            "--database-url",
+            database_url,
+            "--amqp-url",
+            &amqp_url(),
+            "--namespace",
+            namespace,
+        ])
+        .args(["--customer-addr", &ports.customer.to_string()])
+        .args(["--customer-endpoint", &format!("http://{}", ports.customer)])
+        .args(["--account-addr", &ports.account.to_string()])
+        .args(["--transaction-addr", &ports.transaction.to_string()])
+        .args(["--orchestrator-addr", &ports.orchestrator.to_string()])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--saga-step-timeout-ms",
+            "1000",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("corebank up starts")
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    for _ in 0..600 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("corebank did not listen on {addr}");
+}
+
+fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[tokio::test]
+async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_loses_no_money() {
+    let db = TestDb::create(&[]).await;
+    let namespace = fresh_namespace();
+    let (base, _) = admin_url()
+        .rsplit_once('/')
+        .map(|(b, d)| (b.to_owned(), d.to_owned()))
+        .unwrap();
+    let database_url = format!("{base}/{}", db.name);
+    let ports = Ports {
+        customer: free_port(),
+        account: free_port(),
+        transaction: free_port(),
+        orchestrator: free_port(),
+    };
+    let mut corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
+
+    let mut customers = CustomerServiceClient::new(connect(ports.customer).await);
+    let mut accounts = AccountServiceClient::new(connect(ports.account).await);
+    let mut transactions = TransactionServiceClient::new(connect(ports.transaction).await);
+    connect(ports.orchestrator).await;
+
+    let mut account_ids = Vec::new();
+    for i in 0..6 {
+        let customer = customers
+            .create_customer(pb::CreateCustomerRequest {
+                idempotency_key: key(),
+                legal_name: format!("Crash Test {i}"),
+                email: format!("crash{i}.{}@example.com", &key()[24..]),
+                phone: String::new(),
+                date_of_birth: "1985-05-05".to_owned(),
+                country: "FR".to_owned(),
+                national_id: format!("CRASH{i}X"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        customers
+            .verify_customer(pb::KycTransitionRequest {
+                customer_id: customer.customer_id.clone(),
+                idempotency_key: key(),
+                actor: "test".to_owned(),
+                reason: "ok".to_owned(),
+            })
+            .await
+            .unwrap();
+        let account = accounts
+            .open_account(pb::OpenAccountRequest {
+                idempotency_key: key(),
+                customer_id: customer.customer_id,
+                currency: "USD".to_owned(),
+                product: pb::AccountProduct::Checking as i32,
+                overdraft_limit: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let deposit = transactions
+            .create_deposit(pb::CreateDepositRequest {
+                idempotency_key: key(),
+                account_id: account.account_id.clone(),
+                amount: Some(usd("500.00")),
+                description: String::new(),
+                wait: Some(prost_types::Duration {
+                    seconds: 20,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            deposit.status,
+            pb::TransactionStatus::Completed as i32,
+            "{deposit:?}"
+        );
+        account_ids.push(account.account_id);
+    }
+
+    // Many transfers in flight, then the whole process dies without warning.
+    let mut accepted = 0;
+    for i in 0..150_usize {
+        let request = pb::CreateTransferRequest {
+            idempotency_key: key(),
+            source_account_id: account_ids[i % 6].clone(),
+            destination_account_id: account_ids[(i + 1 + i / 6) % 6].clone(),
+            amount: Some(usd(&format!("{}.25", 1 + i % 30))),
+            description: String::new(),
+            wait: None,
+        };
+        if request.source_account_id != request.destination_account_id {
+            transactions.create_transfer(request).await.unwrap();
+            accepted += 1;
+        }
+    }
+    corebank.start_kill().unwrap();
+    corebank.wait().await.unwrap();
+    let in_flight: i64 = sqlx::query_scalar(
+        "select count(*) from transaction.transaction where status not in ('completed', 'failed')",
+    )
+    .fetch_one(&db.owner)
+    .await
+    .unwrap();
+    assert!(in_flight > 0, "the kill should catch sagas in flight");
+
+    let _corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let unfinished: i64 = sqlx::query_scalar(
+            "select count(*) from transaction.transaction where status not in ('completed', 'failed')",
+        )
+        .fetch_one(&db.owner)
+        .await
+        .unwrap();
+        if unfinished == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{unfinished} transactions never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let transfers: i64 =
+        sqlx::query_scalar("select count(*) from transaction.transaction where kind = 'transfer'")
+            .fetch_one(&db.owner)
+            .await
+            .unwrap();
+    assert_eq!(transfers, accepted);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let report = corebank_audit::check(&db.owner).await.unwrap();
+        if report.ok() || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(report.ok(), "{:?}", report.violations());
+    let customer_money: rust_decimal::Decimal = sqlx::query_scalar(
+        "select sum(ledger_balance) from account.account where product <> 'settlement'",
+    )
+    .fetch_one(&db.owner)
+    .await
+    .unwrap();
+    assert_eq!(customer_money, rust_decimal::Decimal::from(3000));
+    drop(_corebank);
+    delete_namespace(namespace).await;
+}
