@@ -127,11 +127,11 @@ impl Application {
     /// Serves until `shutdown` is cancelled, sweeping expired holds and
     /// purging old idempotency keys meanwhile.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let purge = tokio::spawn(purge_idempotency_keys(
-            self.store.clone(),
+        let purge = corebank_platform::idempotency::spawn_purge(
+            self.pool.clone(),
             self.clock.clone(),
             shutdown.clone(),
-        ));
+        );
         let sweep = tokio::spawn(expire_holds(
             self.store.clone(),
             self.clock.clone(),
@@ -179,24 +179,6 @@ impl Application {
             tracing::warn!(%error, "outbox relay stopped with an error");
         }
         result
-    }
-}
-
-async fn purge_idempotency_keys(
-    store: AccountStore,
-    clock: SharedClock,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(error) = store.purge_idempotency_keys(clock.now()).await {
-                    tracing::warn!(%error, "idempotency key purge failed");
-                }
-            }
-        }
     }
 }
 

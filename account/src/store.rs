@@ -174,11 +174,6 @@ impl AccountStore {
         })
     }
 
-    /// Forgets idempotency keys past their retention.
-    pub async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-        idempotency::purge_expired(&self.pool, now).await
-    }
-
     /// Marks active holds past their expiry as expired and returns their
     /// amounts to the available balance; returns how many.
     pub async fn expire_holds(&self, now: DateTime<Utc>) -> Result<u64, ApiError> {

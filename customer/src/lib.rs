@@ -7,7 +7,6 @@ pub mod grpc;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
@@ -66,7 +65,6 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    store: CustomerStore,
     api: CustomerApi,
     clock: SharedClock,
     pool: PgPool,
@@ -81,7 +79,6 @@ impl Application {
         let api = CustomerApi::new(store.clone(), settings.clock.clone());
         Ok(Self {
             listener,
-            store,
             api,
             clock: settings.clock,
             pool: settings.pool,
@@ -97,11 +94,11 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let purge = tokio::spawn(purge_idempotency_keys(
-            self.store.clone(),
+        let purge = corebank_platform::idempotency::spawn_purge(
+            self.pool.clone(),
             self.clock.clone(),
             shutdown.clone(),
-        ));
+        );
         let relay = tokio::spawn(
             OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(shutdown.clone()),
         );
@@ -127,23 +124,5 @@ impl Application {
             Ok(Ok(())) => {}
         }
         result
-    }
-}
-
-async fn purge_idempotency_keys(
-    store: CustomerStore,
-    clock: SharedClock,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(error) = store.purge_idempotency_keys(clock.now()).await {
-                    tracing::warn!(%error, "idempotency key purge failed");
-                }
-            }
-        }
     }
 }

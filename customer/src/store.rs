@@ -325,9 +325,4 @@ pub async fn transition(
     })
 }
 
-impl CustomerStore {
-    /// Forgets idempotency keys past their retention.
-    pub async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-        idempotency::purge_expired(&self.pool, now).await
-    }
-}
+impl CustomerStore {}

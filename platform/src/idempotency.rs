@@ -176,3 +176,27 @@ fn in_use_or_internal(error: sqlx::Error) -> ApiError {
         ApiError::from(error)
     }
 }
+
+/// Deletes expired keys from the pool's schema every ten minutes until
+/// `shutdown`; expiry is decided by `clock`.
+pub fn spawn_purge(
+    pool: PgPool,
+    clock: crate::clock::SharedClock,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    match purge_expired(&pool, clock.now()).await {
+                        Ok(0) => {}
+                        Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+                        Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
+                    }
+                }
+            }
+        }
+    })
+}
