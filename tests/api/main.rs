@@ -1,6 +1,7 @@
 //! The API suite: every test spawns the services on a fresh database.
 
 mod account;
+mod conflicts;
 mod customer;
 mod helpers;
 mod holds;
