@@ -294,7 +294,16 @@ impl OutboxRelay {
                     if returned.is_some() {
                         metrics::counter!("corebank_messaging_unroutable_total", "exchange" => row.exchange.clone())
                             .increment(1);
-                        tracing::warn!(message_id = %row.message_id, exchange = %row.exchange, routing_key = %row.routing_key, "published message was unroutable");
+                        // A command or reply always has a consumer queue: if
+                        // none is bound yet (a consumer not started on a fresh
+                        // broker), the row stays pending and is sent again next
+                        // round instead of being lost. An event may have no
+                        // subscriber at all, so an unroutable event is done.
+                        if Exchange::parse(&row.exchange) != Some(Exchange::Events) {
+                            tracing::warn!(message_id = %row.message_id, exchange = %row.exchange, routing_key = %row.routing_key, "command or reply unroutable, kept pending");
+                            continue;
+                        }
+                        tracing::debug!(message_id = %row.message_id, routing_key = %row.routing_key, "event had no subscriber");
                     }
                     confirmed_ids.push(row.outbox_id);
                 }
