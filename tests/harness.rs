@@ -601,10 +601,9 @@ impl TestApp {
         self.terminal(&created.transaction_id).await
     }
 
-    /// A transfer, waited for until terminal.
-    pub async fn transfer(&self, from: &str, to: &str, amount: &str) -> pb::Transaction {
-        let created = self
-            .transaction
+    /// A transfer submitted without waiting for it; its transaction id.
+    pub async fn submit_transfer(&self, from: &str, to: &str, amount: &str) -> String {
+        self.transaction
             .clone()
             .create_transfer(pb::CreateTransferRequest {
                 idempotency_key: key(),
@@ -612,15 +611,37 @@ impl TestApp {
                 destination_account_id: to.to_owned(),
                 amount: Some(usd(amount)),
                 description: "test transfer".to_owned(),
-                wait: Some(prost_types::Duration {
-                    seconds: 20,
-                    nanos: 0,
-                }),
+                wait: None,
             })
             .await
             .expect("create transfer")
-            .into_inner();
-        self.terminal(&created.transaction_id).await
+            .into_inner()
+            .transaction_id
+    }
+
+    /// A transfer, waited for until terminal.
+    pub async fn transfer(&self, from: &str, to: &str, amount: &str) -> pb::Transaction {
+        let transaction_id = self.submit_transfer(from, to, amount).await;
+        self.terminal(&transaction_id).await
+    }
+
+    /// Waits (at most 20 s) until the count query `sql` reaches `at_least`.
+    pub async fn wait_for_count(&self, sql: &str, at_least: i64, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&self.owner)
+                .await
+                .expect("count query");
+            if count >= at_least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls a transaction until COMPLETED or FAILED (at most 60 s).

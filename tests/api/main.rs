@@ -3,6 +3,7 @@
 mod account;
 mod conflicts;
 mod customer;
+mod deposits;
 mod helpers;
 mod holds;
 mod ledger;

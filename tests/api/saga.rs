@@ -208,20 +208,12 @@ async fn a_customer_who_is_not_verified_cannot_be_debited() {
         .await
         .unwrap();
     // The account service learns it from the customer service's event.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(
-        &app,
+    app.wait_for_count(
         "select count(*) from account.customer_kyc where kyc_status = 'suspended'",
+        1,
+        "the kyc event",
     )
-    .await
-        == 0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "kyc event never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    .await;
     let transfer = app
         .transfer(&source.account_id, &destination.account_id, "5.00")
         .await;
@@ -405,13 +397,12 @@ async fn a_release_that_overtakes_its_reserve_leaves_no_late_hold() {
     )
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&app, "select count(*) from account.command_tombstone").await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "release never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_for_count(
+        "select count(*) from account.command_tombstone",
+        1,
+        "the release",
+    )
+    .await;
     publish(
         &app.namespace,
         &send(
@@ -449,31 +440,21 @@ async fn a_saga_survives_the_orchestrator_stopping_mid_way() {
     let destination = app.funded_account("1.00").await;
     // Hold the saga at its first step, then take the orchestrator away.
     app.stop(Service::Account).await;
-    let created = app
-        .transaction
-        .clone()
-        .create_transfer(pb::CreateTransferRequest {
-            idempotency_key: key(),
-            source_account_id: source.account_id.clone(),
-            destination_account_id: destination.account_id.clone(),
-            amount: Some(usd("25.00")),
-            description: String::new(),
-            wait: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&app, "select count(*) from orchestrator.saga").await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "saga never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let transaction_id = app
+        .submit_transfer(&source.account_id, &destination.account_id, "25.00")
+        .await;
+    app.wait_for_count(
+        "select count(*) from orchestrator.saga",
+        3,
+        "the saga to start",
+    )
+    .await;
     app.stop(Service::Orchestrator).await;
     app.start(Service::Account).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     app.start(Service::Orchestrator).await;
 
-    let transfer = app.terminal(&created.transaction_id).await;
+    let transfer = app.terminal(&transaction_id).await;
     assert!(completed(&transfer), "{transfer:?}");
     assert_eq!(
         app.balance(&destination.account_id)
@@ -492,39 +473,14 @@ async fn an_account_service_away_longer_than_a_step_timeout_is_retried_until_it_
     let source = app.funded_account("60.00").await;
     let destination = app.funded_account("1.00").await;
     app.stop(Service::Account).await;
-    let created = app
-        .transaction
-        .clone()
-        .create_transfer(pb::CreateTransferRequest {
-            idempotency_key: key(),
-            source_account_id: source.account_id.clone(),
-            destination_account_id: destination.account_id.clone(),
-            amount: Some(usd("10.00")),
-            description: String::new(),
-            wait: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    // Longer than the step timeout: the reserve is sent again (same command id).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let resent = count(
-            &app,
-            "select count(*) from orchestrator.outbox where message_type = 'corebank.v1.ReserveFundsCommand'",
-        )
+    let transaction_id = app
+        .submit_transfer(&source.account_id, &destination.account_id, "10.00")
         .await;
-        if resent >= 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the reserve was never re-sent"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Longer than the step timeout: the reserve is sent again (same command id).
+    app.wait_for_count("select count(*) from orchestrator.outbox where message_type = 'corebank.v1.ReserveFundsCommand'", 2, "the reserve to be re-sent")
+        .await;
     app.start(Service::Account).await;
-    let transfer = app.terminal(&created.transaction_id).await;
+    let transfer = app.terminal(&transaction_id).await;
     assert!(completed(&transfer), "{transfer:?}");
     // Every re-send carried one command id, so one hold and one posting.
     assert_eq!(count(&app, "select count(*) from account.hold").await, 1);

@@ -1,0 +1,219 @@
+//! What each saga command does to the ledger, run inside the savepoint the
+//! handler opens: a refusal is an `ApiError`, a success the events to publish.
+
+use super::*;
+
+pub(super) fn invalid(what: &str, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::failed_precondition(reason::INVALID_COMMAND, format!("{what}: {detail}"))
+}
+
+pub(super) fn parse_uuid(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|error| invalid(field, error))
+}
+
+pub(super) fn parse_money(
+    money: Option<&pb::Money>,
+    limits: AmountLimits,
+) -> Result<(Currency, Decimal), ApiError> {
+    let money = money.ok_or_else(|| invalid("amount", "is required"))?;
+    let currency =
+        Currency::parse(&money.currency).map_err(|error| invalid("amount.currency", error))?;
+    let amount = money::parse_amount(currency, &money.amount, limits)
+        .map_err(|error| invalid("amount.amount", error))?;
+    Ok((currency, amount))
+}
+
+impl CommandHandler {
+    pub(super) async fn reserve(
+        &self,
+        conn: &mut PgConnection,
+        command: &pb::ReserveFundsCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApiError> {
+        if tombstoned(conn, &command.command_id).await? {
+            return Err(ApiError::failed_precondition(
+                reason::RESERVE_CANCELLED,
+                "the reserve was compensated before it arrived",
+            ));
+        }
+        let account_id = parse_uuid("account_id", &command.account_id)?;
+        let (currency, amount) = parse_money(command.amount.as_ref(), self.limits)?;
+        let account = store::get_account(conn, account_id, false).await?;
+        if !kyc::is_verified(conn, account.customer_id).await? {
+            return Err(ApiError::failed_precondition(
+                crate::domain::reason::KYC_NOT_VERIFIED,
+                format!("customer {} is not verified", account.customer_id),
+            ));
+        }
+        let hold_id = Uuid::now_v7();
+        let hold = ledger::place_hold(
+            conn,
+            hold_id,
+            account_id,
+            currency,
+            amount,
+            &command.transaction_id,
+            now + MAX_HOLD_TTL,
+            now,
+        )
+        .await?;
+        let event = pb::FundsReservedEvent {
+            hold_id: hold_id.to_string(),
+            account_id: account_id.to_string(),
+            amount: Some(pb::Money {
+                currency: currency.code().to_owned(),
+                amount: currency.format(hold.amount),
+            }),
+            transaction_id: command.transaction_id.clone(),
+        };
+        Ok(Applied {
+            hold_id: Some(hold_id),
+            events: vec![event_message(wire::event::FUNDS_RESERVED, &event)],
+            ..Applied::default()
+        })
+    }
+
+    pub(super) async fn deposit(
+        &self,
+        conn: &mut PgConnection,
+        command: &pb::PostDepositCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApiError> {
+        let account_id = parse_uuid("account_id", &command.account_id)?;
+        let (currency, amount) = parse_money(command.amount.as_ref(), self.limits)?;
+        let journal = ledger::deposit(
+            conn,
+            account_id,
+            currency,
+            amount,
+            &command.transaction_id,
+            now,
+        )
+        .await?;
+        Ok(posted(journal, &command.transaction_id))
+    }
+}
+
+pub(super) async fn release(
+    conn: &mut PgConnection,
+    command: &pb::ReleaseFundsCommand,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApiError> {
+    let Some(reserved) = reserved_hold(conn, &command.reserve_command_id).await? else {
+        // The reserve never arrived (or is still on its way): make sure it
+        // never takes effect.
+        sqlx::query(
+            "insert into command_tombstone (command_id, compensated_by, created_at) values ($1, $2, $3)
+             on conflict (command_id) do nothing",
+        )
+        .bind(&command.reserve_command_id)
+        .bind(&command.command_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(Applied {
+            detail: "nothing was reserved; the reserve is now refused".to_owned(),
+            ..Applied::default()
+        });
+    };
+    let Some(hold_id) = reserved else {
+        return Ok(Applied {
+            detail: "the reserve was rejected; nothing to release".to_owned(),
+            ..Applied::default()
+        });
+    };
+    let hold = store::get_hold(conn, hold_id).await?;
+    match hold.status_at(now) {
+        HoldStatus::Active => {}
+        HoldStatus::Released | HoldStatus::Expired => {
+            return Ok(Applied {
+                hold_id: Some(hold_id),
+                detail: "already released".to_owned(),
+                ..Applied::default()
+            });
+        }
+        HoldStatus::Captured => {
+            return Err(ApiError::failed_precondition(
+                reason::HOLD_ALREADY_CAPTURED,
+                format!("hold {hold_id} was captured"),
+            ));
+        }
+    }
+    let released = ledger::release_hold(conn, hold_id, now).await?;
+    let event = pb::FundsReleasedEvent {
+        hold_id: hold_id.to_string(),
+        account_id: released.account_id.to_string(),
+        amount: Some(pb::Money {
+            currency: released.currency.code().to_owned(),
+            amount: released.currency.format(released.amount),
+        }),
+        transaction_id: released.reference.clone(),
+    };
+    Ok(Applied {
+        hold_id: Some(hold_id),
+        events: vec![event_message(wire::event::FUNDS_RELEASED, &event)],
+        ..Applied::default()
+    })
+}
+
+pub(super) async fn post(
+    conn: &mut PgConnection,
+    command: &pb::PostTransferCommand,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApiError> {
+    let hold_id = reserved_hold(conn, &command.reserve_command_id)
+        .await?
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::failed_precondition(
+                reason::NOTHING_RESERVED,
+                "no hold was placed for this transfer",
+            )
+        })?;
+    let destination = match command.destination_account_id.as_str() {
+        "" => None,
+        text => Some(parse_uuid("destination_account_id", text)?),
+    };
+    let journal =
+        ledger::capture_hold(conn, hold_id, destination, &command.transaction_id, now).await?;
+    let mut applied = posted(journal, &command.transaction_id);
+    applied.hold_id = Some(hold_id);
+    Ok(applied)
+}
+
+pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
+    let event = pb::JournalPostedEvent {
+        journal_id: journal.journal_id.to_string(),
+        kind: journal.kind.as_str().to_owned(),
+        currency: journal
+            .entries
+            .first()
+            .map(|e| e.currency.code().to_owned())
+            .unwrap_or_default(),
+        entries: journal
+            .entries
+            .iter()
+            .map(|entry| {
+                let signed = match entry.direction {
+                    Direction::Debit => -entry.amount,
+                    Direction::Credit => entry.amount,
+                };
+                pb::PostedEntry {
+                    account_id: entry.account_id.to_string(),
+                    amount: entry.currency.format(signed),
+                    balance_after: entry.currency.format(entry.balance_after),
+                }
+            })
+            .collect(),
+        transaction_id: transaction_id.to_owned(),
+    };
+    Applied {
+        journal_id: Some(journal.journal_id),
+        events: vec![event_message(wire::event::JOURNAL_POSTED, &event)],
+        ..Applied::default()
+    }
+}
+
+pub(super) fn event_message<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
+    OutgoingMessage::event(routing_key, M::full_name(), event.encode_to_vec())
+}

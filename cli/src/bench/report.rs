@@ -1,0 +1,211 @@
+//! Measuring and reporting: database counters, waiting for sagas, the
+//! invariant audit, and the printed or JSON report.
+
+use super::*;
+
+/// Database-wide counters at one moment.
+pub(super) struct Snapshot {
+    pub(super) commits: i64,
+    /// The database clock, as text, to compare `created_at` columns with.
+    pub(super) at: String,
+}
+
+pub(super) async fn snapshot(db: &PgPool) -> anyhow::Result<Snapshot> {
+    sqlx::query("select pg_stat_clear_snapshot()")
+        .execute(db)
+        .await?;
+    let (commits, at): (i64, String) = sqlx::query_as(
+        "select xact_commit, now()::text from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(db)
+    .await
+    .context("reading pg_stat_database")?;
+    Ok(Snapshot { commits, at })
+}
+
+/// Outbox rows written since `since` in every service schema that has an outbox.
+pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<i64> {
+    let mut total = 0;
+    for schema in OUTBOX_SCHEMAS {
+        let table = format!("{schema}.outbox");
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(&table)
+            .fetch_one(db)
+            .await?;
+        if !exists {
+            continue;
+        }
+        let sql = format!("select count(*) from {table} where created_at >= $1::timestamptz");
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(since)
+            .fetch_one(db)
+            .await?;
+        total += count;
+    }
+    Ok(total)
+}
+
+/// Waits until none of this run's sagas is still running or compensating;
+/// returns how many still are, and how many queries that took.
+pub(super) async fn wait_for_sagas(
+    db: &PgPool,
+    ids: &[String],
+    deadline: Instant,
+) -> anyhow::Result<(i64, u64)> {
+    let ids: Vec<uuid::Uuid> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+    let exists: bool = sqlx::query_scalar("select to_regclass('orchestrator.saga') is not null")
+        .fetch_one(db)
+        .await?;
+    let mut queries = 1;
+    if !exists || ids.is_empty() {
+        return Ok((0, queries));
+    }
+    loop {
+        let active: i64 = sqlx::query_scalar(
+            "select count(*) from orchestrator.saga
+             where transaction_id = any($1) and state in ('running', 'compensating')",
+        )
+        .bind(&ids)
+        .fetch_one(db)
+        .await?;
+        queries += 1;
+        if active == 0 || Instant::now() >= deadline {
+            return Ok((active, queries));
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The invariants, given a little time to settle (a saga's last commit may
+/// trail its transaction's terminal status).
+pub(super) async fn audit(db: &PgPool, deadline: Instant) -> anyhow::Result<InvariantReport> {
+    let until = (Instant::now() + AUDIT_SETTLE).min(deadline);
+    loop {
+        let report = corebank_audit::check(db).await?;
+        if report.ok() || Instant::now() >= until {
+            return Ok(report);
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub(super) async fn settle(pause: Duration, deadline: Instant) {
+    sleep_until((Instant::now() + pause).min(deadline)).await;
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Report {
+    pub(super) mode: &'static str,
+    pub(super) transfers: u64,
+    pub(super) accounts: u32,
+    pub(super) concurrency: Option<u32>,
+    pub(super) rate: Option<f64>,
+    pub(super) started: u64,
+    pub(super) completed: u64,
+    pub(super) failed: u64,
+    pub(super) errors: u64,
+    pub(super) unfinished: u64,
+    pub(super) not_started: u64,
+    pub(super) unfinished_sagas: i64,
+    pub(super) elapsed_s: f64,
+    pub(super) sagas_per_sec: f64,
+    pub(super) p50_ms: f64,
+    pub(super) p90_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) p999_ms: f64,
+    pub(super) max_ms: f64,
+    pub(super) mean_ms: f64,
+    pub(super) commits_per_saga: Option<f64>,
+    pub(super) messages_per_saga: Option<f64>,
+    pub(super) failure_reasons: BTreeMap<String, u64>,
+    pub(super) error_samples: Vec<String>,
+    pub(super) invariants_ok: bool,
+    pub(super) violations: Vec<String>,
+    pub(super) invariants: Option<InvariantReport>,
+    pub(super) timed_out: bool,
+}
+
+impl Report {
+    pub(super) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.errors > 0 {
+            problems.push(format!("{} transfers ended in an RPC error", self.errors));
+        }
+        if self.unfinished + self.not_started > 0 || self.unfinished_sagas > 0 {
+            problems.push(format!(
+                "{} transfers and {} sagas did not finish, {} were never sent",
+                self.unfinished, self.unfinished_sagas, self.not_started
+            ));
+        }
+        if !self.invariants_ok {
+            problems.push(format!("invariants broken: {}", self.violations.join("; ")));
+        }
+        if self.timed_out {
+            problems.push("the run hit --timeout-secs".to_owned());
+        }
+        problems
+    }
+
+    pub(super) fn write_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let load = match self.rate {
+            Some(rate) => format!("open loop at {rate} transfers/s"),
+            None => format!(
+                "closed loop, concurrency {}",
+                self.concurrency.unwrap_or_default()
+            ),
+        };
+        writeln!(
+            out,
+            "corebank bench: {} transfers over {} accounts, {load}",
+            self.transfers, self.accounts
+        )?;
+        let reasons: Vec<String> = self
+            .failure_reasons
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        let per_saga =
+            |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let rows = [
+            ("completed", self.completed.to_string()),
+            ("failed", format!("{} {}", self.failed, reasons.join(", "))),
+            ("errors", self.errors.to_string()),
+            (
+                "unfinished",
+                format!("{} (+{} never sent)", self.unfinished, self.not_started),
+            ),
+            ("elapsed", format!("{:.2} s", self.elapsed_s)),
+            ("sagas/s", format!("{:.1}", self.sagas_per_sec)),
+            ("latency p50", format!("{:.2} ms", self.p50_ms)),
+            ("latency p90", format!("{:.2} ms", self.p90_ms)),
+            ("latency p99", format!("{:.2} ms", self.p99_ms)),
+            ("latency p99.9", format!("{:.2} ms", self.p999_ms)),
+            ("latency max", format!("{:.2} ms", self.max_ms)),
+            ("commits/saga", per_saga(self.commits_per_saga)),
+            ("messages/saga", per_saga(self.messages_per_saga)),
+            (
+                "invariants",
+                if self.invariants_ok {
+                    "ok".to_owned()
+                } else {
+                    format!("BROKEN: {}", self.violations.join("; "))
+                },
+            ),
+        ];
+        for (name, value) in rows {
+            writeln!(out, "  {name:<15} {}", value.trim_end())?;
+        }
+        for sample in &self.error_samples {
+            writeln!(out, "  error: {sample}")?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
