@@ -4,7 +4,6 @@
 //! and every saga ends. Tests run it after every end-to-end and fault test; the
 //! benchmark runs it after every run; an operator can run it any time.
 
-use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -178,15 +177,4 @@ pub async fn check(pool: &PgPool) -> anyhow::Result<InvariantReport> {
         .await?;
     }
     Ok(report)
-}
-
-/// The signed sum of all entries of `currency`: zero when money is conserved.
-pub async fn currency_total(pool: &PgPool, currency: &str) -> anyhow::Result<Decimal> {
-    Ok(sqlx::query_scalar(
-        "select coalesce(sum(case direction when 'credit' then amount else -amount end), 0)
-         from account.entry where currency = $1",
-    )
-    .bind(currency)
-    .fetch_one(pool)
-    .await?)
 }

@@ -155,8 +155,3 @@ fn quote_ident(name: &str) -> String {
 fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
-
-/// Checks that the database answers; for readiness.
-pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1").execute(pool).await.map(|_| ())
-}
