@@ -1,0 +1,365 @@
+//! Saga flows: happy paths, refusals, silent participants, duplicates and
+//! restarts.
+
+use super::*;
+
+#[tokio::test]
+async fn a_transfer_reserves_posts_and_completes_in_order() {
+    let mut test = SagaTest::start(fast()).await;
+    let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
+
+    let mark = test.next_command().await;
+    let processing = mark.decode::<pb::MarkProcessingCommand>();
+    assert_eq!(
+        (
+            mark.participant.as_str(),
+            processing.transaction_id.as_str()
+        ),
+        ("transaction", request.transaction_id.as_str())
+    );
+    let reserve = test.next_command().await;
+    let funds = reserve.decode::<pb::ReserveFundsCommand>();
+    assert_eq!(reserve.participant, "account");
+    assert_eq!(funds.account_id, request.source_account_id);
+    assert_eq!(
+        funds.amount.as_ref().map(|m| m.amount.as_str()),
+        Some("125.50")
+    );
+    assert_eq!(
+        reserve.command_id,
+        format!("{}:reserve:forward", reserve.saga_id)
+    );
+    assert_eq!(
+        reserve.correlation_id, reserve.saga_id,
+        "the correlation id is the saga id"
+    );
+    test.succeed(&reserve).await;
+
+    let post = test.next_command().await;
+    let posting = post.decode::<pb::PostTransferCommand>();
+    assert_eq!(posting.reserve_command_id, reserve.command_id);
+    assert_eq!(
+        posting.destination_account_id,
+        request.destination_account_id
+    );
+    test.succeed(&post).await;
+
+    let complete = test.next_command().await;
+    assert_eq!(
+        complete
+            .decode::<pb::CompleteTransactionCommand>()
+            .journal_id,
+        "journal-1"
+    );
+    test.succeed(&complete).await;
+
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Completed)
+        .await;
+    assert_eq!(saga.transaction_id, request.transaction_id);
+    assert_eq!(
+        history_events(&saga),
+        pairs(&[
+            ("reserve", "started"),
+            ("reserve", "succeeded"),
+            ("post", "succeeded"),
+            ("complete", "completed")
+        ])
+    );
+    assert!(
+        saga.history
+            .windows(2)
+            .all(|pair| pair[0].sequence < pair[1].sequence)
+    );
+    assert!(
+        test.drain(Duration::from_millis(500)).await.is_empty(),
+        "nothing more is sent"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    test.reject(&reserve, "INSUFFICIENT_FUNDS").await;
+
+    let fail = test.next_awaited().await;
+    let failing = fail.decode::<pb::FailTransactionCommand>();
+    assert_eq!(failing.reason_code, "INSUFFICIENT_FUNDS");
+    test.succeed(&fail).await;
+
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Failed)
+        .await;
+    assert_eq!(saga.failure_reason, "INSUFFICIENT_FUNDS");
+    let rest = test.drain(Duration::from_millis(500)).await;
+    assert!(
+        rest.iter()
+            .all(|command| !command.is::<pb::ReleaseFundsCommand>()),
+        "no release: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    test.succeed(&reserve).await;
+    let post = test.expect::<pb::PostTransferCommand>().await;
+    test.reject(&post, "ACCOUNT_FROZEN").await;
+
+    let release = test.next_awaited().await;
+    let releasing = release.decode::<pb::ReleaseFundsCommand>();
+    assert_eq!(releasing.reserve_command_id, reserve.command_id);
+    assert_eq!(
+        release.command_id,
+        format!("{}:reserve:compensate", reserve.saga_id)
+    );
+    test.succeed(&release).await;
+
+    let fail = test.next_awaited().await;
+    assert_eq!(
+        fail.decode::<pb::FailTransactionCommand>().reason_code,
+        "ACCOUNT_FROZEN"
+    );
+    test.succeed(&fail).await;
+
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Compensated)
+        .await;
+    assert_eq!(saga.failure_reason, "ACCOUNT_FROZEN");
+    assert_eq!(
+        history_events(&saga),
+        pairs(&[
+            ("reserve", "started"),
+            ("reserve", "succeeded"),
+            ("post", "rejected"),
+            ("reserve", "succeeded"),
+            ("fail", "compensated"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_saga_completes_when_it_answers()
+ {
+    let config = fast();
+    let mut test = SagaTest::start(config.clone()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let first = test.next_awaited().await;
+    let second = test.next_awaited().await;
+    let third = test.next_awaited().await;
+    for resend in [&second, &third] {
+        assert_eq!(
+            resend.command_id, first.command_id,
+            "a re-send keeps the command id"
+        );
+        assert!(resend.is::<pb::ReserveFundsCommand>());
+    }
+    assert_ne!(
+        first.message_id, second.message_id,
+        "each send is a new message"
+    );
+    assert_ne!(second.message_id, third.message_id);
+    // Each wait is the timeout plus a full-jitter backoff whose ceiling doubles.
+    let slack = config.tick + Duration::from_millis(250);
+    for (attempt, (before, after)) in [(&first, &second), (&second, &third)]
+        .into_iter()
+        .enumerate()
+    {
+        let waited = after.at - before.at;
+        let ceiling = config.backoff(u32::try_from(attempt).expect("small") + 1, 1.0);
+        assert!(
+            waited >= config.step_timeout - Duration::from_millis(20),
+            "re-sent too early: {waited:?}"
+        );
+        assert!(
+            waited <= config.step_timeout + ceiling + slack,
+            "re-sent too late: {waited:?} (ceiling {ceiling:?})"
+        );
+    }
+    test.succeed(&third).await;
+    let post = test.next_awaited().await;
+    test.succeed(&post).await;
+    let complete = test.next_awaited().await;
+    test.succeed(&complete).await;
+
+    let saga = test
+        .wait_for_state(&first.saga_id, pb::SagaState::Completed)
+        .await;
+    let retries = saga
+        .history
+        .iter()
+        .filter(|entry| entry.event == "retried")
+        .count();
+    assert_eq!(retries, 2);
+}
+
+#[tokio::test]
+async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_out() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    let release = test.expect::<pb::ReleaseFundsCommand>().await;
+    assert_eq!(
+        release
+            .decode::<pb::ReleaseFundsCommand>()
+            .reserve_command_id,
+        reserve.command_id
+    );
+    test.succeed(&release).await;
+    let fail = test.expect::<pb::FailTransactionCommand>().await;
+    assert_eq!(
+        fail.decode::<pb::FailTransactionCommand>().reason_code,
+        "TIMED_OUT"
+    );
+    test.succeed(&fail).await;
+
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Compensated)
+        .await;
+    assert_eq!(saga.failure_reason, "TIMED_OUT");
+    let reserves = test
+        .buffered
+        .iter()
+        .filter(|command| command.is::<pb::ReserveFundsCommand>())
+        .count();
+    assert_eq!(
+        reserves + 1,
+        fast().max_attempts as usize,
+        "the reserve was sent max_attempts times"
+    );
+    assert!(history_events(&saga).contains(&("reserve".to_owned(), "timed_out".to_owned())));
+}
+
+#[tokio::test]
+async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_operator() {
+    let config = fast();
+    let mut test = SagaTest::start(config.clone()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    test.succeed(&reserve).await;
+
+    let mut posts = 0;
+    while posts < config.max_attempts + 2 {
+        let command = test.next_awaited().await;
+        assert!(
+            command.is::<pb::PostTransferCommand>(),
+            "only the post is re-sent, got {}",
+            command.message_type
+        );
+        posts += 1;
+    }
+    let saga = test
+        .wait_for(&reserve.saga_id, "flagged", |saga| saga.requires_attention)
+        .await;
+    assert_eq!(saga.state, pb::SagaState::Running as i32);
+    assert_eq!(saga.current_step, "post");
+
+    let attention = test
+        .admin()
+        .list_sagas(pb::ListSagasRequest {
+            requires_attention_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(attention.sagas.len(), 1);
+
+    let post = test.next_awaited().await;
+    test.succeed(&post).await;
+    let complete = test.expect::<pb::CompleteTransactionCommand>().await;
+    test.succeed(&complete).await;
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Completed)
+        .await;
+    assert!(!saga.requires_attention);
+    assert!(
+        test.buffered
+            .iter()
+            .all(|command| !command.is::<pb::ReleaseFundsCommand>())
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_reply_makes_one_transition() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    test.succeed(&reserve).await;
+    test.succeed(&reserve).await;
+    let post = test.next_awaited().await;
+    assert!(post.is::<pb::PostTransferCommand>());
+    let more = test.drain(Duration::from_millis(700)).await;
+    assert!(
+        more.iter()
+            .all(|command| command.is::<pb::MarkProcessingCommand>()),
+        "the duplicate sent nothing: {more:?}"
+    );
+
+    let saga = test.saga(&reserve.saga_id).await;
+    let succeeded = history_events(&saga)
+        .iter()
+        .filter(|(step, event)| step == "reserve" && event == "succeeded")
+        .count();
+    assert_eq!(succeeded, 1);
+    assert_eq!(saga.current_step, "post");
+}
+
+#[tokio::test]
+async fn a_duplicate_transaction_request_starts_one_saga() {
+    let mut test = SagaTest::start(patient()).await;
+    let request = test.request(pb::TransactionKind::Transfer, "10.00").await;
+    test.publish_request(&request).await;
+    let reserve = test.next_awaited().await;
+    let more = test.drain(Duration::from_millis(700)).await;
+    assert!(
+        more.iter()
+            .all(|command| command.is::<pb::MarkProcessingCommand>()
+                && command.saga_id == reserve.saga_id)
+    );
+    assert_eq!(test.saga_count().await, 1);
+    assert_eq!(
+        test.saga_id_of(&request.transaction_id).await,
+        reserve.saga_id
+    );
+}
+
+#[tokio::test]
+async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.next_awaited().await;
+    test.succeed(&reserve).await;
+    let post = test.expect::<pb::PostTransferCommand>().await;
+
+    test.stop_orchestrator().await;
+    // The reply waits in the durable queue while nobody runs.
+    test.succeed(&post).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    test.start_orchestrator().await;
+
+    let complete = test.expect::<pb::CompleteTransactionCommand>().await;
+    test.succeed(&complete).await;
+    test.wait_for_state(&reserve.saga_id, pb::SagaState::Completed)
+        .await;
+}
+
+#[tokio::test]
+async fn a_deposit_credits_the_account_and_completes() {
+    let mut test = SagaTest::start(fast()).await;
+    let request = test.request(pb::TransactionKind::Deposit, "99.99").await;
+    let deposit = test.next_awaited().await;
+    let posting = deposit.decode::<pb::PostDepositCommand>();
+    assert_eq!(posting.account_id, request.destination_account_id);
+    test.succeed(&deposit).await;
+    let complete = test.next_awaited().await;
+    test.succeed(&complete).await;
+    let saga = test
+        .wait_for_state(&deposit.saga_id, pb::SagaState::Completed)
+        .await;
+    assert_eq!(saga.saga_type, "deposit");
+}

@@ -1,0 +1,386 @@
+//! TransactionService and its saga commands. Each test runs the service on a
+//! fresh database and a fresh broker namespace, and plays the orchestrator
+//! itself: it publishes commands to the `commands` exchange and reads the
+//! replies and events from queues of its own.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use corebank_platform::clock::{ManualClock, SharedClock};
+use corebank_platform::config::RequestArgs;
+use corebank_platform::messaging::{
+    Broker, BrokerConfig, Exchange, Namespace, OutgoingMessage, declare_exchanges, declare_queue,
+    delete_topology,
+};
+use corebank_proto::v1 as pb;
+use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
+use corebank_proto::wire;
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use prost::{Message, Name};
+use secrecy::SecretString;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::helpers::{TestDb, key, reason, violated_fields};
+
+mod commands;
+mod reading;
+mod requests;
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The longest any test waits for something to happen.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The transaction service, a client, and the orchestrator's side of the broker.
+struct TransactionApp {
+    db: TestDb,
+    client: TransactionServiceClient<Channel>,
+    clock: Arc<ManualClock>,
+    namespace: Namespace,
+    broker: Broker,
+    amqp: lapin::Connection,
+    channel: lapin::Channel,
+    replies: String,
+    events: String,
+    shutdown: CancellationToken,
+    service: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TransactionApp {
+    async fn spawn() -> Self {
+        Self::spawn_with(RequestArgs::default()).await
+    }
+
+    async fn spawn_with(requests: RequestArgs) -> Self {
+        let db = TestDb::create(&[corebank_transaction::SCHEMA]).await;
+        let namespace = Namespace::new(format!("t{}", Uuid::new_v4().simple()));
+        let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = amqp.create_channel().await.expect("amqp channel");
+        declare_exchanges(&channel, &namespace)
+            .await
+            .expect("declare exchanges");
+        // Declared before the service starts, so no command is published into the void.
+        declare_queue(
+            &channel,
+            &namespace,
+            &corebank_transaction::consumer::queue_spec(),
+        )
+        .await
+        .expect("declare the command queue");
+        let replies = namespace.queue("test.replies");
+        let events = namespace.queue("test.events");
+        for (queue, exchange, routing_key) in [
+            (&replies, Exchange::Replies, wire::service::ORCHESTRATOR),
+            (&events, Exchange::Events, "transaction.#"),
+        ] {
+            let options = QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.clone().into(), options, FieldTable::default())
+                .await
+                .expect("declare test queue");
+            channel
+                .queue_bind(
+                    queue.clone().into(),
+                    namespace.exchange(exchange).into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind test queue");
+        }
+
+        let broker = Broker::connect(BrokerConfig::new(
+            SecretString::from(AMQP_URL),
+            namespace.clone(),
+            "transaction-test",
+        ))
+        .await
+        .expect("broker");
+        let clock = ManualClock::new(Utc::now());
+        let shared: SharedClock = clock.clone();
+        let app = corebank_transaction::Application::build(
+            corebank_transaction::Settings {
+                pool: db.service_pool(&corebank_transaction::SCHEMA, 10).await,
+                clock: shared,
+                requests,
+                broker: broker.clone(),
+            },
+            "127.0.0.1:0".parse().expect("loopback address"),
+        )
+        .await
+        .expect("build transaction service");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let service = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+        let client = TransactionServiceClient::new(
+            endpoint.connect().await.expect("connect to the service"),
+        );
+        TransactionApp {
+            db,
+            client,
+            clock,
+            namespace,
+            broker,
+            amqp,
+            channel,
+            replies,
+            events,
+            shutdown,
+            service: Some(service),
+        }
+    }
+
+    /// Stops the service and removes the namespace's queues and exchanges.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(service) = self.service.take() {
+            let stopped = tokio::time::timeout(PATIENCE, service)
+                .await
+                .expect("service stops in time");
+            stopped.expect("service task").expect("service ran cleanly");
+        }
+        self.broker.close().await;
+        delete_topology(
+            &self.channel,
+            &self.namespace,
+            &[corebank_transaction::consumer::queue_spec()],
+        )
+        .await
+        .expect("delete test topology");
+        let _ = self.amqp.close(200, "test done".into()).await;
+    }
+
+    fn transfer(&self, source: &str, destination: &str, amount: &str) -> pb::CreateTransferRequest {
+        pb::CreateTransferRequest {
+            idempotency_key: key(),
+            source_account_id: source.to_owned(),
+            destination_account_id: destination.to_owned(),
+            amount: Some(usd(amount)),
+            description: "rent for march".to_owned(),
+            wait: None,
+        }
+    }
+
+    async fn create_transfer(&self) -> pb::Transaction {
+        let request = self.transfer(&account(), &account(), "125.50");
+        self.client
+            .clone()
+            .create_transfer(request)
+            .await
+            .expect("create transfer")
+            .into_inner()
+    }
+
+    async fn get(&self, transaction_id: &str) -> pb::Transaction {
+        self.client
+            .clone()
+            .get_transaction(pb::GetTransactionRequest {
+                transaction_id: transaction_id.to_owned(),
+            })
+            .await
+            .expect("get transaction")
+            .into_inner()
+    }
+
+    /// Publishes a saga command the way the orchestrator's outbox relay would;
+    /// returns its message id.
+    async fn send<M: Message + Name>(&self, command: &M, saga_id: Uuid) -> Uuid {
+        let message = OutgoingMessage::command(
+            wire::service::TRANSACTION,
+            wire::message_type::<M>(),
+            command.encode_to_vec(),
+        )
+        .with_correlation_id(saga_id);
+        self.channel
+            .basic_publish(
+                self.namespace.exchange(Exchange::Commands).into(),
+                wire::service::TRANSACTION.into(),
+                BasicPublishOptions::default(),
+                &message.payload,
+                message.properties("orchestrator-test"),
+            )
+            .await
+            .expect("publish command")
+            .await
+            .expect("command confirmed");
+        message.message_id
+    }
+
+    /// The next message on one of the test's queues.
+    async fn next(&self, queue: &str) -> BasicGetMessage {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.to_owned().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(got) = got {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing arrived on {queue} within {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asserts that nothing more arrives on `queue` for a while.
+    async fn nothing_more(&self, queue: &str) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let got = self
+            .channel
+            .basic_get(queue.to_owned().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        assert!(
+            got.is_none(),
+            "unexpected message on {queue}: {:?}",
+            got.map(|g| g.delivery.routing_key)
+        );
+    }
+
+    /// The next reply, checked to be a `CommandReply` caused by `cause`.
+    async fn reply(&self, saga_id: Uuid, cause: Uuid) -> pb::CommandReply {
+        let got = self.next(&self.replies).await;
+        let properties = &got.delivery.properties;
+        assert_eq!(
+            properties.kind().as_ref().map(|k| k.as_str()),
+            Some("corebank.v1.CommandReply")
+        );
+        assert_eq!(
+            properties.correlation_id().as_ref().map(|c| c.to_string()),
+            Some(saga_id.to_string())
+        );
+        let causation = match properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get("causation-id"))
+        {
+            Some(AMQPValue::LongString(text)) => {
+                String::from_utf8_lossy(text.as_bytes()).into_owned()
+            }
+            other => panic!("causation id header {other:?}"),
+        };
+        assert_eq!(causation, cause.to_string());
+        pb::CommandReply::decode(got.delivery.data.as_slice()).expect("reply decodes")
+    }
+
+    /// The next event, checked to have `routing_key` and type `M`.
+    async fn event<M: Message + Name + Default>(&self, routing_key: &str) -> M {
+        let got = self.next(&self.events).await;
+        assert_eq!(got.delivery.routing_key.as_str(), routing_key);
+        let kind = got
+            .delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        assert_eq!(kind, Some(wire::message_type::<M>()));
+        M::decode(got.delivery.data.as_slice()).expect("event decodes")
+    }
+
+    /// Polls until the transaction has `status`.
+    async fn wait_for_status(
+        &self,
+        transaction_id: &str,
+        status: pb::TransactionStatus,
+    ) -> pb::Transaction {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let transaction = self.get(transaction_id).await;
+            if transaction.status == status as i32 {
+                return transaction;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{transaction_id} never became {status:?}: {transaction:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+            .fetch_one(&self.db.owner)
+            .await
+            .expect("count rows")
+    }
+}
+
+/// The next item of a watch, or `None` when the stream ended.
+async fn next(stream: &mut tonic::Streaming<pb::Transaction>) -> Option<pb::Transaction> {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("stream item in time")
+        .expect("stream ok")
+}
+
+fn account() -> String {
+    Uuid::now_v7().to_string()
+}
+
+fn usd(amount: &str) -> pb::Money {
+    pb::Money {
+        currency: "USD".to_owned(),
+        amount: amount.to_owned(),
+    }
+}
+
+fn mark_processing(saga_id: Uuid, transaction_id: &str) -> pb::MarkProcessingCommand {
+    pb::MarkProcessingCommand {
+        command_id: wire::command_id(saga_id, "mark_processing", wire::Direction::Forward),
+        saga_id: saga_id.to_string(),
+        transaction_id: transaction_id.to_owned(),
+    }
+}
+
+fn complete(
+    saga_id: Uuid,
+    transaction_id: &str,
+    journal_id: &str,
+) -> pb::CompleteTransactionCommand {
+    pb::CompleteTransactionCommand {
+        command_id: wire::command_id(saga_id, "complete", wire::Direction::Forward),
+        saga_id: saga_id.to_string(),
+        transaction_id: transaction_id.to_owned(),
+        journal_id: journal_id.to_owned(),
+    }
+}
+
+fn fail(saga_id: Uuid, transaction_id: &str, reason_code: &str) -> pb::FailTransactionCommand {
+    pb::FailTransactionCommand {
+        command_id: wire::command_id(saga_id, "fail", wire::Direction::Compensate),
+        saga_id: saga_id.to_string(),
+        transaction_id: transaction_id.to_owned(),
+        reason_code: reason_code.to_owned(),
+        detail: "available 10.00, asked 125.50".to_owned(),
+    }
+}
+
+/// `request` with a `wait` of `seconds` (the Duration type is inferred: this
+/// crate does not depend on prost-types).
+fn with_wait(mut request: pb::CreateTransferRequest, seconds: i64) -> pb::CreateTransferRequest {
+    let mut wait = request.wait.take().unwrap_or_default();
+    wait.seconds = seconds;
+    wait.nanos = 0;
+    request.wait = Some(wait);
+    request
+}
