@@ -10,6 +10,7 @@ const FILES: &[&str] = &[
     "corebank/v1/messages.proto",
     "corebank/v1/transaction.proto",
     "corebank/v1/orchestrator.proto",
+    "corebank/v1/fraud.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -26,6 +26,11 @@ pub mod event {
     pub const FUNDS_RELEASED: &str = "account.funds.released";
     pub const JOURNAL_POSTED: &str = "account.journal.posted";
     pub const CUSTOMER_KYC_CHANGED: &str = "customer.kyc.changed";
+    pub const ACCOUNT_OPENED: &str = "account.account.opened";
+    pub const FRAUD_DECISION_MADE: &str = "fraud.decision.made";
+    pub const FRAUD_REVIEW_OPENED: &str = "fraud.review.opened";
+    pub const FRAUD_REVIEW_DECIDED: &str = "fraud.review.decided";
+    pub const FRAUD_ALERT_RAISED: &str = "fraud.alert.raised";
 }
 
 /// Un-namespaced queue names (the namespace prefix is added by the platform).
@@ -36,6 +41,10 @@ pub mod queue {
     pub const ACCOUNT_KYC: &str = "account.kyc";
     /// Saga commands for the transaction service.
     pub const TRANSACTION_COMMANDS: &str = "transaction.commands";
+    /// Saga commands for the fraud service.
+    pub const FRAUD_COMMANDS: &str = "fraud.commands";
+    /// Events the fraud service keeps features from.
+    pub const FRAUD_EVENTS: &str = "fraud.events";
     /// Replies to the orchestrator.
     pub const ORCHESTRATOR_REPLIES: &str = "orchestrator.replies";
     /// Requested movements that start sagas.

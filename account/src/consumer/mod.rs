@@ -177,6 +177,7 @@ impl Handler for CommandHandler {
                         .journal_id
                         .map(|id| id.to_string())
                         .unwrap_or_default(),
+                    wait_deadline: None,
                 };
                 store_reply(tx, &command_id, &reply, applied.hold_id, now).await?;
                 reply
@@ -192,6 +193,7 @@ impl Handler for CommandHandler {
                     detail: error.message().to_owned(),
                     hold_id: String::new(),
                     journal_id: String::new(),
+                    wait_deadline: None,
                 };
                 store_reply(tx, &command_id, &reply, None, now).await?;
                 reply

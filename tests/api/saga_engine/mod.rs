@@ -294,6 +294,7 @@ impl SagaTest {
             } else {
                 String::new()
             },
+            wait_deadline: None,
         };
         let message = OutgoingMessage::reply(
             wire::service::ORCHESTRATOR,

@@ -1,0 +1,1 @@
+//! Pure fraud logic: features, rules and their evaluation. No I/O.
