@@ -5,7 +5,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/corebank}"
+# The same defaults as the binary's (platform/src/config.rs): the local
+# superuser with the development password, which a `trust` cluster ignores.
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/corebank}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -48,6 +50,10 @@ ensure_rust() {
     die "cargo not found: install Rust 1.95 with rustup (https://rustup.rs), then run this again"
 }
 
+# Set when this run installed the PostgreSQL server: only then may it give
+# the `postgres` superuser the development password.
+INSTALLED_POSTGRES=""
+
 ensure_postgres() {
     local host port
     host="$(url_host "$DATABASE_URL")"; port="$(url_port "$DATABASE_URL" 5432)"
@@ -55,6 +61,7 @@ ensure_postgres() {
         is_local "$host" || die "PostgreSQL at $host:$port is not reachable (DATABASE_URL)"
         if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
             apt_install postgresql postgresql-client
+            INSTALLED_POSTGRES=1
         fi
         say "starting PostgreSQL"
         if command -v pg_ctlcluster >/dev/null 2>&1; then
@@ -70,19 +77,23 @@ ensure_postgres() {
         wait_port "$host" "$port" PostgreSQL
     fi
     command -v psql >/dev/null 2>&1 || apt_install postgresql-client
-    local admin="${DATABASE_URL%/*}/postgres"
+    local admin="${DATABASE_URL%/*}/postgres" password_set=""
     for _ in $(seq 30); do
         psql "$admin" -Atqc 'select 1' >/dev/null 2>&1 && return 0
-        # A fresh Debian cluster refuses passwordless TCP logins: give the
-        # local superuser the development password once, then use it.
-        if is_local "$host" && [ "$DATABASE_URL" = "postgres://postgres@$host:$port/corebank" ] \
+        # A cluster Debian just installed refuses TCP logins without a
+        # password (scram-sha-256): give its superuser the development
+        # password the default URL carries. A cluster this run did not
+        # install is left as it is.
+        if [ -n "$INSTALLED_POSTGRES" ] && [ -z "$password_set" ] && is_local "$host" \
+            && [ "$DATABASE_URL" = "postgres://postgres:postgres@$host:$port/corebank" ] \
             && as_root su postgres -c "psql -qc \"alter user postgres password 'postgres'\"" >/dev/null 2>&1; then
-            export DATABASE_URL="postgres://postgres:postgres@$host:$port/corebank"
-            admin="${DATABASE_URL%/*}/postgres"
+            say "gave the new cluster's postgres superuser the development password ('postgres')"
+            password_set=1
+            continue
         fi
         sleep 1
     done
-    die "cannot log in to PostgreSQL with DATABASE_URL (${DATABASE_URL%%@*}@...): set DATABASE_URL to an owner login"
+    die "cannot log in to PostgreSQL as ${DATABASE_URL%%@*}@$host:$port: set DATABASE_URL to an owner login (postgres://USER:PASSWORD@HOST:PORT/corebank), or give the local superuser the development password: sudo -u postgres psql -c \"alter user postgres password 'postgres'\""
 }
 
 ensure_rabbitmq() {
@@ -96,6 +107,65 @@ ensure_rabbitmq() {
         || as_root service rabbitmq-server start \
         || die "cannot start RabbitMQ: start it yourself (sudo service rabbitmq-server start)"
     wait_port "$host" "$port" RabbitMQ 90
+}
+
+# cargo-nextest runs the suite in parallel and ends it with one summary
+# line; installed once into cargo's bin directory when missing.
+ensure_nextest() {
+    cargo nextest --version >/dev/null 2>&1 && return 0
+    say "installing cargo-nextest (once; a few minutes)"
+    cargo install cargo-nextest --locked --quiet >/dev/null 2>&1 \
+        || { say "could not install cargo-nextest: falling back to cargo test"; return 1; }
+}
+
+# Puts the `corebank` binary on PATH: a link in cargo's bin directory (on
+# PATH wherever rustup installed Rust) to the build in target/.
+link_binary() {
+    local profile="$1" bin_dir="${CARGO_HOME:-$HOME/.cargo}/bin"
+    mkdir -p "$bin_dir"
+    ln -sf "$ROOT/target/$profile/corebank" "$bin_dir/corebank"
+    case ":$PATH:" in
+        *":$bin_dir:"*) ;;
+        *) say "add $bin_dir to PATH to type 'corebank' in any shell" ;;
+    esac
+}
+
+# A private PostgreSQL configured as Debian ships it: scram-sha-256 on TCP
+# and a password on `postgres`, on a free port with its own socket folder.
+# Sets PRIVATE_PG_URL and PRIVATE_PG_PORT; stop_private_postgres removes it
+# (also on exit). Never touches the shared server.
+start_private_postgres() {
+    local bin
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+    [ -x "$bin/initdb" ] || die "initdb not found under /usr/lib/postgresql/*/bin"
+    PRIVATE_PG_DIR="$(mktemp -d -t corebank-pg.XXXXXX)"
+    PRIVATE_PG_PORT=55432
+    while port_open 127.0.0.1 "$PRIVATE_PG_PORT"; do PRIVATE_PG_PORT=$((PRIVATE_PG_PORT + 1)); done
+    local password="corebank-guard-$RANDOM$RANDOM"
+    printf '%s\n' "$password" >"$PRIVATE_PG_DIR/pwfile"
+    local run=()
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || die "the password guard needs the 'postgres' OS user (initdb refuses root)"
+        chown -R postgres "$PRIVATE_PG_DIR"
+        run=(runuser -u postgres --)
+    fi
+    "${run[@]}" "$bin/initdb" -D "$PRIVATE_PG_DIR/data" -U postgres --pwfile="$PRIVATE_PG_DIR/pwfile" \
+        --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 >"$PRIVATE_PG_DIR/initdb.log" 2>&1 \
+        || { cat "$PRIVATE_PG_DIR/initdb.log" >&2; die "initdb of the private PostgreSQL failed"; }
+    "${run[@]}" "$bin/pg_ctl" -D "$PRIVATE_PG_DIR/data" -l "$PRIVATE_PG_DIR/server.log" -w -t 60 \
+        -o "-p $PRIVATE_PG_PORT -k $PRIVATE_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" \
+        start >/dev/null || { tail -n 20 "$PRIVATE_PG_DIR/server.log" >&2; die "the private PostgreSQL did not start"; }
+    PRIVATE_PG_BIN="$bin"
+    PRIVATE_PG_RUN=("${run[@]}")
+    PRIVATE_PG_URL="postgres://postgres:$password@127.0.0.1:$PRIVATE_PG_PORT/postgres"
+    trap stop_private_postgres EXIT
+}
+
+stop_private_postgres() {
+    [ -n "${PRIVATE_PG_DIR:-}" ] || return 0
+    "${PRIVATE_PG_RUN[@]}" "$PRIVATE_PG_BIN/pg_ctl" -D "$PRIVATE_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$PRIVATE_PG_DIR"
+    PRIVATE_PG_DIR=""
 }
 
 prepare() {

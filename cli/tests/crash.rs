@@ -74,7 +74,7 @@ fn key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_loses_no_money() {
     let db = TestDb::create(&[]).await;
     let namespace = fresh_namespace();

@@ -10,6 +10,50 @@ use secrecy::SecretString;
 use crate::idempotency::IdempotencyConfig;
 use crate::money::AmountLimits;
 
+/// The owner login every command, script and test falls back to: the local
+/// `postgres` superuser with the development password `scripts/up` sets on a
+/// cluster it installed (a `trust` cluster ignores the password).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/corebank";
+
+/// The local RabbitMQ's default login and vhost (`%2f` is `/`).
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// `DATABASE_URL`, or [`DEFAULT_DATABASE_URL`]: the one place tests, the
+/// bench and tools read it.
+pub fn database_url_from_env() -> String {
+    env_or("DATABASE_URL", DEFAULT_DATABASE_URL)
+}
+
+/// `AMQP_URL`, or [`DEFAULT_AMQP_URL`].
+pub fn amqp_url_from_env() -> String {
+    env_or("AMQP_URL", DEFAULT_AMQP_URL)
+}
+
+/// The same server and login as `url`, on database `database` (tests create
+/// their databases through `postgres`).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |at| at + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
 /// Where PostgreSQL is and how a service logs in.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -18,7 +62,7 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/corebank",
+        default_value = DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: SecretString,
@@ -94,6 +138,22 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn with_database_swaps_only_the_database_keeping_login_and_options() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5433/corebank", "postgres"),
+            "postgres://u:p@h:5433/postgres"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/db?sslmode=disable", "cbt_1"),
+            "postgres://u@h/cbt_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "postgres"),
+            "postgres://u@h:5432/postgres"
+        );
+    }
+
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
@@ -121,7 +181,7 @@ pub struct AmqpArgs {
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: SecretString,

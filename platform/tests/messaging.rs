@@ -30,7 +30,7 @@ fn ledger_spec() -> QueueSpec {
     QueueSpec::new("ledger").bind(Exchange::Events, "test.#")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_committed_message_is_consumed_exactly_once_and_a_rolled_back_one_is_never_published() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
@@ -74,7 +74,7 @@ async fn a_committed_message_is_consumed_exactly_once_and_a_rolled_back_one_is_n
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_relay_marks_rows_sent_only_after_the_broker_confirms_them() {
     let mut env = TestEnv::new().await;
     // A queue that holds one message and makes the broker nack the rest.
@@ -126,7 +126,7 @@ async fn the_relay_marks_rows_sent_only_after_the_broker_confirms_them() {
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn two_relays_on_one_outbox_publish_each_row_once() {
     let mut env = TestEnv::new().await;
     let mut quorum = FieldTable::default();
@@ -174,7 +174,7 @@ async fn two_relays_on_one_outbox_publish_each_row_once() {
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_message_is_acknowledged_without_a_second_effect() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
@@ -219,7 +219,7 @@ async fn a_redelivered_message_is_acknowledged_without_a_second_effect() {
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
@@ -268,7 +268,7 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_transiently_failing_handler_is_retried_with_growing_delays_and_then_succeeds() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec().with_retry(RetryPolicy {
@@ -314,7 +314,7 @@ async fn a_transiently_failing_handler_is_retried_with_growing_delays_and_then_s
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_handler_that_always_fails_transiently_ends_in_the_dead_letter_queue() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec().with_retry(RetryPolicy {
@@ -350,7 +350,7 @@ async fn a_handler_that_always_fails_transiently_ends_in_the_dead_letter_queue()
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_replay_moves_them_back()
 {
     let mut env = TestEnv::new().await;
@@ -438,7 +438,7 @@ async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_repla
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_consumer_and_relay_recover_when_the_broker_closes_their_connection() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
@@ -472,7 +472,7 @@ async fn the_consumer_and_relay_recover_when_the_broker_closes_their_connection(
     env.teardown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_relay_flushes_pending_rows_when_shut_down() {
     let mut env = TestEnv::new().await;
     let mut quorum = FieldTable::default();

@@ -18,7 +18,7 @@ fn fast_relay() -> RelayConfig {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_command_sent_before_its_queue_exists_is_delivered_once_the_queue_appears() {
     let mut env = TestEnv::new().await;
     env.spawn_relay(fast_relay());

@@ -29,7 +29,7 @@ fn amount(money: &Option<pb::Money>) -> &str {
     &money.as_ref().expect("money is set").amount
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_verified_customer_opens_an_account_that_reads_back_the_same() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -65,7 +65,7 @@ async fn a_verified_customer_opens_an_account_that_reads_back_the_same() {
     assert_eq!(amount(&balance.overdraft_limit), "250.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_customer_who_is_not_verified_cannot_open_an_account() {
     let app = TestApp::spawn().await;
     let customer_id = app.pending_customer().await;
@@ -80,7 +80,7 @@ async fn a_customer_who_is_not_verified_cannot_open_an_account() {
     assert_eq!(app.count("account.account").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_customer_cannot_open_an_account() {
     let app = TestApp::spawn().await;
     let status = app
@@ -93,7 +93,7 @@ async fn an_unknown_customer_cannot_open_an_account() {
     assert_eq!(reason(&status), "CUSTOMER_NOT_FOUND");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_open_request_with_bad_fields_names_each_field_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let request = pb::OpenAccountRequest {
@@ -125,7 +125,7 @@ async fn an_open_request_with_bad_fields_names_each_field_and_writes_nothing() {
     assert_eq!(app.count("account.account_event").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn opening_replays_the_same_account_for_the_same_key() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -148,7 +148,7 @@ async fn opening_replays_the_same_account_for_the_same_key() {
     assert_eq!(app.count("account.account").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_customers_accounts_are_listed_page_by_page() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -183,7 +183,7 @@ async fn a_customers_accounts_are_listed_page_by_page() {
     assert_eq!(seen, opened);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reading_an_unknown_or_malformed_id_says_which() {
     let app = TestApp::spawn().await;
     let unknown = app
@@ -216,7 +216,7 @@ async fn reading_an_unknown_or_malformed_id_says_which() {
     assert_eq!(reason(&journal), "JOURNAL_NOT_FOUND");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_account_takes_no_deposit_until_unfrozen() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -272,7 +272,7 @@ async fn a_frozen_account_takes_no_deposit_until_unfrozen() {
     assert_eq!(history[1].2, "court order 12");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lifecycle_request_without_actor_or_reason_is_refused() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -293,7 +293,7 @@ async fn a_lifecycle_request_without_actor_or_reason_is_refused() {
     assert_eq!(app.count("account.account_event").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn only_an_empty_account_can_be_closed_and_a_closed_one_refuses_everything() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -379,7 +379,7 @@ async fn only_an_empty_account_can_be_closed_and_a_closed_one_refuses_everything
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_account_with_an_active_hold_cannot_be_closed() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -412,7 +412,7 @@ async fn an_account_with_an_active_hold_cannot_be_closed() {
     assert_eq!(reason(&status), "ACCOUNT_HAS_ACTIVE_HOLDS");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn opening_an_account_while_the_customer_service_is_down_is_unavailable_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -7,7 +7,7 @@ use tonic::Code;
 
 use crate::helpers::{TestApp, key, reason, usd};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_blocked_by_a_locked_account_is_refused_as_retryable_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -14,7 +14,7 @@ fn decision(customer_id: &str) -> pb::KycTransitionRequest {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_created_customer_is_pending_and_can_be_read_back() {
     let app = TestApp::spawn().await;
     let request = app.new_customer_request();
@@ -41,7 +41,7 @@ async fn a_created_customer_is_pending_and_can_be_read_back() {
     assert_eq!(fetched, created);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_national_id_is_masked_unless_asked_for_explicitly() {
     let app = TestApp::spawn().await;
     let request = app.new_customer_request();
@@ -73,7 +73,7 @@ async fn the_national_id_is_masked_unless_asked_for_explicitly() {
     assert_eq!(revealed.national_id, request.national_id);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_customer_with_bad_fields_is_refused_naming_each_field_and_nothing_is_written() {
     let app = TestApp::spawn().await;
     let request = pb::CreateCustomerRequest {
@@ -107,7 +107,7 @@ async fn a_customer_with_bad_fields_is_refused_naming_each_field_and_nothing_is_
     assert_eq!(app.count("customer.customer").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_second_customer_with_the_same_email_is_refused() {
     let app = TestApp::spawn().await;
     let request = app.new_customer_request();
@@ -131,7 +131,7 @@ async fn a_second_customer_with_the_same_email_is_refused() {
     assert_eq!(app.count("customer.customer").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_or_malformed_customer_id_is_answered_clearly() {
     let app = TestApp::spawn().await;
     let missing = app
@@ -159,7 +159,7 @@ async fn an_unknown_or_malformed_customer_id_is_answered_clearly() {
     assert_eq!(violated_fields(&malformed), ["customer_id"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn customers_are_listed_page_by_page_and_filtered_by_kyc_status() {
     let app = TestApp::spawn().await;
     let mut pending = Vec::new();
@@ -193,7 +193,7 @@ async fn customers_are_listed_page_by_page_and_filtered_by_kyc_status() {
     assert!(!seen.contains(&verified));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_page_token_cannot_be_used_with_another_filter() {
     let app = TestApp::spawn().await;
     for _ in 0..3 {
@@ -224,7 +224,7 @@ async fn a_page_token_cannot_be_used_with_another_filter() {
     assert_eq!(violated_fields(&status), ["page_token"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn contact_details_can_be_updated_and_a_bad_email_changes_nothing() {
     let app = TestApp::spawn().await;
     let customer_id = app.pending_customer().await;
@@ -269,7 +269,7 @@ async fn contact_details_can_be_updated_and_a_bad_email_changes_nothing() {
     assert_eq!(after.phone, "+441234567890");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn kyc_moves_through_its_legal_transitions_and_keeps_the_history() {
     let app = TestApp::spawn().await;
     let customer_id = app.pending_customer().await;
@@ -323,7 +323,7 @@ async fn kyc_moves_through_its_legal_transitions_and_keeps_the_history() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_illegal_kyc_transition_is_refused_and_recorded_nowhere() {
     let app = TestApp::spawn().await;
     let customer_id = app.pending_customer().await;
@@ -353,7 +353,7 @@ async fn an_illegal_kyc_transition_is_refused_and_recorded_nowhere() {
     assert_eq!(app.count("customer.kyc_event").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_kyc_decision_needs_an_actor_and_a_reason() {
     let app = TestApp::spawn().await;
     let customer_id = app.pending_customer().await;
@@ -372,7 +372,7 @@ async fn a_kyc_decision_needs_an_actor_and_a_reason() {
     assert_eq!(app.count("customer.kyc_event").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_kyc_history_cannot_be_edited_even_by_the_owner() {
     let app = TestApp::spawn().await;
     app.verified_customer().await;
@@ -382,7 +382,7 @@ async fn the_kyc_history_cannot_be_edited_even_by_the_owner() {
     assert!(result.is_err(), "the history must be append-only");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_same_idempotency_key_replays_the_first_customer() {
     let app = TestApp::spawn().await;
     let request = app.new_customer_request();
@@ -418,7 +418,7 @@ async fn the_same_idempotency_key_replays_the_first_customer() {
     assert_eq!(app.count("customer.customer").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_with_one_key_create_exactly_one_customer() {
     let app = TestApp::spawn().await;
     let request = app.new_customer_request();

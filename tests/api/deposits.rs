@@ -10,7 +10,7 @@ fn amount(money: &Option<pb::Money>) -> &str {
     &money.as_ref().expect("money is set").amount
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_credits_the_account_from_the_settlement_account() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -68,7 +68,7 @@ async fn a_deposit_credits_the_account_from_the_settlement_account() {
     assert_eq!(fetched, journal);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn one_settlement_account_serves_every_deposit_in_a_currency() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -85,7 +85,7 @@ async fn one_settlement_account_serves_every_deposit_in_a_currency() {
     assert_eq!(settlements, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_with_bad_fields_names_each_field_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let status = app
@@ -145,7 +145,7 @@ async fn a_deposit_with_bad_fields_names_each_field_and_writes_nothing() {
     assert_eq!(app.count("account.entry").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_in_another_currency_than_the_account_is_refused() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -166,7 +166,7 @@ async fn a_deposit_in_another_currency_than_the_account_is_refused() {
     assert_eq!(app.count("account.journal").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_to_an_unknown_account_is_not_found() {
     let app = TestApp::spawn().await;
     let status = app
@@ -185,7 +185,7 @@ async fn a_deposit_to_an_unknown_account_is_not_found() {
     assert_eq!(app.count("account.journal").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn entries_are_listed_newest_first_with_their_running_balance() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -220,7 +220,7 @@ async fn entries_are_listed_newest_first_with_their_running_balance() {
     assert_eq!(balances, ["15.00", "10.00", "6.00", "3.00", "1.00"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_service_role_cannot_rewrite_the_ledger() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -248,7 +248,7 @@ async fn the_service_role_cannot_rewrite_the_ledger() {
     assert!(error.to_string().contains("append-only"), "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unbalanced_journal_cannot_be_committed() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -105,7 +105,7 @@ async fn get_hold(app: &TestApp, hold_id: &str) -> pb::Hold {
         .into_inner()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_reduces_the_available_balance_but_not_the_ledger() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -119,7 +119,7 @@ async fn a_hold_reduces_the_available_balance_but_not_the_ledger() {
     assert_eq!(get_hold(&app, &hold.hold_id).await, hold);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_beyond_the_available_balance_is_refused_for_insufficient_funds() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -136,7 +136,7 @@ async fn a_hold_beyond_the_available_balance_is_refused_for_insufficient_funds()
     assert_eq!(balance(&app, &account_id).await.1, "40.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_may_use_the_overdraft_limit_and_no_more() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -165,7 +165,7 @@ async fn a_hold_may_use_the_overdraft_limit_and_no_more() {
     assert_eq!(reason(&status), "INSUFFICIENT_FUNDS");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_in_another_currency_than_the_account_is_refused() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -176,7 +176,7 @@ async fn a_hold_in_another_currency_than_the_account_is_refused() {
     assert_eq!(app.count("account.hold").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hold_request_with_bad_fields_names_each_field_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -208,7 +208,7 @@ async fn a_hold_request_with_bad_fields_names_each_field_and_writes_nothing() {
     assert_eq!(balance(&app, &account_id).await.2, "0.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_released_hold_returns_its_funds_and_cannot_be_released_or_captured_again() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -251,7 +251,7 @@ async fn a_released_hold_returns_its_funds_and_cannot_be_released_or_captured_ag
     assert_eq!(balance(&app, &account_id).await.1, "100.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_captured_hold_moves_the_money_once_and_cannot_be_released() {
     let app = TestApp::spawn().await;
     let source = funded(&app, "100").await;
@@ -297,7 +297,7 @@ async fn a_captured_hold_moves_the_money_once_and_cannot_be_released() {
     assert_eq!(balance(&app, &destination).await.0, "40.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn capturing_without_a_destination_is_a_withdrawal_to_the_settlement_account() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -323,7 +323,7 @@ async fn capturing_without_a_destination_is_a_withdrawal_to_the_settlement_accou
     assert_eq!(balance(&app, &account_id).await.0, "75.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_capture_to_an_account_in_another_currency_is_refused_and_the_hold_stays_active() {
     let app = TestApp::spawn().await;
     let source = funded(&app, "100").await;
@@ -355,7 +355,7 @@ async fn a_capture_to_an_account_in_another_currency_is_refused_and_the_hold_sta
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_account_takes_no_new_hold_and_no_capture_but_its_holds_can_be_released() {
     let app = TestApp::spawn().await;
     let source = funded(&app, "100").await;
@@ -416,7 +416,7 @@ async fn a_frozen_account_takes_no_new_hold_and_no_capture_but_its_holds_can_be_
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_closed_destination_refuses_a_capture() {
     let app = TestApp::spawn().await;
     let source = funded(&app, "100").await;
@@ -437,7 +437,7 @@ async fn a_closed_destination_refuses_a_capture() {
     assert_eq!(reason(&status), "ACCOUNT_CLOSED");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_expired_hold_cannot_be_captured_and_the_sweeper_returns_its_funds() {
     let app = TestApp::spawn().await;
     let account_id = funded(&app, "100").await;
@@ -510,7 +510,7 @@ async fn an_expired_hold_cannot_be_captured_and_the_sweeper_returns_its_funds() 
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_holds_are_not_found() {
     let app = TestApp::spawn().await;
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -538,7 +538,7 @@ async fn unknown_holds_are_not_found() {
     assert_eq!(reason(&status), "HOLD_NOT_FOUND");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_holds_never_take_the_available_balance_below_the_overdraft_limit() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -99,7 +99,7 @@ async fn ledger_violations(owner: &PgPool) -> Vec<String> {
     problems
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_journal_balances_and_every_balance_is_the_sum_of_its_entries() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -325,7 +325,7 @@ fn any_sequence_of_operations_keeps_every_journal_balanced_and_every_balance_equ
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn replaying_a_hold_with_the_same_key_returns_the_first_hold_and_reserves_once() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -360,7 +360,7 @@ async fn replaying_a_hold_with_the_same_key_returns_the_first_hold_and_reserves_
     assert_eq!(balance.held.unwrap().amount, "40.00");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn replaying_a_deposit_with_the_same_key_returns_the_first_journal_and_credits_once() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -389,7 +389,7 @@ async fn replaying_a_deposit_with_the_same_key_returns_the_first_journal_and_cre
     assert_eq!(app.count("account.journal").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_key_reused_with_another_request_is_refused_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -420,7 +420,7 @@ async fn a_key_reused_with_another_request_is_refused_and_changes_nothing() {
     assert_eq!(app.count("account.journal").await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lifecycle_key_reused_for_another_action_is_refused() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -455,7 +455,7 @@ async fn a_lifecycle_key_reused_for_another_action_is_refused() {
     assert_eq!(reason(&status), "IDEMPOTENCY_KEY_REUSED");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn ten_concurrent_holds_with_one_key_place_exactly_one_hold() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -489,7 +489,7 @@ async fn ten_concurrent_holds_with_one_key_place_exactly_one_hold() {
     assert_eq!(held, rust_decimal::Decimal::from(10));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_transfers_in_both_directions_neither_deadlock_nor_lose_an_update() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
@@ -544,7 +544,7 @@ async fn concurrent_transfers_in_both_directions_neither_deadlock_nor_lose_an_up
     assert_eq!(ledger_violations(&app.owner).await, Vec::<String>::new());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_first_deposits_in_a_currency_create_one_settlement_account() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -18,7 +18,7 @@ async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn health_reports_serving_for_every_service() {
     let app = TestApp::spawn().await;
     for (addr, service) in [
@@ -43,7 +43,7 @@ async fn health_reports_serving_for_every_service() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services() {
     let app = TestApp::spawn().await;
     let mut reflection = ServerReflectionClient::new(channel(app.account_addr).await);
@@ -75,7 +75,7 @@ async fn reflection_lists_the_services() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn each_service_role_is_confined_to_its_own_schema() {
     let app = TestApp::spawn().await;
     app.verified_customer().await;
@@ -108,7 +108,7 @@ async fn each_service_role_is_confined_to_its_own_schema() {
     assert_eq!(own, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn provisioning_twice_changes_nothing() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;

@@ -45,7 +45,7 @@ async fn saga_of(app: &TestApp, transaction_id: &str) -> pb::Saga {
         .into_inner()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_a_transfer_and_a_withdrawal_complete_with_balanced_journals() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("100.00").await;
@@ -96,7 +96,7 @@ async fn a_deposit_a_transfer_and_a_withdrawal_complete_with_balanced_journals()
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_answers_with_its_terminal_status_when_asked_to_wait() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("50.00").await;
@@ -119,7 +119,7 @@ async fn a_transfer_answers_with_its_terminal_status_when_asked_to_wait() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_larger_than_the_available_balance_fails_with_nothing_to_compensate() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("10.00").await;
@@ -147,7 +147,7 @@ async fn a_transfer_larger_than_the_available_balance_fails_with_nothing_to_comp
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_destination_compensates_the_transfer_and_releases_the_hold() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("40.00").await;
@@ -185,7 +185,7 @@ async fn a_frozen_destination_compensates_the_transfer_and_releases_the_hold() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_customer_who_is_not_verified_cannot_be_debited() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("20.00").await;
@@ -222,7 +222,7 @@ async fn a_customer_who_is_not_verified_cannot_be_debited() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_same_idempotency_key_makes_one_transfer_and_another_body_changes_nothing() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("30.00").await;
@@ -280,7 +280,7 @@ async fn the_same_idempotency_key_makes_one_transfer_and_another_body_changes_no
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_transfer_request_names_the_field_and_starts_nothing() {
     let app = TestApp::spawn().await;
     let status = app
@@ -313,7 +313,7 @@ async fn a_bad_transfer_request_names_the_field_and_starts_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reserve_command_delivered_twice_places_one_hold_and_answers_alike() {
     let app = TestApp::spawn().await;
     let account = app.funded_account("10.00").await;
@@ -365,7 +365,7 @@ async fn a_reserve_command_delivered_twice_places_one_hold_and_answers_alike() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_release_that_overtakes_its_reserve_leaves_no_late_hold() {
     let app = TestApp::spawn().await;
     let account = app.funded_account("10.00").await;
@@ -433,7 +433,7 @@ async fn a_release_that_overtakes_its_reserve_leaves_no_late_hold() {
     assert_eq!(count(&app, "select count(*) from account.hold").await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_saga_survives_the_orchestrator_stopping_mid_way() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("60.00").await;
@@ -467,7 +467,7 @@ async fn a_saga_survives_the_orchestrator_stopping_mid_way() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_account_service_away_longer_than_a_step_timeout_is_retried_until_it_returns() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("60.00").await;
@@ -491,7 +491,7 @@ async fn an_account_service_away_longer_than_a_step_timeout_is_retried_until_it_
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn services_reconnect_after_the_broker_closes_their_connections_and_nothing_is_lost() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("80.00").await;
@@ -520,7 +520,7 @@ async fn services_reconnect_after_the_broker_closes_their_connections_and_nothin
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_command_is_parked_and_the_consumer_keeps_going() {
     let app = TestApp::spawn().await;
     let source = app.funded_account("20.00").await;
@@ -565,7 +565,7 @@ async fn a_malformed_command_is_parked_and_the_consumer_keeps_going() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_random_transfers_among_twenty_accounts_keep_every_invariant() {
     // Production step timeouts: under this load a reply can take longer than
     // the short test timeouts, and a timed-out reserve would (correctly) fail.

@@ -312,18 +312,8 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        // The namespace's queues would outlive the test on the shared broker:
-        // delete them from a thread of its own (Drop cannot await).
-        let namespace = self.namespace.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(delete_namespace(namespace));
-            }
-        });
-        let _ = cleanup.join();
+        // The namespace's queues would outlive the test on the shared broker.
+        finish_off_runtime(delete_namespace(self.namespace.clone()));
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 
 /// The broker every test uses, each under its own namespace.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    corebank_platform::config::amqp_url_from_env()
 }
 
 /// A fresh namespace: every exchange and queue of one test lives under it.
@@ -22,7 +22,6 @@ pub fn broker(namespace: &Namespace, name: &str) -> Broker {
     ))
 }
 
-/// The admin URL tests create databases with.
 /// Every queue a full system declares.
 pub fn all_queue_specs() -> Vec<QueueSpec> {
     let mut specs = vec![

@@ -40,9 +40,41 @@ pub use broker::*;
 /// The password test roles log in with (trust auth ignores it locally).
 pub const ROLE_PASSWORD: &str = "corebank-dev";
 
+/// The admin login tests create their databases with: `DATABASE_URL`'s
+/// server and credentials (or the local default), on database `postgres`.
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    corebank_platform::config::with_database(
+        &corebank_platform::config::database_url_from_env(),
+        "postgres",
+    )
+}
+
+/// Runs `cleanup` to the end on a thread and runtime of its own, for `Drop`
+/// impls that cannot await. The test's runtime is not blocked meanwhile (the
+/// tests run on the multi-thread runtime): its tasks keep running, so a
+/// connection half-way through a password login finishes it instead of
+/// stalling the server's `drop database` until the login times out.
+pub fn finish_off_runtime<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let worker = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(cleanup);
+        }
+    });
+    let join = move || {
+        let _ = worker.join();
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(join)
+        }
+        _ => join(),
+    }
 }
 
 /// A fresh database, provisioned for every service.
@@ -99,30 +131,22 @@ impl TestDb {
 }
 
 impl Drop for TestDb {
-    /// Drops the database (closing whatever still uses it), from a thread of
-    /// its own since Drop cannot await; a leftover is dropped by a later run.
+    /// Drops the database (closing whatever still uses it), off the test's
+    /// runtime since Drop cannot await; a leftover is dropped by a later run.
     fn drop(&mut self) {
         let name = self.name.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    let Ok(admin) = PgConnectOptions::from_str(&admin_url()) else {
-                        return;
-                    };
-                    if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "drop database if exists {name} with (force)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
+        finish_off_runtime(async move {
+            let Ok(admin) = PgConnectOptions::from_str(&admin_url()) else {
+                return;
+            };
+            if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut conn)
+                .await;
             }
         });
-        let _ = cleanup.join();
     }
 }
 

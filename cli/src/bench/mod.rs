@@ -66,7 +66,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/corebank",
+        default_value = corebank_platform::config::DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     database_url: String,

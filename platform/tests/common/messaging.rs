@@ -26,8 +26,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The broker: `AMQP_URL`, or the local default.
+pub fn amqp_url() -> String {
+    corebank_platform::config::amqp_url_from_env()
+}
+
+/// The admin login tests create their databases with: `DATABASE_URL`'s
+/// server and credentials, on the `postgres` database.
+pub fn postgres_url() -> String {
+    corebank_platform::config::with_database(
+        &corebank_platform::config::database_url_from_env(),
+        "postgres",
+    )
+}
 /// The bound on every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -49,7 +60,7 @@ impl TestEnv {
     pub async fn new() -> Self {
         let suffix = Uuid::now_v7().simple().to_string();
         let db_name = format!("msgtest_{}", &suffix[suffix.len() - 16..]);
-        let mut admin = PgConnection::connect(POSTGRES_URL)
+        let mut admin = PgConnection::connect(&postgres_url())
             .await
             .expect("postgres reachable");
         sqlx::query(AssertSqlSafe(format!("create database {db_name}")))
@@ -58,7 +69,7 @@ impl TestEnv {
             .expect("create database");
         admin.close().await.ok();
 
-        let options = PgConnectOptions::from_str(POSTGRES_URL)
+        let options = PgConnectOptions::from_str(&postgres_url())
             .unwrap()
             .database(&db_name);
         let mut owner = PgConnection::connect_with(&options)
@@ -89,7 +100,7 @@ impl TestEnv {
 
         let ns = Namespace::new(format!("t{}", &suffix[suffix.len() - 12..]));
         let broker = Broker::connect(BrokerConfig::new(
-            SecretString::from(AMQP_URL),
+            SecretString::from(amqp_url()),
             ns.clone(),
             format!("corebank-test-{ns}"),
         ))
@@ -97,7 +108,7 @@ impl TestEnv {
         .expect("rabbitmq reachable");
         // The test's own channel, on a separate connection so that closing the
         // broker's connection does not take the test's tools down with it.
-        let tools = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        let tools = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
             .await
             .unwrap();
         let channel = tools.create_channel().await.unwrap();
@@ -289,7 +300,7 @@ impl TestEnv {
             .ok();
         self.tools.close(200, "test done".into()).await.ok();
         self.pool.close().await;
-        let mut admin = PgConnection::connect(POSTGRES_URL).await.unwrap();
+        let mut admin = PgConnection::connect(&postgres_url()).await.unwrap();
         sqlx::query(AssertSqlSafe(format!(
             "drop database if exists {} with (force)",
             self.db_name

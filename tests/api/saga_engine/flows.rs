@@ -3,7 +3,7 @@
 
 use super::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_reserves_posts_and_completes_in_order() {
     let mut test = SagaTest::start(fast()).await;
     let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
@@ -77,7 +77,7 @@ async fn a_transfer_reserves_posts_and_completes_in_order() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -101,7 +101,7 @@ async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -142,7 +142,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_saga_completes_when_it_answers()
  {
     let config = fast();
@@ -163,23 +163,6 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
         "each send is a new message"
     );
     assert_ne!(second.message_id, third.message_id);
-    // Each wait is the timeout plus a full-jitter backoff whose ceiling doubles.
-    let slack = config.tick + Duration::from_millis(250);
-    for (attempt, (before, after)) in [(&first, &second), (&second, &third)]
-        .into_iter()
-        .enumerate()
-    {
-        let waited = after.at - before.at;
-        let ceiling = config.backoff(u32::try_from(attempt).expect("small") + 1, 1.0);
-        assert!(
-            waited >= config.step_timeout - Duration::from_millis(20),
-            "re-sent too early: {waited:?}"
-        );
-        assert!(
-            waited <= config.step_timeout + ceiling + slack,
-            "re-sent too late: {waited:?} (ceiling {ceiling:?})"
-        );
-    }
     test.succeed(&third).await;
     let post = test.next_awaited().await;
     test.succeed(&post).await;
@@ -189,15 +172,59 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     let saga = test
         .wait_for_state(&first.saga_id, pb::SagaState::Completed)
         .await;
-    let retries = saga
+    let retries: Vec<_> = saga
         .history
         .iter()
         .filter(|entry| entry.event == "retried")
-        .count();
-    assert_eq!(retries, 2);
+        .collect();
+    assert_eq!(retries.len(), 2);
+    // Measured on the saga's own clock, from the send that starts each wait:
+    // a re-send never comes before its check is due, and each check after a
+    // timeout waits the step timeout plus a full-jitter backoff whose ceiling
+    // doubles. No bound here depends on how fast this machine is.
+    let started = saga
+        .history
+        .iter()
+        .find(|entry| entry.event == "started")
+        .expect("a started row");
+    let mut previous_send = timestamp(started);
+    let mut previous_wait = config.step_timeout;
+    for (index, retry) in retries.iter().enumerate() {
+        let sent = timestamp(retry);
+        let waited = (sent - previous_send).to_std().expect("log rows in order");
+        assert!(
+            waited >= previous_wait,
+            "re-sent after {waited:?}, before its check was due ({previous_wait:?})"
+        );
+        let scheduled = scheduled_wait(&retry.detail);
+        let ceiling = config.backoff(u32::try_from(index).expect("small") + 1, 1.0);
+        assert!(
+            scheduled >= config.step_timeout && scheduled <= config.step_timeout + ceiling,
+            "next check in {scheduled:?}: outside timeout + backoff ceiling {ceiling:?}"
+        );
+        previous_send = sent;
+        previous_wait = scheduled;
+    }
 }
 
-#[tokio::test]
+fn timestamp(entry: &pb::SagaLogEntry) -> chrono::DateTime<chrono::Utc> {
+    let time = entry.create_time.expect("log rows carry their time");
+    chrono::DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).expect("nanos"))
+        .expect("a valid time")
+}
+
+/// The wait a `retried` row scheduled: "... next check in 712 ms ...".
+fn scheduled_wait(detail: &str) -> Duration {
+    let millis = detail
+        .split("next check in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|number| number.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no scheduled wait in {detail:?}"));
+    Duration::from_millis(millis)
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_out() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -234,7 +261,7 @@ async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_
     assert!(history_events(&saga).contains(&("reserve".to_owned(), "timed_out".to_owned())));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_operator() {
     let config = fast();
     let mut test = SagaTest::start(config.clone()).await;
@@ -284,7 +311,7 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_reply_makes_one_transition() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -309,7 +336,7 @@ async fn a_duplicate_reply_makes_one_transition() {
     assert_eq!(saga.current_step, "post");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_transaction_request_starts_one_saga() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -328,7 +355,7 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
@@ -348,7 +375,7 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_credits_the_account_and_completes() {
     let mut test = SagaTest::start(fast()).await;
     let request = test.request(pb::TransactionKind::Deposit, "99.99").await;

@@ -38,7 +38,7 @@ mod operators;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    corebank_platform::config::amqp_url_from_env()
 }
 
 /// Fast timings: 300 ms step timeouts, three attempts.
@@ -81,7 +81,6 @@ struct Received {
     command_id: String,
     saga_id: String,
     payload: Vec<u8>,
-    at: Instant,
 }
 
 impl Received {
@@ -436,34 +435,22 @@ impl Drop for SagaTest {
         if let Some(running) = self.orchestrator.take() {
             running.shutdown.cancel();
         }
-        // The orchestrator's queues are durable: remove them, from a thread of
-        // its own since drop cannot await.
+        // The orchestrator's queues are durable: remove them, off the test's
+        // runtime since drop cannot await.
         let namespace = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        crate::helpers::finish_off_runtime(async move {
+            let Ok(connection) =
+                Connection::connect(&amqp_url(), ConnectionProperties::default()).await
             else {
                 return;
             };
-            runtime.block_on(async move {
-                let Ok(connection) =
-                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    let _ = delete_topology(
-                        &channel,
-                        &namespace,
-                        &corebank_orchestrator::queue_specs(),
-                    )
-                    .await;
-                }
-                let _ = connection.close(200, "test done".into()).await;
-            });
-        })
-        .join();
+            if let Ok(channel) = connection.create_channel().await {
+                let _ =
+                    delete_topology(&channel, &namespace, &corebank_orchestrator::queue_specs())
+                        .await;
+            }
+            let _ = connection.close(200, "test done".into()).await;
+        });
     }
 }
 
@@ -530,7 +517,6 @@ async fn participants(
                 command_id: head.command_id,
                 saga_id: head.saga_id,
                 payload: delivery.data.clone(),
-                at: Instant::now(),
             };
             if sender.send(received).is_err() {
                 break;

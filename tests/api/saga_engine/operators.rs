@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
     let mut test = SagaTest::start(patient()).await;
     let mut admin = test.admin();
@@ -142,7 +142,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_step_log_cannot_be_edited() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;

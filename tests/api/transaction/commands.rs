@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn mark_processing_then_complete_completes_the_transaction_replies_and_announces_it() {
     let app = TransactionApp::spawn().await;
     let created = app.create_transfer().await;
@@ -35,7 +35,7 @@ async fn mark_processing_then_complete_completes_the_transaction_replies_and_ann
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_transaction_keeps_its_reason_and_is_announced() {
     let app = TransactionApp::spawn().await;
     let id = app.create_transfer().await.transaction_id;
@@ -58,7 +58,7 @@ async fn a_failed_transaction_keeps_its_reason_and_is_announced() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_resent_command_has_one_effect_and_gets_the_stored_reply_again() {
     let app = TransactionApp::spawn().await;
     let id = app.create_transfer().await.transaction_id;
@@ -80,7 +80,7 @@ async fn a_resent_command_has_one_effect_and_gets_the_stored_reply_again() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn completing_a_failed_transaction_is_rejected_and_failing_it_again_is_harmless() {
     let app = TransactionApp::spawn().await;
     let id = app.create_transfer().await.transaction_id;
@@ -112,7 +112,7 @@ async fn completing_a_failed_transaction_is_rejected_and_failing_it_again_is_har
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_or_undecodable_command_is_parked_and_changes_nothing() {
     let app = TransactionApp::spawn().await;
     let id = app.create_transfer().await.transaction_id;
@@ -148,7 +148,7 @@ async fn an_unknown_or_undecodable_command_is_parked_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_status_history_cannot_be_rewritten_even_by_the_service_role() {
     let app = TransactionApp::spawn().await;
     app.create_transfer().await;

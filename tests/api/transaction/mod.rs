@@ -33,8 +33,6 @@ mod commands;
 mod reading;
 mod requests;
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
 /// The longest any test waits for something to happen.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -61,9 +59,12 @@ impl TransactionApp {
     async fn spawn_with(requests: RequestArgs) -> Self {
         let db = TestDb::create(&[corebank_transaction::SCHEMA]).await;
         let namespace = Namespace::new(format!("t{}", Uuid::new_v4().simple()));
-        let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
+        let amqp = lapin::Connection::connect(
+            &crate::helpers::amqp_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("connect to RabbitMQ");
         let channel = amqp.create_channel().await.expect("amqp channel");
         declare_exchanges(&channel, &namespace)
             .await
@@ -104,7 +105,7 @@ impl TransactionApp {
         }
 
         let broker = Broker::connect(BrokerConfig::new(
-            SecretString::from(AMQP_URL),
+            SecretString::from(crate::helpers::amqp_url()),
             namespace.clone(),
             "transaction-test",
         ))

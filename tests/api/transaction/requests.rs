@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_created_transfer_is_pending_and_announced_with_a_requested_event() {
     let app = TransactionApp::spawn().await;
     let (source, destination) = (account(), account());
@@ -34,7 +34,7 @@ async fn a_created_transfer_is_pending_and_announced_with_a_requested_event() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn deposits_and_withdrawals_name_their_one_account_and_their_own_event() {
     let app = TransactionApp::spawn().await;
     let account_id = account();
@@ -88,7 +88,7 @@ async fn deposits_and_withdrawals_name_their_one_account_and_their_own_event() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn requests_with_bad_fields_are_refused_naming_each_field_and_nothing_is_written() {
     let app = TransactionApp::spawn().await;
     let same = account();
@@ -200,7 +200,7 @@ async fn requests_with_bad_fields_are_refused_naming_each_field_and_nothing_is_w
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn replaying_a_request_with_its_key_returns_the_first_answer_and_writes_once() {
     let app = TransactionApp::spawn().await;
     let request = app.transfer(&account(), &account(), "10");
@@ -224,7 +224,7 @@ async fn replaying_a_request_with_its_key_returns_the_first_answer_and_writes_on
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reusing_a_key_with_another_request_is_refused_and_changes_nothing() {
     let app = TransactionApp::spawn().await;
     let request = app.transfer(&account(), &account(), "10");
@@ -245,7 +245,7 @@ async fn reusing_a_key_with_another_request_is_refused_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn ten_concurrent_requests_with_one_key_create_one_transaction() {
     let app = TransactionApp::spawn().await;
     let request = app.transfer(&account(), &account(), "10");
