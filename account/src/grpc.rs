@@ -156,6 +156,22 @@ impl AccountService for AccountApi {
                         crate::kyc::record(conn, new.customer_id, "verified", version, now).await?;
                     }
                     let account = store::insert_account(conn, Uuid::now_v7(), &new, now).await?;
+                    // Who owns it and since when, for consumers that keep
+                    // account ages (fraud); in the same transaction as the row.
+                    let opened = pb::AccountOpenedEvent {
+                        account_id: account.account_id.to_string(),
+                        customer_id: account.customer_id.to_string(),
+                        currency: account.currency.code().to_owned(),
+                        open_time: Some(corebank_platform::time::to_timestamp(account.created_at)),
+                    };
+                    let event = crate::consumer::event_message(
+                        corebank_proto::wire::event::ACCOUNT_OPENED,
+                        &opened,
+                    )
+                    .with_occurred_at(now);
+                    corebank_platform::messaging::enqueue(conn, event)
+                        .await
+                        .map_err(ApiError::from)?;
                     tracing::info!(account_id = %account.account_id, customer_id = %new.customer_id, "account opened");
                     Ok(account_to_proto(&account))
                 })

@@ -38,6 +38,13 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50054"
     )]
     pub orchestrator_endpoint: String,
+    #[arg(
+        long,
+        global = true,
+        env = "COREBANK_FRAUD_ENDPOINT",
+        default_value = "http://127.0.0.1:50055"
+    )]
+    pub fraud_endpoint: String,
     /// Print canonical proto3 JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,

@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod client;
 mod dlq;
+mod fraud;
 mod movements;
 mod output;
 mod run;
@@ -46,6 +47,8 @@ enum Command {
     Transaction(movements::TransactionCommand),
     /// Operate sagas: list, show with history, retry, abort.
     Saga(saga::SagaCommand),
+    /// Fraud screening: the review queue, decisions, alerts, rules, watchlist.
+    Fraud(fraud::FraudCommand),
     /// Inspect and replay parked (dead-lettered) messages.
     Dlq(dlq::DlqCommand),
     /// Measure completed transfer sagas per second and their latency.
@@ -68,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         Command::Transfer(command) => movements::transfer(command).await,
         Command::Transaction(command) => movements::transaction(command).await,
         Command::Saga(command) => saga::saga(command).await,
+        Command::Fraud(command) => fraud::fraud(command).await,
         Command::Dlq(command) => dlq::dlq(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Audit(args) => audit::run(args).await,

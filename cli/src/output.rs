@@ -25,6 +25,20 @@ pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> anyhow::Result<V
     Ok(dynamic.serialize_with_options(serde_json::value::Serializer, &options)?)
 }
 
+/// Parses canonical proto3 JSON into `M`, refusing unknown fields (a typo in
+/// a rules file must not be dropped silently).
+pub fn from_json<M: prost::Message + prost::Name + Default>(text: &str) -> anyhow::Result<M> {
+    let descriptor = pool()
+        .get_message_by_name(&M::full_name())
+        .ok_or_else(|| anyhow::anyhow!("no descriptor for {}", M::full_name()))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(M::decode(
+        prost::Message::encode_to_vec(&dynamic).as_slice(),
+    )?)
+}
+
 /// Prints one answer.
 pub fn print<M: prost::Message + prost::Name>(message: &M, json: bool) -> anyhow::Result<()> {
     let value = to_json(message)?;

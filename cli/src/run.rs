@@ -13,11 +13,12 @@ use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const SCHEMAS: [SchemaSpec; 4] = [
+const SCHEMAS: [SchemaSpec; 5] = [
     corebank_customer::SCHEMA,
     corebank_account::SCHEMA,
     corebank_transaction::SCHEMA,
     corebank_orchestrator::SCHEMA,
+    corebank_fraud::SCHEMA,
 ];
 
 /// Every queue of the system: declared at migration time, like the schemas,
@@ -29,6 +30,7 @@ fn queues() -> Vec<QueueSpec> {
         corebank_transaction::consumer::queue_spec(),
     ];
     specs.extend(corebank_orchestrator::queue_specs());
+    specs.extend(corebank_fraud::queue_specs());
     specs
 }
 
@@ -59,6 +61,8 @@ pub struct ServiceArgs {
     transaction: corebank_transaction::TransactionArgs,
     #[command(flatten)]
     orchestrator: corebank_orchestrator::OrchestratorArgs,
+    #[command(flatten)]
+    fraud: corebank_fraud::FraudArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +80,7 @@ pub enum Service {
     Account,
     Transaction,
     Orchestrator,
+    Fraud,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +226,18 @@ async fn start(
             println!("orchestrator  grpc://{}", app.local_addr());
             tasks.spawn(app.run_until_stopped(stop));
         }
+        Service::Fraud => {
+            let settings = corebank_fraud::Settings {
+                pool: pool(owner, &corebank_fraud::SCHEMA, &args.db).await?,
+                clock: clock::system(),
+                requests,
+                broker: args.amqp.broker("fraud"),
+                review_deadline: args.fraud.review_deadline,
+            };
+            let app = corebank_fraud::Application::build(settings, args.fraud.addr).await?;
+            println!("fraud         grpc://{}", app.local_addr());
+            tasks.spawn(app.run_until_stopped(stop));
+        }
     }
     Ok(())
 }
@@ -263,6 +280,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Service::Customer,
         Service::Account,
         Service::Transaction,
+        Service::Fraud,
         Service::Orchestrator,
     ] {
         start(service, &owner, services, &mut tasks, &shutdown).await?;

@@ -27,6 +27,7 @@ struct Ports {
     account: SocketAddr,
     transaction: SocketAddr,
     orchestrator: SocketAddr,
+    fraud: SocketAddr,
 }
 
 fn spawn_corebank(database_url: &str, namespace: &str, ports: &Ports) -> Child {
@@ -45,6 +46,7 @@ fn spawn_corebank(database_url: &str, namespace: &str, ports: &Ports) -> Child {
         .args(["--account-addr", &ports.account.to_string()])
         .args(["--transaction-addr", &ports.transaction.to_string()])
         .args(["--orchestrator-addr", &ports.orchestrator.to_string()])
+        .args(["--fraud-addr", &ports.fraud.to_string()])
         .args([
             "--metrics-addr",
             "127.0.0.1:0",
@@ -88,6 +90,7 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
         account: free_port(),
         transaction: free_port(),
         orchestrator: free_port(),
+        fraud: free_port(),
     };
     let mut corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
 

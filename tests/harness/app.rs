@@ -13,6 +13,7 @@ pub enum Service {
     Account,
     Transaction,
     Orchestrator,
+    Fraud,
 }
 
 /// Saga timings short enough for tests: a silent participant is noticed
@@ -38,16 +39,20 @@ pub struct TestApp {
     pub account: AccountServiceClient<Channel>,
     pub transaction: TransactionServiceClient<Channel>,
     pub sagas: SagaAdminServiceClient<Channel>,
+    pub fraud: FraudServiceClient<Channel>,
     pub customer_addr: SocketAddr,
     pub account_addr: SocketAddr,
     pub transaction_addr: SocketAddr,
     pub orchestrator_addr: SocketAddr,
+    pub fraud_addr: SocketAddr,
     /// Drives account holds and timestamps; the orchestrator keeps real time
     /// so its timers fire.
     pub clock: Arc<ManualClock>,
     pub namespace: Namespace,
     pub requests: RequestArgs,
     pub engine: EngineConfig,
+    /// The fraud service's default review deadline.
+    pub review_deadline: Duration,
     pub shutdown: CancellationToken,
     running: Mutex<HashMap<Service, Running>>,
 }
@@ -63,6 +68,7 @@ impl TestApp {
             corebank_account::SCHEMA,
             corebank_transaction::SCHEMA,
             corebank_orchestrator::SCHEMA,
+            corebank_fraud::SCHEMA,
         ])
         .await;
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
@@ -73,14 +79,17 @@ impl TestApp {
             account: AccountServiceClient::new(lazy_channel(loopback)),
             transaction: TransactionServiceClient::new(lazy_channel(loopback)),
             sagas: SagaAdminServiceClient::new(lazy_channel(loopback)),
+            fraud: FraudServiceClient::new(lazy_channel(loopback)),
             customer_addr: loopback,
             account_addr: loopback,
             transaction_addr: loopback,
             orchestrator_addr: loopback,
+            fraud_addr: loopback,
             clock: ManualClock::new(Utc::now()),
             namespace: fresh_namespace(),
             requests,
             engine,
+            review_deadline: Duration::from_secs(24 * 3600),
             shutdown: CancellationToken::new(),
             running: Mutex::new(HashMap::new()),
         };
@@ -90,11 +99,13 @@ impl TestApp {
         app.customer_addr = app.start_at(Service::Customer, loopback).await;
         app.account_addr = app.start_at(Service::Account, loopback).await;
         app.transaction_addr = app.start_at(Service::Transaction, loopback).await;
+        app.fraud_addr = app.start_at(Service::Fraud, loopback).await;
         app.orchestrator_addr = app.start_at(Service::Orchestrator, loopback).await;
         app.customer = CustomerServiceClient::new(channel(app.customer_addr).await);
         app.account = AccountServiceClient::new(channel(app.account_addr).await);
         app.transaction = TransactionServiceClient::new(channel(app.transaction_addr).await);
         app.sagas = SagaAdminServiceClient::new(channel(app.orchestrator_addr).await);
+        app.fraud = FraudServiceClient::new(channel(app.fraud_addr).await);
         app
     }
 
@@ -104,6 +115,7 @@ impl TestApp {
             Service::Account => self.account_addr,
             Service::Transaction => self.transaction_addr,
             Service::Orchestrator => self.orchestrator_addr,
+            Service::Fraud => self.fraud_addr,
         }
     }
 
@@ -201,6 +213,24 @@ impl TestApp {
                 )
                 .await
                 .expect("build orchestrator");
+                (
+                    app.local_addr(),
+                    tokio::spawn(app.run_until_stopped(token.clone())),
+                )
+            }
+            Service::Fraud => {
+                let app = corebank_fraud::Application::build(
+                    corebank_fraud::Settings {
+                        pool: self.db.service_pool(&corebank_fraud::SCHEMA, 10).await,
+                        clock: shared,
+                        requests: self.requests.clone(),
+                        broker,
+                        review_deadline: self.review_deadline,
+                    },
+                    addr,
+                )
+                .await
+                .expect("build fraud service");
                 (
                     app.local_addr(),
                     tokio::spawn(app.run_until_stopped(token.clone())),

@@ -30,6 +30,7 @@ pub fn all_queue_specs() -> Vec<QueueSpec> {
         corebank_transaction::consumer::queue_spec(),
     ];
     specs.extend(corebank_orchestrator::queue_specs());
+    specs.extend(corebank_fraud::queue_specs());
     specs
 }
 

@@ -20,6 +20,7 @@ use corebank_platform::messaging::{
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
+use corebank_proto::v1::fraud_service_client::FraudServiceClient;
 use corebank_proto::v1::saga_admin_service_client::SagaAdminServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 use secrecy::SecretString;

@@ -214,6 +214,6 @@ pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
     }
 }
 
-pub(super) fn event_message<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
+pub(crate) fn event_message<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
     OutgoingMessage::event(routing_key, M::full_name(), event.encode_to_vec())
 }

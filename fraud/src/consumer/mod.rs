@@ -1,0 +1,457 @@
+//! The fraud service as a saga participant (AMQP ⇄ domain): it screens
+//! `ScreenTransactionCommand`s and keeps its local state from events.
+//!
+//! A screen applies at most once per command id: the decision row keeps the
+//! first reply, and a re-sent command gets it again (or, for a review that has
+//! been decided since, the final answer). APPROVE is a SUCCEEDED reply,
+//! DECLINE a REJECTED one with reason `FRAUD_DECLINED` and the rules that
+//! fired, REVIEW a WAITING one with the review's deadline; the final answer of
+//! a review follows under the same command id (see [`settle`]).
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use corebank_platform::clock::SharedClock;
+use corebank_platform::messaging::{
+    self, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+};
+use corebank_platform::time::{from_timestamp, to_timestamp};
+use corebank_proto::v1 as pb;
+use corebank_proto::wire;
+use prost::{Message, Name};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::domain::evaluate::{Evaluation, FiredRule, Outcome, evaluate};
+use crate::domain::features::TransactionKind;
+use crate::domain::rules::{Action, TimeoutAction};
+use crate::store::decisions::{self, AlertRow, DecisionRow};
+use crate::store::features::{self, Movement};
+use crate::store::reviews::{self, ReviewRow};
+use crate::store::{self, FraudStore, profiles};
+
+mod events;
+mod settle;
+
+pub use events::EventHandler;
+pub use settle::{Verdict, expire_reviews, final_reply, settle};
+
+/// Reason codes of the fraud service's refusals.
+pub mod reason {
+    /// The screen (or the review after it) declined the movement.
+    pub const FRAUD_DECLINED: &str = "FRAUD_DECLINED";
+    /// A command field did not parse: refused, never screened as clean.
+    pub const INVALID_COMMAND: &str = "INVALID_COMMAND";
+}
+
+/// Screen commands for this service.
+pub fn command_queue() -> QueueSpec {
+    QueueSpec::new(wire::queue::FRAUD_COMMANDS).bind(Exchange::Commands, wire::service::FRAUD)
+}
+
+/// The events features come from.
+pub fn event_queue() -> QueueSpec {
+    QueueSpec::new(wire::queue::FRAUD_EVENTS)
+        .bind(Exchange::Events, wire::event::ACCOUNT_OPENED)
+        .bind(Exchange::Events, wire::event::CUSTOMER_KYC_CHANGED)
+        .bind(Exchange::Events, "transaction.*.completed")
+        .bind(Exchange::Events, "transaction.*.failed")
+}
+
+/// Screens money movements.
+#[derive(Debug, Clone)]
+pub struct ScreenHandler {
+    clock: SharedClock,
+    review_deadline: Duration,
+}
+
+impl ScreenHandler {
+    pub fn new(clock: SharedClock, review_deadline: Duration) -> Self {
+        Self {
+            clock,
+            review_deadline,
+        }
+    }
+}
+
+impl Handler for ScreenHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        if message.message_type != pb::ScreenTransactionCommand::full_name() {
+            return Err(HandlerError::permanent(anyhow!(
+                "unknown command type {:?}",
+                message.message_type
+            )));
+        }
+        let command = pb::ScreenTransactionCommand::decode(message.payload.as_slice())
+            .map_err(HandlerError::malformed)?;
+        let saga_id = Uuid::parse_str(&command.saga_id).map_err(|_| {
+            HandlerError::malformed(anyhow!("saga_id {:?} is not a uuid", command.saga_id))
+        })?;
+        if command.command_id.is_empty() {
+            return Err(HandlerError::malformed(anyhow!("command_id is empty")));
+        }
+        let now = self.clock.now();
+        let reply = match decisions::by_command(tx, &command.command_id).await? {
+            Some(decision) => replay(tx, &decision).await?,
+            None => match movement(&command) {
+                Ok(movement) => {
+                    screen(
+                        tx,
+                        &command,
+                        saga_id,
+                        &movement,
+                        self.review_deadline,
+                        now,
+                        message,
+                    )
+                    .await?
+                }
+                Err(problem) => {
+                    tracing::warn!(command_id = %command.command_id, %problem, "screen command refused");
+                    rejected(
+                        &command.command_id,
+                        saga_id,
+                        reason::INVALID_COMMAND,
+                        problem,
+                    )
+                }
+            },
+        };
+        enqueue_reply(tx, reply, saga_id, Some(message)).await
+    }
+}
+
+/// The movement a command describes, or what is wrong with it.
+fn movement(command: &pb::ScreenTransactionCommand) -> Result<Movement, String> {
+    let transaction_id = Uuid::parse_str(&command.transaction_id)
+        .map_err(|_| format!("transaction_id {:?} is not a uuid", command.transaction_id))?;
+    let account = |text: &str, field: &str| -> Result<Option<Uuid>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Uuid::parse_str(text)
+            .map(Some)
+            .map_err(|_| format!("{field} {text:?} is not a uuid"))
+    };
+    let source_account_id = account(&command.source_account_id, "source_account_id")?;
+    let destination_account_id =
+        account(&command.destination_account_id, "destination_account_id")?;
+    let kind = match pb::TransactionKind::try_from(command.kind) {
+        Ok(pb::TransactionKind::Transfer) => TransactionKind::Transfer,
+        Ok(pb::TransactionKind::Deposit) => TransactionKind::Deposit,
+        Ok(pb::TransactionKind::Withdrawal) => TransactionKind::Withdrawal,
+        _ => return Err(format!("kind {} is not a movement", command.kind)),
+    };
+    let shape_ok = match kind {
+        TransactionKind::Transfer => {
+            source_account_id.is_some() && destination_account_id.is_some()
+        }
+        TransactionKind::Deposit => source_account_id.is_none() && destination_account_id.is_some(),
+        TransactionKind::Withdrawal => {
+            source_account_id.is_some() && destination_account_id.is_none()
+        }
+    };
+    if !shape_ok {
+        return Err(format!("a {} names the wrong accounts", kind.as_str()));
+    }
+    let money = command.amount.as_ref().ok_or("amount is missing")?;
+    let amount: Decimal = money
+        .amount
+        .parse()
+        .map_err(|_| format!("amount {:?} is not a decimal", money.amount))?;
+    if amount <= Decimal::ZERO || money.currency.len() != 3 {
+        return Err(format!(
+            "amount {} {} is not a positive amount",
+            money.amount, money.currency
+        ));
+    }
+    Ok(Movement {
+        transaction_id,
+        kind,
+        source_account_id,
+        destination_account_id,
+        amount,
+        currency: money.currency.clone(),
+    })
+}
+
+/// Records the movement, computes its features, evaluates the active rule
+/// set and stores the decision (with its review or alert) and its events.
+#[allow(clippy::too_many_arguments)]
+async fn screen(
+    tx: &mut PgConnection,
+    command: &pb::ScreenTransactionCommand,
+    saga_id: Uuid,
+    movement: &Movement,
+    default_deadline: Duration,
+    now: DateTime<Utc>,
+    cause: &IncomingMessage,
+) -> Result<pb::CommandReply, HandlerError> {
+    let started = std::time::Instant::now();
+    features::record(tx, movement, now).await?;
+    let rules = store::active_rule_set(tx).await?;
+    let snapshot = features::snapshot(tx, movement, &rules, now).await?;
+    let evaluation = evaluate(&rules, &snapshot);
+    let decision_id = Uuid::now_v7();
+    let deadline = now
+        + chrono::Duration::from_std(evaluation.review_deadline.unwrap_or(default_deadline))
+            .unwrap_or(chrono::Duration::hours(24));
+    let reply = first_reply(
+        &command.command_id,
+        saga_id,
+        &evaluation,
+        rules.version,
+        deadline,
+    );
+    let outcome = outcome_name(evaluation.outcome);
+    let decision = DecisionRow {
+        decision_id,
+        command_id: command.command_id.clone(),
+        transaction_id: movement.transaction_id,
+        saga_id,
+        outcome: outcome.to_owned(),
+        rule_set_version: rules.version,
+        features: Json(snapshot),
+        fired: Json(evaluation.fired.clone()),
+        reply: reply.encode_to_vec(),
+        source_account_id: movement.source_account_id,
+        destination_account_id: movement.destination_account_id,
+        created_at: now,
+    };
+    decisions::insert(tx, &decision).await?;
+    let fired_names: Vec<String> = evaluation
+        .fired
+        .iter()
+        .map(|rule| rule.rule_id.clone())
+        .collect();
+    let mut events = vec![event(
+        wire::event::FRAUD_DECISION_MADE,
+        &pb::FraudDecisionMadeEvent {
+            decision_id: decision_id.to_string(),
+            transaction_id: movement.transaction_id.to_string(),
+            outcome: outcome.to_owned(),
+            rule_set_version: rules.version,
+            fired_rules: fired_names,
+            source_account_id: text(movement.source_account_id),
+            destination_account_id: text(movement.destination_account_id),
+            amount: Some(pb::Money {
+                currency: movement.currency.clone(),
+                amount: movement.amount.normalize().to_string(),
+            }),
+        },
+    )];
+    if evaluation.outcome == Outcome::Review {
+        let review = ReviewRow {
+            review_id: Uuid::now_v7(),
+            decision_id,
+            transaction_id: movement.transaction_id,
+            saga_id,
+            command_id: command.command_id.clone(),
+            state: "open".to_owned(),
+            deadline,
+            timeout_action: match evaluation.timeout_action {
+                TimeoutAction::Approve => "approve",
+                TimeoutAction::Decline => "decline",
+            }
+            .to_owned(),
+            decided_by: None,
+            decision_reason: None,
+            automatic: false,
+            decided_at: None,
+            created_at: now,
+        };
+        reviews::insert(tx, &review).await?;
+        events.push(event(
+            wire::event::FRAUD_REVIEW_OPENED,
+            &pb::FraudReviewOpenedEvent {
+                review_id: review.review_id.to_string(),
+                transaction_id: movement.transaction_id.to_string(),
+                deadline: Some(to_timestamp(deadline)),
+                reasons: review_reasons(&evaluation.fired),
+            },
+        ));
+    }
+    if !evaluation.alerts.is_empty() {
+        let alert = AlertRow {
+            alert_id: Uuid::now_v7(),
+            decision_id,
+            transaction_id: movement.transaction_id,
+            account_id: movement
+                .source_account_id
+                .or(movement.destination_account_id),
+            rules: Json(evaluation.alerts.clone()),
+            created_at: now,
+        };
+        decisions::insert_alert(tx, &alert).await?;
+        events.push(event(
+            wire::event::FRAUD_ALERT_RAISED,
+            &pb::FraudAlertRaisedEvent {
+                alert_id: alert.alert_id.to_string(),
+                transaction_id: movement.transaction_id.to_string(),
+                account_id: text(alert.account_id),
+                rules: evaluation
+                    .alerts
+                    .iter()
+                    .map(|rule| rule.rule_id.clone())
+                    .collect(),
+            },
+        ));
+    }
+    for message in events {
+        messaging::enqueue(tx, message.with_correlation_id(saga_id).caused_by(cause)).await?;
+    }
+    metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("corebank_fraud_decisions_total", "outcome" => outcome).increment(1);
+    tracing::info!(
+        transaction_id = %movement.transaction_id,
+        outcome,
+        rule_set_version = rules.version,
+        fired = evaluation.fired.len(),
+        "movement screened"
+    );
+    Ok(reply)
+}
+
+/// The answer to a screen seen before: the final one once its review was
+/// decided, else the first one stored.
+async fn replay(
+    tx: &mut PgConnection,
+    decision: &DecisionRow,
+) -> Result<pb::CommandReply, HandlerError> {
+    if decision.outcome == "review"
+        && let Some(review) = reviews::by_decision(tx, decision.decision_id).await?
+        && review.state != "open"
+    {
+        return Ok(final_reply(&review));
+    }
+    pb::CommandReply::decode(decision.reply.as_slice())
+        .map_err(|error| HandlerError::permanent(anyhow!("stored reply does not decode: {error}")))
+}
+
+fn first_reply(
+    command_id: &str,
+    saga_id: Uuid,
+    evaluation: &Evaluation,
+    version: i64,
+    deadline: DateTime<Utc>,
+) -> pb::CommandReply {
+    match evaluation.outcome {
+        Outcome::Approve => pb::CommandReply {
+            command_id: command_id.to_owned(),
+            saga_id: saga_id.to_string(),
+            outcome: pb::CommandOutcome::Succeeded as i32,
+            detail: format!("approved under rule set {version}"),
+            ..Default::default()
+        },
+        Outcome::Decline => rejected(
+            command_id,
+            saga_id,
+            reason::FRAUD_DECLINED,
+            format!(
+                "declined under rule set {version}: {}",
+                describe(
+                    evaluation
+                        .fired
+                        .iter()
+                        .filter(|rule| rule.action == Action::Decline)
+                )
+            ),
+        ),
+        Outcome::Review => pb::CommandReply {
+            command_id: command_id.to_owned(),
+            saga_id: saga_id.to_string(),
+            outcome: pb::CommandOutcome::Waiting as i32,
+            detail: format!(
+                "held for review under rule set {version}: {}",
+                describe(
+                    evaluation
+                        .fired
+                        .iter()
+                        .filter(|rule| rule.action == Action::Review)
+                )
+            ),
+            wait_deadline: Some(to_timestamp(deadline)),
+            ..Default::default()
+        },
+    }
+}
+
+fn rejected(
+    command_id: &str,
+    saga_id: Uuid,
+    reason_code: &str,
+    detail: String,
+) -> pb::CommandReply {
+    pb::CommandReply {
+        command_id: command_id.to_owned(),
+        saga_id: saga_id.to_string(),
+        outcome: pb::CommandOutcome::Rejected as i32,
+        reason_code: reason_code.to_owned(),
+        detail,
+        ..Default::default()
+    }
+}
+
+/// `velocity-1h (5 > 4), watchlist (account:… )`.
+fn describe<'a>(rules: impl Iterator<Item = &'a FiredRule>) -> String {
+    rules
+        .map(|rule| format!("{} ({} > {})", rule.rule_id, rule.value, rule.threshold))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn review_reasons(fired: &[FiredRule]) -> Vec<String> {
+    fired
+        .iter()
+        .filter(|rule| rule.action == Action::Review)
+        .map(|rule| format!("{}: {} > {}", rule.rule_id, rule.value, rule.threshold))
+        .collect()
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Approve => "approve",
+        Outcome::Review => "review",
+        Outcome::Decline => "decline",
+    }
+}
+
+fn text(id: Option<Uuid>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
+}
+
+fn event<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
+    OutgoingMessage::event(routing_key, M::full_name(), event.encode_to_vec())
+}
+
+fn parse_uuid(text: &str, field: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(text)
+        .map_err(|_| HandlerError::malformed(anyhow!("{field} {text:?} is not a uuid")))
+}
+
+/// Puts `reply` in the outbox, to the orchestrator, for saga `saga_id`.
+async fn enqueue_reply(
+    conn: &mut PgConnection,
+    reply: pb::CommandReply,
+    saga_id: Uuid,
+    cause: Option<&IncomingMessage>,
+) -> Result<(), HandlerError> {
+    let mut message = OutgoingMessage::reply(
+        wire::service::ORCHESTRATOR,
+        pb::CommandReply::full_name(),
+        reply.encode_to_vec(),
+    )
+    .with_correlation_id(saga_id);
+    if let Some(cause) = cause {
+        message = message.caused_by(cause);
+    }
+    messaging::enqueue(conn, message).await?;
+    Ok(())
+}

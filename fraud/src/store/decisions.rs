@@ -1,0 +1,164 @@
+//! Decisions (one per screen command, never edited) and the alerts they raised.
+
+use chrono::{DateTime, Utc};
+use corebank_platform::ApiError;
+use corebank_platform::paging::Page;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::domain::evaluate::FiredRule;
+use crate::domain::features::FeatureSnapshot;
+
+/// A stored decision.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub decision_id: Uuid,
+    pub command_id: String,
+    pub transaction_id: Uuid,
+    pub saga_id: Uuid,
+    /// approve | review | decline
+    pub outcome: String,
+    pub rule_set_version: i64,
+    pub features: Json<FeatureSnapshot>,
+    pub fired: Json<Vec<FiredRule>>,
+    /// The encoded first reply.
+    pub reply: Vec<u8>,
+    pub source_account_id: Option<Uuid>,
+    pub destination_account_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "decision_id, command_id, transaction_id, saga_id, outcome, rule_set_version, \
+     features, fired, reply, source_account_id, destination_account_id, created_at";
+
+pub async fn insert(conn: &mut PgConnection, row: &DecisionRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into decision (decision_id, command_id, transaction_id, saga_id, outcome,
+                               rule_set_version, features, fired, reply,
+                               source_account_id, destination_account_id, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(row.decision_id)
+    .bind(&row.command_id)
+    .bind(row.transaction_id)
+    .bind(row.saga_id)
+    .bind(&row.outcome)
+    .bind(row.rule_set_version)
+    .bind(&row.features)
+    .bind(&row.fired)
+    .bind(&row.reply)
+    .bind(row.source_account_id)
+    .bind(row.destination_account_id)
+    .bind(row.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The decision a screen command made, if it was seen before.
+pub async fn by_command(
+    conn: &mut PgConnection,
+    command_id: &str,
+) -> Result<Option<DecisionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from decision where command_id = $1"
+    )))
+    .bind(command_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_transaction(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+) -> Result<Option<DecisionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from decision where transaction_id = $1"
+    )))
+    .bind(transaction_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_id(
+    conn: &mut PgConnection,
+    decision_id: Uuid,
+) -> Result<Option<DecisionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from decision where decision_id = $1"
+    )))
+    .bind(decision_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Decisions oldest first: for replaying them against their rule sets.
+pub async fn page(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<DecisionRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from decision where ($1::uuid is null or decision_id > $1)
+          order by decision_id limit $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertRow {
+    pub alert_id: Uuid,
+    pub decision_id: Uuid,
+    pub transaction_id: Uuid,
+    pub account_id: Option<Uuid>,
+    pub rules: Json<Vec<FiredRule>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_alert(conn: &mut PgConnection, row: &AlertRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into alert (alert_id, decision_id, transaction_id, account_id, rules, created_at)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(row.alert_id)
+    .bind(row.decision_id)
+    .bind(row.transaction_id)
+    .bind(row.account_id)
+    .bind(&row.rules)
+    .bind(row.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Alerts newest first, of one account or all.
+pub async fn list_alerts(
+    conn: &mut PgConnection,
+    account_id: Option<Uuid>,
+    page: &Page,
+) -> Result<Vec<AlertRow>, ApiError> {
+    let before = page
+        .after
+        .as_deref()
+        .map(Uuid::parse_str)
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid_field("page_token", "is not a token issued for this query")
+        })?;
+    let rows = sqlx::query_as(
+        "select alert_id, decision_id, transaction_id, account_id, rules, created_at from alert
+          where ($1::uuid is null or account_id = $1) and ($2::uuid is null or alert_id < $2)
+          order by alert_id desc limit $3",
+    )
+    .bind(account_id)
+    .bind(before)
+    .bind(page.fetch_limit())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}

@@ -1,0 +1,270 @@
+//! Computing a movement's features from local state. The movement itself is
+//! recorded first, in the same transaction, so it counts in its own windows
+//! and every movement screened before it (still in flight or completed)
+//! counts too; failed movements moved no money and count nowhere.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::anomaly;
+use crate::domain::features::{
+    FeatureSnapshot, StructuringBand, TransactionKind, account_hit, age, customer_hit,
+};
+use crate::domain::rules::RuleSet;
+
+use super::{profiles, watchlist};
+
+/// A movement as the screen command describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    pub transaction_id: Uuid,
+    pub kind: TransactionKind,
+    pub source_account_id: Option<Uuid>,
+    pub destination_account_id: Option<Uuid>,
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+impl Movement {
+    /// The account whose behaviour the velocity and anomaly features follow:
+    /// the source, or for a deposit the credited account.
+    fn subject(&self) -> Option<Uuid> {
+        self.source_account_id.or(self.destination_account_id)
+    }
+}
+
+/// Records `movement` (once: a repeat is a no-op) and serializes screens of
+/// the same subject account, so two at once both see each other.
+pub async fn record(
+    conn: &mut PgConnection,
+    movement: &Movement,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if let Some(subject) = movement.subject() {
+        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
+            .bind(subject)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(
+        "insert into movement (transaction_id, kind, source_account_id, destination_account_id,
+                               amount, currency, requested_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $7)
+         on conflict (transaction_id) do nothing",
+    )
+    .bind(movement.transaction_id)
+    .bind(movement.kind.as_str())
+    .bind(movement.source_account_id)
+    .bind(movement.destination_account_id)
+    .bind(movement.amount)
+    .bind(&movement.currency)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The features of a recorded `movement` at `now` under `rules`.
+pub async fn snapshot(
+    conn: &mut PgConnection,
+    movement: &Movement,
+    rules: &RuleSet,
+    now: DateTime<Utc>,
+) -> Result<FeatureSnapshot, sqlx::Error> {
+    let velocity = match movement.source_account_id {
+        Some(source) => source_velocity(conn, source, &movement.currency, now).await?,
+        None => Velocity::default(),
+    };
+    let distinct_sources_24h = match movement.destination_account_id {
+        Some(destination) => distinct_sources(conn, destination, now).await?,
+        None => 0,
+    };
+    let first_time_payee = match (movement.source_account_id, movement.destination_account_id) {
+        (Some(source), Some(destination)) => {
+            first_payee(conn, movement.transaction_id, source, destination).await?
+        }
+        _ => false,
+    };
+    let (history, anomaly_score) = match movement.source_account_id {
+        Some(source) => {
+            let history = history(conn, movement, source, rules.anomaly_history).await?;
+            let score = anomaly::score(movement.amount, &history);
+            (history.len(), score)
+        }
+        None => (0, None),
+    };
+    let structuring_count_24h = match (
+        movement.kind,
+        movement.destination_account_id,
+        rules.structuring_band(&movement.currency),
+    ) {
+        (TransactionKind::Deposit, Some(destination), Some(band)) => {
+            structuring(conn, destination, &movement.currency, band, now).await?
+        }
+        _ => 0,
+    };
+    let mut subjects: Vec<(&str, Uuid)> = Vec::new();
+    let mut customer_of_subject = None;
+    for account in [movement.source_account_id, movement.destination_account_id]
+        .into_iter()
+        .flatten()
+    {
+        subjects.push(("account", account));
+        if let Some((customer, opened_at)) = profiles::owner_of(conn, account).await? {
+            subjects.push(("customer", customer));
+            if Some(account) == movement.subject() {
+                customer_of_subject = Some((customer, opened_at));
+            }
+        }
+    }
+    let mut watchlist_hits: Vec<String> = watchlist::hits(conn, &subjects, now)
+        .await?
+        .into_iter()
+        .map(|(kind, id)| match kind.as_str() {
+            "customer" => customer_hit(id),
+            _ => account_hit(id),
+        })
+        .collect();
+    watchlist_hits.sort();
+    watchlist_hits.dedup();
+    let (account_age, kyc_age) = match customer_of_subject {
+        Some((customer, opened_at)) => {
+            let verified = profiles::verified_at(conn, customer).await?;
+            (Some(age(opened_at, now)), verified.map(|at| age(at, now)))
+        }
+        None => (None, None),
+    };
+    Ok(FeatureSnapshot {
+        count_1h: velocity.count_1h,
+        count_24h: velocity.count_24h,
+        count_7d: velocity.count_7d,
+        sum_1h: velocity.sum_1h,
+        sum_24h: velocity.sum_24h,
+        sum_7d: velocity.sum_7d,
+        distinct_sources_24h,
+        first_time_payee,
+        account_age,
+        kyc_age,
+        anomaly_score,
+        history_size: u32::try_from(history).unwrap_or(u32::MAX),
+        watchlist_hits,
+        structuring_count_24h,
+        amount: movement.amount,
+        currency: movement.currency.clone(),
+        kind: movement.kind,
+    })
+}
+
+#[derive(Debug, Default, sqlx::FromRow)]
+struct Velocity {
+    count_1h: i64,
+    count_24h: i64,
+    count_7d: i64,
+    sum_1h: Decimal,
+    sum_24h: Decimal,
+    sum_7d: Decimal,
+}
+
+async fn source_velocity(
+    conn: &mut PgConnection,
+    source: Uuid,
+    currency: &str,
+    now: DateTime<Utc>,
+) -> Result<Velocity, sqlx::Error> {
+    sqlx::query_as(
+        "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
+                count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
+                count(*) as count_7d,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
+                coalesce(sum(amount), 0) as sum_7d
+           from movement
+          where source_account_id = $1 and currency = $2 and status <> 'failed'
+            and requested_at > $3 - interval '7 days' and requested_at <= $3",
+    )
+    .bind(source)
+    .bind(currency)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+async fn distinct_sources(
+    conn: &mut PgConnection,
+    destination: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(distinct source_account_id) from movement
+          where destination_account_id = $1 and source_account_id is not null
+            and status <> 'failed' and requested_at > $2 - interval '24 hours' and requested_at <= $2",
+    )
+    .bind(destination)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+async fn first_payee(
+    conn: &mut PgConnection,
+    transaction_id: Uuid,
+    source: Uuid,
+    destination: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select not exists (select 1 from movement
+          where source_account_id = $1 and destination_account_id = $2
+            and transaction_id <> $3 and status <> 'failed')",
+    )
+    .bind(source)
+    .bind(destination)
+    .bind(transaction_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// The source's last `limit` amounts before this movement, in its currency.
+async fn history(
+    conn: &mut PgConnection,
+    movement: &Movement,
+    source: Uuid,
+    limit: u32,
+) -> Result<Vec<Decimal>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select amount from movement
+          where source_account_id = $1 and currency = $2 and transaction_id <> $3
+            and status <> 'failed'
+          order by requested_at desc, transaction_id desc
+          limit $4",
+    )
+    .bind(source)
+    .bind(&movement.currency)
+    .bind(movement.transaction_id)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+}
+
+async fn structuring(
+    conn: &mut PgConnection,
+    destination: Uuid,
+    currency: &str,
+    band: StructuringBand,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from movement
+          where destination_account_id = $1 and kind = 'deposit' and currency = $2
+            and status <> 'failed' and amount >= $3 and amount < $4
+            and requested_at > $5 - interval '24 hours' and requested_at <= $5",
+    )
+    .bind(destination)
+    .bind(currency)
+    .bind(band.lower())
+    .bind(band.threshold)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
