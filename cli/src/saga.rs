@@ -38,6 +38,9 @@ enum SagaAction {
         /// Only sagas flagged for an operator.
         #[arg(long)]
         attention: bool,
+        /// Only sagas parked at a step that answered "wait" (a fraud review).
+        #[arg(long)]
+        parked: bool,
         #[arg(long, default_value_t = 50)]
         page_size: i32,
         #[arg(long, default_value = "")]
@@ -80,6 +83,7 @@ pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
             saga_type,
             older_than,
             attention,
+            parked,
             page_size,
             page_token,
         } => {
@@ -98,6 +102,7 @@ pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
                 saga_type,
                 min_age: older_than.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
                 requires_attention_only: attention,
+                parked_only: parked,
             };
             print(&client.list_sagas(request).await?.into_inner(), json)
         }

@@ -10,7 +10,7 @@ use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use sqlx::PgConnection;
 
-use crate::domain::EngineConfig;
+use crate::domain::{EngineConfig, Refusal};
 use crate::messages::{decode_reply, decode_requested};
 use crate::{runtime, store};
 
@@ -99,8 +99,12 @@ impl Handler for ReplyHandler {
             Some(message.message_id),
         )
         .await?;
-        if let Err(refusal) = applied {
-            tracing::debug!(%saga_id, %refusal, "reply ignored");
+        match applied {
+            Err(refusal @ Refusal::MayNotWait { .. }) => {
+                tracing::warn!(%saga_id, %refusal, "waiting reply from a step that may not wait, ignored");
+            }
+            Err(refusal) => tracing::debug!(%saga_id, %refusal, "reply ignored"),
+            Ok(_) => {}
         }
         Ok(())
     }

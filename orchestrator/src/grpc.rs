@@ -168,6 +168,7 @@ fn to_proto(saga: &Saga, history: &[LogRecord]) -> pb::Saga {
         create_time: Some(to_timestamp(saga.created_at)),
         update_time: Some(to_timestamp(saga.updated_at)),
         history: history.iter().map(log_to_proto).collect(),
+        parked_until: saga.parked_until.map(to_timestamp),
     }
 }
 
@@ -222,11 +223,12 @@ impl SagaAdminService for SagaAdminApi {
         violations.into_result()?;
         let state = state.flatten();
         let filter_key = format!(
-            "state={};type={};min_age_ms={};attention={}",
+            "state={};type={};min_age_ms={};attention={};parked={}",
             state.map(SagaState::as_str).unwrap_or("any"),
             saga_type.map(SagaType::as_str).unwrap_or("any"),
             min_age.map(|age| age.num_milliseconds()).unwrap_or(0),
-            request.requires_attention_only
+            request.requires_attention_only,
+            request.parked_only
         );
         let page = Page::parse(request.page_size, &request.page_token, &filter_key)?;
         let filter = SagaFilter {
@@ -234,6 +236,7 @@ impl SagaAdminService for SagaAdminApi {
             saga_type,
             created_before: min_age.and_then(|age| self.clock.now().checked_sub_signed(age)),
             requires_attention_only: request.requires_attention_only,
+            parked_only: request.parked_only,
         };
         let mut sagas = self.store.list(&filter, &page).await?;
         let next_page_token = page.finish(&mut sagas, |saga| saga.saga_id.to_string(), &filter_key);

@@ -1,7 +1,8 @@
 //! corebank-orchestrator: runs every money movement as a saga. A saga type is
 //! a declared list of steps (a command to a participant over RabbitMQ, its
 //! compensation, the pivot); a generic engine drives them with timeouts,
-//! retries with backoff and full jitter, and compensation, keeping all state
+//! retries with backoff and full jitter, compensation, and parking at a step
+//! that answers "wait" (a fraud review), keeping all state
 //! in PostgreSQL so any replica can resume any saga. Operators list, inspect,
 //! retry and abort sagas through `corebank.v1.SagaAdminService`.
 
@@ -95,6 +96,14 @@ pub struct OrchestratorArgs {
         default_value_t = 200
     )]
     pub timer_tick_ms: u64,
+    /// How long past a parked step's deadline (a fraud review's) the saga
+    /// still waits for the final answer before compensating, in milliseconds.
+    #[arg(
+        long = "saga-wait-grace-ms",
+        env = "COREBANK_SAGA_WAIT_GRACE_MS",
+        default_value_t = 300_000
+    )]
+    pub wait_grace_ms: u64,
 }
 
 impl OrchestratorArgs {
@@ -106,6 +115,7 @@ impl OrchestratorArgs {
             backoff_cap: Duration::from_millis(self.backoff_cap_ms.max(self.backoff_base_ms)),
             max_attempts: self.max_attempts,
             tick: Duration::from_millis(self.timer_tick_ms.max(1)),
+            wait_grace: Duration::from_millis(self.wait_grace_ms),
             ..EngineConfig::default()
         }
     }
@@ -245,6 +255,15 @@ mod tests {
             Duration::from_millis(300)
         );
         assert_eq!(fast.orchestrator.engine().max_attempts, 2);
+        assert_eq!(
+            cli.orchestrator.engine().wait_grace,
+            Duration::from_secs(300)
+        );
+        let graceful = Cli::parse_from(["corebank", "--saga-wait-grace-ms", "1500"]);
+        assert_eq!(
+            graceful.orchestrator.engine().wait_grace,
+            Duration::from_millis(1500)
+        );
         assert!(Cli::try_parse_from(["corebank", "--saga-max-attempts", "0"]).is_err());
     }
 

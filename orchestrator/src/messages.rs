@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use corebank_platform::messaging::OutgoingMessage;
 use corebank_platform::money::Currency;
+use corebank_platform::time::{from_timestamp, to_timestamp};
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::Message;
@@ -90,6 +91,34 @@ pub fn command_message(
             reason_code: reason_code.clone(),
             detail: detail.clone(),
         }),
+        Command::ScreenTransaction {
+            kind,
+            source_account_id,
+            destination_account_id,
+            amount,
+            currency,
+            requested_at,
+        } => encode(pb::ScreenTransactionCommand {
+            command_id,
+            saga_id,
+            transaction_id,
+            kind: kind_to_proto(*kind) as i32,
+            source_account_id: source_account_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            destination_account_id: destination_account_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            amount: Some(money(*amount, currency)),
+            requested_at: Some(to_timestamp(*requested_at)),
+        }),
+        Command::MarkReview { step, deadline } => encode(pb::MarkReviewCommand {
+            command_id,
+            saga_id,
+            transaction_id,
+            step: (*step).to_owned(),
+            deadline: Some(to_timestamp(*deadline)),
+        }),
     };
     let message = OutgoingMessage::command(command.participant, message_type, payload)
         .with_correlation_id(saga.saga_id)
@@ -100,6 +129,14 @@ pub fn command_message(
     match causation_id {
         Some(causation_id) => message.with_causation_id(causation_id),
         None => message,
+    }
+}
+
+fn kind_to_proto(kind: SagaType) -> pb::TransactionKind {
+    match kind {
+        SagaType::Transfer => pb::TransactionKind::Transfer,
+        SagaType::Deposit => pb::TransactionKind::Deposit,
+        SagaType::Withdrawal => pb::TransactionKind::Withdrawal,
     }
 }
 
@@ -148,7 +185,18 @@ pub fn decode_reply(payload: &[u8]) -> Result<(Uuid, Event), Undecodable> {
             reason_code: reply.reason_code,
             detail: reply.detail,
         },
-        _ => return Err(invalid("outcome", "must be SUCCEEDED or REJECTED")),
+        Ok(pb::CommandOutcome::Waiting) => {
+            // A wait without a deadline could park a saga forever: refuse it.
+            let deadline = reply
+                .wait_deadline
+                .as_ref()
+                .ok_or_else(|| invalid("wait_deadline", "is required with WAITING"))?;
+            ReplyOutcome::Waiting {
+                deadline: from_timestamp(deadline)
+                    .ok_or_else(|| invalid("wait_deadline", "is out of range"))?,
+            }
+        }
+        _ => return Err(invalid("outcome", "must be SUCCEEDED, REJECTED or WAITING")),
     };
     Ok((
         saga_id,
@@ -274,6 +322,70 @@ mod tests {
         assert!(
             decode_requested(&requested(pb::TransactionKind::Withdrawal, &account, "")).is_ok()
         );
+    }
+
+    #[test]
+    fn a_waiting_reply_decodes_with_its_deadline_and_is_undecodable_without_one() {
+        let deadline = DateTime::from_timestamp(1_700_000_600, 0).expect("valid time");
+        let mut reply = pb::CommandReply {
+            saga_id: Uuid::now_v7().to_string(),
+            command_id: "s:screen:forward".to_owned(),
+            outcome: pb::CommandOutcome::Waiting as i32,
+            wait_deadline: Some(to_timestamp(deadline)),
+            ..Default::default()
+        };
+        let (_, event) = decode_reply(&reply.encode_to_vec()).expect("decodes");
+        assert_eq!(
+            event,
+            Event::Reply {
+                command_id: "s:screen:forward".to_owned(),
+                outcome: ReplyOutcome::Waiting { deadline }
+            }
+        );
+        reply.wait_deadline = None;
+        assert!(decode_reply(&reply.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_screen_command_carries_the_kind_the_accounts_and_the_requested_time() {
+        let requested_at = DateTime::from_timestamp(1_700_000_000, 0).expect("valid time");
+        let data = SagaData {
+            source_account_id: None,
+            destination_account_id: Some(Uuid::now_v7()),
+            amount: Decimal::new(1000, 2),
+            currency: "USD".to_owned(),
+            hold_id: None,
+            journal_id: None,
+        };
+        let saga = crate::domain::Engine::new(
+            SagaType::Deposit.definition(),
+            &crate::domain::EngineConfig::default(),
+        )
+        .start(Uuid::now_v7(), Uuid::now_v7(), data.clone(), requested_at)
+        .saga;
+        let command = OutgoingCommand {
+            step: "screen",
+            direction: wire::Direction::Forward,
+            participant: wire::service::FRAUD,
+            command_id: "c".to_owned(),
+            command: Command::ScreenTransaction {
+                kind: SagaType::Deposit,
+                source_account_id: None,
+                destination_account_id: data.destination_account_id,
+                amount: data.amount,
+                currency: data.currency.clone(),
+                requested_at,
+            },
+            attempt: 1,
+        };
+        let message = command_message(&saga, &command, requested_at, None);
+        assert_eq!(message.routing_key, "fraud");
+        let screen =
+            pb::ScreenTransactionCommand::decode(message.payload.as_slice()).expect("decodes");
+        assert_eq!(screen.kind, pb::TransactionKind::Deposit as i32);
+        assert_eq!(screen.source_account_id, "");
+        assert_eq!(screen.amount.map(|m| m.amount).as_deref(), Some("10.00"));
+        assert_eq!(screen.requested_at, Some(to_timestamp(requested_at)));
     }
 
     #[test]

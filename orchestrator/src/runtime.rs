@@ -105,6 +105,14 @@ fn observe(before: &Saga, transition: &Transition, is_reply: bool, now: DateTime
                 tracing::info!(saga_id = %after.saga_id, step = log.step, attempt = log.attempt, "saga step timed out, re-sent");
             }
         }
+        LogEvent::Parked => {
+            metrics::counter!("corebank_saga_parked_total", "saga_type" => saga_type, "step" => log.step).increment(1);
+            tracing::info!(saga_id = %after.saga_id, step = log.step, detail = %log.detail, "saga parked");
+        }
+        LogEvent::WaitExpired => {
+            metrics::counter!("corebank_saga_wait_expired_total", "saga_type" => saga_type, "step" => log.step).increment(1);
+            tracing::warn!(saga_id = %after.saga_id, step = log.step, detail = %log.detail, "parked saga's wait expired, compensating");
+        }
         LogEvent::Rejected if after.requires_attention => {
             tracing::warn!(saga_id = %after.saga_id, step = log.step, detail = %log.detail, "a step that cannot be refused was, requires attention");
         }

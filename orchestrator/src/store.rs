@@ -28,6 +28,8 @@ pub struct SagaFilter {
     /// Only sagas created at or before this time.
     pub created_before: Option<DateTime<Utc>>,
     pub requires_attention_only: bool,
+    /// Only sagas parked at a step that answered WAITING.
+    pub parked_only: bool,
 }
 
 /// One row of a saga's step log, as read back.
@@ -58,6 +60,7 @@ struct SagaRow {
     next_attempt_at: Option<DateTime<Utc>>,
     step_started_at: DateTime<Utc>,
     requires_attention: bool,
+    parked_until: Option<DateTime<Utc>>,
     data: sqlx::types::Json<crate::domain::SagaData>,
     failure_reason: Option<String>,
     failure_detail: Option<String>,
@@ -66,7 +69,7 @@ struct SagaRow {
 }
 
 const SAGA_COLUMNS: &str = "saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
-    next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail, created_at, updated_at";
+    next_attempt_at, step_started_at, requires_attention, parked_until, data, failure_reason, failure_detail, created_at, updated_at";
 
 fn corrupt(what: String) -> sqlx::Error {
     sqlx::Error::Decode(what.into())
@@ -113,6 +116,7 @@ impl TryFrom<SagaRow> for Saga {
             next_attempt_at: row.next_attempt_at,
             step_started_at: row.step_started_at,
             requires_attention: row.requires_attention,
+            parked_until: row.parked_until,
             data: row.data.0,
             failure: row.failure_reason.map(|reason_code| Failure {
                 reason_code,
@@ -171,6 +175,7 @@ impl SagaStore {
                and ($3::timestamptz is null or created_at <= $3)
                and (not $4 or requires_attention)
                and ($5::uuid is null or saga_id > $5)
+               and (not $7 or parked_until is not null)
              order by saga_id limit $6"
         )))
         .bind(filter.state.map(SagaState::as_str))
@@ -179,6 +184,7 @@ impl SagaStore {
         .bind(filter.requires_attention_only)
         .bind(after)
         .bind(page.fetch_limit())
+        .bind(filter.parked_only)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -236,8 +242,8 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<bool, sqlx::
     let inserted = sqlx::query(
         "insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
                            next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
-                           created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                           created_at, updated_at, parked_until)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          on conflict (transaction_id) do nothing",
     )
     .bind(saga.saga_id)
@@ -256,6 +262,7 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<bool, sqlx::
     .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
     .bind(saga.created_at)
     .bind(saga.updated_at)
+    .bind(saga.parked_until)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -269,7 +276,7 @@ pub async fn update(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     sqlx::query(
         "update saga set state = $2, current_step = $3, direction = $4, compensated = $5, attempt = $6,
                          next_attempt_at = $7, step_started_at = $8, requires_attention = $9, data = $10,
-                         failure_reason = $11, failure_detail = $12, updated_at = $13
+                         failure_reason = $11, failure_detail = $12, updated_at = $13, parked_until = $14
          where saga_id = $1",
     )
     .bind(saga.saga_id)
@@ -285,6 +292,7 @@ pub async fn update(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
     .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
     .bind(saga.updated_at)
+    .bind(saga.parked_until)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -10,6 +10,7 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
     self, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec,
 };
+use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::Message;
@@ -33,7 +34,8 @@ struct Command {
     saga_id: Uuid,
     transaction_id: Uuid,
     outcome: Outcome,
-    /// MarkProcessing is fire-and-forget; the terminal commands are answered.
+    /// MarkProcessing and MarkReview are fire-and-forget; the terminal
+    /// commands are answered.
     expects_reply: bool,
 }
 
@@ -48,6 +50,18 @@ impl Command {
                 (
                     (command.command_id, command.saga_id, command.transaction_id),
                     Outcome::Processing,
+                    false,
+                )
+            } else if kind == wire::message_type::<pb::MarkReviewCommand>() {
+                let command =
+                    pb::MarkReviewCommand::decode(payload).map_err(HandlerError::malformed)?;
+                let outcome = Outcome::Review {
+                    step: command.step,
+                    deadline: command.deadline.as_ref().and_then(from_timestamp),
+                };
+                (
+                    (command.command_id, command.saga_id, command.transaction_id),
+                    outcome,
                     false,
                 )
             } else if kind == wire::message_type::<pb::CompleteTransactionCommand>() {
@@ -162,7 +176,9 @@ impl CommandHandler {
                 let updated =
                     store::apply(tx, &current, &command.outcome, &command.command_id, now).await?;
                 let event = match command.outcome {
-                    Outcome::Processing => None,
+                    // Intermediate statuses are history rows only; events
+                    // announce how a movement ended.
+                    Outcome::Processing | Outcome::Review { .. } => None,
                     Outcome::Completed { .. } => Some(messages::completed_event(
                         &updated,
                         command.saga_id,
@@ -272,6 +288,32 @@ mod tests {
             Outcome::Failed {
                 reason_code: "INSUFFICIENT_FUNDS".to_owned(),
                 detail: "balance too low".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_mark_review_decodes_to_review_with_no_reply_expected() {
+        let (saga, transaction) = (Uuid::now_v7(), Uuid::now_v7());
+        let deadline = DateTime::from_timestamp(1_700_000_600, 0).expect("valid time");
+        let payload = pb::MarkReviewCommand {
+            command_id: format!("{saga}:mark_review:forward"),
+            saga_id: saga.to_string(),
+            transaction_id: transaction.to_string(),
+            step: "screen".to_owned(),
+            deadline: Some(corebank_platform::time::to_timestamp(deadline)),
+        };
+        let command = Command::decode(&incoming(
+            wire::message_type::<pb::MarkReviewCommand>(),
+            payload.encode_to_vec(),
+        ))
+        .unwrap();
+        assert!(!command.expects_reply);
+        assert_eq!(
+            command.outcome,
+            Outcome::Review {
+                step: "screen".to_owned(),
+                deadline: Some(deadline)
             }
         );
     }

@@ -2,8 +2,8 @@
 //!
 //! A transaction is created PENDING; the saga moves it to PROCESSING, then to
 //! exactly one terminal status, COMPLETED or FAILED, which never changes again.
-//! REVIEW (held for a fraud analyst) sits between PROCESSING and the terminal
-//! statuses; nothing enters it yet.
+//! REVIEW (the saga is parked at a step awaiting a final answer, such as a
+//! fraud analyst's) sits between PROCESSING and the terminal statuses.
 
 use std::time::Duration;
 
@@ -173,14 +173,25 @@ impl Transaction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Processing,
-    Completed { journal_id: String },
-    Failed { reason_code: String, detail: String },
+    /// The saga's `step` waits for its final answer until `deadline`.
+    Review {
+        step: String,
+        deadline: Option<DateTime<Utc>>,
+    },
+    Completed {
+        journal_id: String,
+    },
+    Failed {
+        reason_code: String,
+        detail: String,
+    },
 }
 
 impl Outcome {
     pub fn status(&self) -> TransactionStatus {
         match self {
             Self::Processing => TransactionStatus::Processing,
+            Self::Review { .. } => TransactionStatus::Review,
             Self::Completed { .. } => TransactionStatus::Completed,
             Self::Failed { .. } => TransactionStatus::Failed,
         }
@@ -379,6 +390,22 @@ mod tests {
         assert_eq!(Processing.transition(Failed), Ok(Move::Changed));
         assert_eq!(Processing.transition(Review), Ok(Move::Changed));
         assert_eq!(Review.transition(Completed), Ok(Move::Changed));
+    }
+
+    #[test]
+    fn a_review_is_entered_from_pending_or_processing_once_and_ends_either_way() {
+        assert_eq!(Pending.transition(Review), Ok(Move::Changed));
+        assert_eq!(Processing.transition(Review), Ok(Move::Changed));
+        assert_eq!(Review.transition(Review), Ok(Move::Unchanged));
+        assert_eq!(Review.transition(Failed), Ok(Move::Changed));
+        assert_eq!(Review.transition(Completed), Ok(Move::Changed));
+    }
+
+    #[test]
+    fn a_late_mark_review_leaves_a_terminal_transaction_alone() {
+        for from in [Completed, Failed] {
+            assert_eq!(from.transition(Review), Ok(Move::Unchanged), "{from:?}");
+        }
     }
 
     #[test]

@@ -370,12 +370,24 @@ pub async fn apply(
     now: DateTime<Utc>,
 ) -> Result<Transaction, sqlx::Error> {
     let (failure_reason, failure_detail, journal_id) = match outcome {
-        Outcome::Processing => ("", "", ""),
+        Outcome::Processing | Outcome::Review { .. } => ("", "", ""),
         Outcome::Completed { journal_id } => ("", "", journal_id.as_str()),
         Outcome::Failed {
             reason_code,
             detail,
         } => (reason_code.as_str(), detail.as_str(), ""),
+    };
+    // The history row says what a review waits for; the transaction's own
+    // failure fields stay empty.
+    let history_detail = match outcome {
+        Outcome::Review { step, deadline } => match deadline {
+            Some(deadline) => format!(
+                "{step} awaits a final answer until {}",
+                deadline.to_rfc3339()
+            ),
+            None => format!("{step} awaits a final answer"),
+        },
+        _ => failure_detail.to_owned(),
     };
     let to = outcome.status();
     sqlx::query(
@@ -404,7 +416,7 @@ pub async fn apply(
     .bind(current.status.as_str())
     .bind(to.as_str())
     .bind(failure_reason)
-    .bind(failure_detail)
+    .bind(&history_detail)
     .bind(command_id)
     .bind(now)
     .bind(STATUS_CHANNEL)

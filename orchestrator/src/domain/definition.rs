@@ -1,11 +1,11 @@
 //! Saga types as data: each is a declared list of steps (a command to a
-//! participant, its optional compensation, whether it is the pivot) plus one
-//! finish step per outcome. The engine in [`super::engine`] runs any of them.
+//! participant, its optional compensation, whether it is the pivot, whether
+//! it may answer "wait") plus one finish step per outcome. The engine in
+//! [`super::engine`] runs any of them; [`super::sagas`] declares corebank's.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use corebank_proto::wire::{self, Direction};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,6 +16,10 @@ pub const ANNOUNCE_STEP: &str = "mark_processing";
 pub const COMPLETE_STEP: &str = "complete";
 /// Step name of the failure finish.
 pub const FAIL_STEP: &str = "fail";
+/// Step name of the fraud screening step.
+pub const SCREEN_STEP: &str = "screen";
+/// Name of the fire-and-forget notice sent when the screen step parks.
+pub const MARK_REVIEW_NOTICE: &str = "mark_review";
 
 /// The kinds of money movement the orchestrator runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,15 +42,6 @@ impl SagaType {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-
-    /// The declared steps of this saga type.
-    pub fn definition(self) -> &'static SagaDefinition {
-        match self {
-            Self::Transfer => &TRANSFER,
-            Self::Deposit => &DEPOSIT,
-            Self::Withdrawal => &WITHDRAWAL,
-        }
     }
 }
 
@@ -85,6 +80,13 @@ pub mod reason {
     pub const ABORTED: &str = "ABORTED";
     /// A participant refused without saying why.
     pub const REJECTED: &str = "REJECTED";
+    /// A parked step's final answer never came, even after the grace period;
+    /// the default of [`StepDef::wait_expired_reason`](super::StepDef).
+    pub const WAIT_EXPIRED: &str = "WAIT_EXPIRED";
+    /// A fraud review was not decided by its deadline (plus grace).
+    pub const REVIEW_EXPIRED: &str = "REVIEW_EXPIRED";
+    /// The fraud service never answered: fail closed, no money moves unscreened.
+    pub const SCREENING_UNAVAILABLE: &str = "SCREENING_UNAVAILABLE";
 }
 
 /// A command the orchestrator sends, without its envelope: the adapter adds
@@ -119,19 +121,49 @@ pub enum Command {
         reason_code: String,
         detail: String,
     },
+    /// Asks the fraud service to screen the movement before money moves.
+    ScreenTransaction {
+        kind: SagaType,
+        source_account_id: Option<Uuid>,
+        destination_account_id: Option<Uuid>,
+        amount: Decimal,
+        currency: String,
+        requested_at: DateTime<Utc>,
+    },
+    /// Tells the transaction service that `step` waits for a final answer
+    /// until `deadline` (the transaction shows REVIEW). Fire-and-forget.
+    MarkReview {
+        step: &'static str,
+        deadline: DateTime<Utc>,
+    },
 }
 
 /// What a command builder sees.
 #[derive(Debug, Clone, Copy)]
 pub struct StepInput<'a> {
+    pub kind: SagaType,
     pub saga_id: Uuid,
     pub transaction_id: Uuid,
     pub data: &'a SagaData,
     pub failure: Option<&'a Failure>,
+    /// When the movement was requested: the saga's creation.
+    pub requested_at: DateTime<Utc>,
+    /// The deadline of the step's wait, while the saga is parked.
+    pub parked_until: Option<DateTime<Utc>>,
 }
 
 /// Builds a step's command from the saga.
 pub type BuildCommand = fn(&StepInput<'_>) -> Command;
+
+/// A fire-and-forget command sent on the side of a step (no reply awaited):
+/// its own name keeps its command id apart from the step's, and its own
+/// participant lets it go to another service than the step's.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub name: &'static str,
+    pub participant: &'static str,
+    pub build: BuildCommand,
+}
 
 /// One step of a saga type.
 #[derive(Debug, Clone)]
@@ -150,6 +182,17 @@ pub struct StepDef {
     pub pivot: bool,
     pub forward: BuildCommand,
     pub compensation: Option<BuildCommand>,
+    /// Whether the participant may answer WAITING: the saga then parks at
+    /// this step until its final reply. Only steps before the pivot may.
+    pub may_wait: bool,
+    /// The failure reason when a parked step's final reply never comes
+    /// (deadline plus the engine's grace).
+    pub wait_expired_reason: &'static str,
+    /// The failure reason when the step runs out of attempts before the
+    /// pivot; `None` gives [`reason::TIMED_OUT`].
+    pub exhausted_reason: Option<&'static str>,
+    /// Sent once when the step parks, so others can show the wait.
+    pub on_wait: Option<Notice>,
 }
 
 impl StepDef {
@@ -163,7 +206,26 @@ impl StepDef {
             pivot: false,
             forward,
             compensation: None,
+            may_wait: false,
+            wait_expired_reason: reason::WAIT_EXPIRED,
+            exhausted_reason: None,
+            on_wait: None,
         }
+    }
+
+    /// Lets the participant answer WAITING; `expired_reason` fails the saga
+    /// when the final reply never comes, `on_wait` announces the wait.
+    pub fn may_wait(mut self, expired_reason: &'static str, on_wait: Option<Notice>) -> Self {
+        self.may_wait = true;
+        self.wait_expired_reason = expired_reason;
+        self.on_wait = on_wait;
+        self
+    }
+
+    /// The failure reason when the step runs out of attempts.
+    pub fn exhausted_with(mut self, reason_code: &'static str) -> Self {
+        self.exhausted_reason = Some(reason_code);
+        self
     }
 
     pub fn compensated_by(mut self, compensation: BuildCommand) -> Self {
@@ -191,8 +253,9 @@ pub struct SagaDefinition {
 }
 
 impl SagaDefinition {
-    /// A definition, checked: at least one step, at most one pivot, unique
-    /// step names distinct from the finishes.
+    /// A definition, checked: at least one step, at most one pivot, only
+    /// steps before the pivot may wait (a wait can end in compensation),
+    /// unique step and notice names distinct from the finishes.
     pub fn new(
         saga_type: SagaType,
         steps: Vec<StepDef>,
@@ -205,9 +268,23 @@ impl SagaDefinition {
             steps.iter().filter(|step| step.pivot).count() <= 1,
             "a saga has at most one pivot"
         );
+        let pivot = steps.iter().position(|step| step.pivot);
+        assert!(
+            steps
+                .iter()
+                .enumerate()
+                .all(|(index, step)| !step.may_wait || pivot.is_none_or(|pivot| index < pivot)),
+            "only steps before the pivot may wait"
+        );
         let mut names: Vec<&str> = steps.iter().map(|step| step.name).collect();
         names.extend([on_success.name, on_failure.name]);
         names.extend(announce.iter().map(|step| step.name));
+        names.extend(
+            steps
+                .iter()
+                .filter_map(|step| step.on_wait.as_ref())
+                .map(|notice| notice.name),
+        );
         let count = names.len();
         names.sort_unstable();
         names.dedup();
@@ -234,225 +311,5 @@ impl SagaDefinition {
 
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
-    }
-}
-
-fn source(input: &StepInput<'_>) -> Uuid {
-    input.data.source_account_id.unwrap_or_default()
-}
-
-fn reserve_command_id(input: &StepInput<'_>) -> String {
-    wire::command_id(input.saga_id, RESERVE, Direction::Forward)
-}
-
-const RESERVE: &str = "reserve";
-
-fn reserve() -> StepDef {
-    StepDef::new(RESERVE, wire::service::ACCOUNT, |input| {
-        Command::ReserveFunds {
-            account_id: source(input),
-            amount: input.data.amount,
-            currency: input.data.currency.clone(),
-        }
-    })
-    .compensated_by(|input| Command::ReleaseFunds {
-        account_id: source(input),
-        reserve_command_id: reserve_command_id(input),
-    })
-}
-
-fn post() -> StepDef {
-    StepDef::new("post", wire::service::ACCOUNT, |input| {
-        Command::PostTransfer {
-            source_account_id: source(input),
-            destination_account_id: input.data.destination_account_id,
-            reserve_command_id: reserve_command_id(input),
-        }
-    })
-    .pivot()
-}
-
-fn announce() -> Option<StepDef> {
-    Some(StepDef::new(
-        ANNOUNCE_STEP,
-        wire::service::TRANSACTION,
-        |_| Command::MarkProcessing,
-    ))
-}
-
-fn complete() -> StepDef {
-    StepDef::new(COMPLETE_STEP, wire::service::TRANSACTION, |input| {
-        Command::CompleteTransaction {
-            journal_id: input.data.journal_id.clone().unwrap_or_default(),
-        }
-    })
-}
-
-fn fail() -> StepDef {
-    StepDef::new(FAIL_STEP, wire::service::TRANSACTION, |input| {
-        let failure = input.failure.cloned().unwrap_or(Failure {
-            reason_code: reason::REJECTED.to_owned(),
-            detail: String::new(),
-        });
-        Command::FailTransaction {
-            reason_code: failure.reason_code,
-            detail: failure.detail,
-        }
-    })
-}
-
-/// The transfer's steps: reserve on the source, then post (the pivot). A
-/// fraud `screen` step goes between the two.
-pub fn transfer_steps() -> Vec<StepDef> {
-    vec![reserve(), post()]
-}
-
-/// The withdrawal's steps: as a transfer, crediting the settlement account.
-pub fn withdrawal_steps() -> Vec<StepDef> {
-    vec![reserve(), post()]
-}
-
-/// The deposit's single step: credit from the settlement account (the pivot).
-pub fn deposit_steps() -> Vec<StepDef> {
-    vec![
-        StepDef::new("deposit", wire::service::ACCOUNT, |input| {
-            Command::PostDeposit {
-                account_id: input.data.destination_account_id.unwrap_or_default(),
-                amount: input.data.amount,
-                currency: input.data.currency.clone(),
-            }
-        })
-        .pivot(),
-    ]
-}
-
-static TRANSFER: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Transfer,
-        transfer_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
-});
-static WITHDRAWAL: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Withdrawal,
-        withdrawal_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
-});
-static DEPOSIT: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Deposit,
-        deposit_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
-});
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data() -> SagaData {
-        SagaData {
-            source_account_id: Some(Uuid::now_v7()),
-            destination_account_id: Some(Uuid::now_v7()),
-            amount: Decimal::new(12550, 2),
-            currency: "USD".to_owned(),
-            hold_id: None,
-            journal_id: None,
-        }
-    }
-
-    #[test]
-    fn every_saga_type_round_trips_through_its_name_and_has_one_pivot() {
-        for kind in SagaType::ALL {
-            assert_eq!(SagaType::parse(kind.as_str()), Some(kind));
-            let definition = kind.definition();
-            assert_eq!(definition.saga_type, kind);
-            assert!(definition.pivot_index().is_some());
-        }
-        assert_eq!(SagaType::parse("loan"), None);
-    }
-
-    #[test]
-    fn a_transfer_reserves_then_posts_and_only_the_reserve_is_compensable() {
-        let definition = SagaType::Transfer.definition();
-        let names: Vec<_> = definition.steps.iter().map(|step| step.name).collect();
-        assert_eq!(names, ["reserve", "post"]);
-        assert_eq!(definition.pivot_index(), Some(1));
-        assert!(definition.steps[0].compensation.is_some());
-        assert!(definition.before_pivot(0));
-        assert!(!definition.before_pivot(1));
-    }
-
-    #[test]
-    fn the_release_names_the_reserve_command_it_undoes() {
-        let data = data();
-        let saga_id = Uuid::now_v7();
-        let input = StepInput {
-            saga_id,
-            transaction_id: Uuid::now_v7(),
-            data: &data,
-            failure: None,
-        };
-        let release = (SagaType::Transfer.definition().steps[0]
-            .compensation
-            .expect("compensable"))(&input);
-        assert_eq!(
-            release,
-            Command::ReleaseFunds {
-                account_id: data.source_account_id.expect("source"),
-                reserve_command_id: format!("{saga_id}:reserve:forward"),
-            }
-        );
-    }
-
-    #[test]
-    fn a_withdrawal_posts_to_the_settlement_account() {
-        let data = SagaData {
-            destination_account_id: None,
-            ..data()
-        };
-        let input = StepInput {
-            saga_id: Uuid::now_v7(),
-            transaction_id: Uuid::now_v7(),
-            data: &data,
-            failure: None,
-        };
-        let post = (SagaType::Withdrawal.definition().steps[1].forward)(&input);
-        assert!(matches!(
-            post,
-            Command::PostTransfer {
-                destination_account_id: None,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn the_amount_is_stored_as_a_decimal_string() {
-        let data = data();
-        let json = serde_json::to_value(&data).expect("serializes");
-        assert_eq!(json["amount"], "125.50");
-        let back: SagaData = serde_json::from_value(json).expect("deserializes");
-        assert_eq!(back, data);
-    }
-
-    #[test]
-    #[should_panic(expected = "unique")]
-    fn a_definition_with_duplicate_step_names_is_refused() {
-        SagaDefinition::new(
-            SagaType::Transfer,
-            vec![reserve(), reserve()],
-            None,
-            complete(),
-            fail(),
-        );
     }
 }

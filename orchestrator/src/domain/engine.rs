@@ -9,7 +9,9 @@
 //!   the timed-out step included since its outcome is unknown);
 //! - once the pivot's command is out, nothing compensates unless the pivot
 //!   itself is refused; timeouts there, in compensations and in the finishes
-//!   re-send forever at the capped interval and flag the saga for an operator.
+//!   re-send forever at the capped interval and flag the saga for an operator;
+//! - a step declared to wait may answer WAITING: the saga parks there, sends
+//!   nothing, and resumes on the final reply (see [`super::parking`]).
 
 use chrono::{DateTime, Utc};
 use corebank_proto::wire::{self, Direction};
@@ -52,6 +54,7 @@ impl<'a> Engine<'a> {
             next_attempt_at: None,
             step_started_at: now,
             requires_attention: false,
+            parked_until: None,
             data,
             failure: None,
             created_at: now,
@@ -108,6 +111,11 @@ impl<'a> Engine<'a> {
                         awaited,
                     });
                 }
+                if let ReplyOutcome::Waiting { deadline } = outcome {
+                    return self.waiting(next, deadline);
+                }
+                // A final reply resumes a parked saga exactly as it would an unparked one.
+                next.parked_until = None;
                 Ok(match outcome {
                     ReplyOutcome::Succeeded {
                         hold_id,
@@ -117,15 +125,22 @@ impl<'a> Engine<'a> {
                         reason_code,
                         detail,
                     } => self.rejected(next, reason_code, detail, now),
+                    ReplyOutcome::Waiting { .. } => unreachable!("handled above"),
                 })
             }
             Event::TimedOut => {
                 if saga.next_attempt_at.is_some_and(|due| due > now) {
                     return Err(Refusal::NotDue);
                 }
+                if saga.parked_until.is_some() {
+                    return Ok(self.wait_expired(next, now, jitter));
+                }
                 Ok(self.timed_out(next, now, jitter))
             }
             Event::AdminRetry { actor, reason } => {
+                // Re-asking a parked step unparks it: the participant answers
+                // its stored reply, and a WAITING one parks the saga again.
+                next.parked_until = None;
                 let command = self.resend(&mut next, 1, now, std::time::Duration::ZERO);
                 next.requires_attention = false;
                 let detail = format!("{reason} (re-sent {}, attempts reset)", command.step);
@@ -297,84 +312,9 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn timed_out(&self, mut saga: Saga, now: DateTime<Utc>, jitter: f64) -> Transition {
-        let position = saga.position;
-        let (step, _) = self.step_at(position);
-        let limit = step.max_attempts.unwrap_or(self.config.max_attempts).max(1);
-        let exhausted = saga.attempt >= limit;
-        if let Position::Forward(index) = position
-            && exhausted
-            && self.definition.before_pivot(index)
-        {
-            let detail = format!("{} timed out after {} attempts", step.name, saga.attempt);
-            let failure = Failure {
-                reason_code: reason::TIMED_OUT.to_owned(),
-                detail: detail.clone(),
-            };
-            return self.give_up(saga, index, failure, LogEvent::TimedOut, detail, None, now);
-        }
-        let delay = self.config.backoff(saga.attempt, jitter);
-        let attempt = saga.attempt.saturating_add(1);
-        let command = self.resend(&mut saga, attempt, now, delay);
-        if exhausted {
-            saga.requires_attention = true;
-        }
-        let detail = format!(
-            "no reply, re-sent; next check in {} ms{}",
-            (self.timeout(step) + delay).as_millis(),
-            if saga.requires_attention {
-                "; requires attention"
-            } else {
-                ""
-            }
-        );
-        let log = self.log(
-            &saga,
-            (position, saga.attempt),
-            LogEvent::Retried,
-            detail,
-            None,
-        );
-        Transition {
-            saga,
-            commands: vec![command],
-            log,
-        }
-    }
-
-    /// Stops going forward at step `index`, whose outcome is unknown, and
-    /// compensates it and every step before it.
-    #[allow(clippy::too_many_arguments)]
-    fn give_up(
-        &self,
-        mut saga: Saga,
-        index: usize,
-        failure: Failure,
-        event: LogEvent,
-        detail: String,
-        actor: Option<String>,
-        now: DateTime<Utc>,
-    ) -> Transition {
-        let subject = (saga.position, saga.attempt);
-        saga.failure = Some(failure);
-        let next = self.next_compensation(Some(index), false);
-        let command = self.enter(&mut saga, next, now);
-        let text = format!(
-            "{detail}; next: {} {}",
-            command.step,
-            command.direction.as_str()
-        );
-        let log = self.log(&saga, subject, event, text, actor);
-        Transition {
-            saga,
-            commands: vec![command],
-            log,
-        }
-    }
-
     /// The compensation of the highest step at or below `from` that has one,
     /// or the failure finish.
-    fn next_compensation(&self, from: Option<usize>, compensated: bool) -> Position {
+    pub(super) fn next_compensation(&self, from: Option<usize>, compensated: bool) -> Position {
         let Some(from) = from else {
             return Position::Fail { compensated };
         };
@@ -386,7 +326,12 @@ impl<'a> Engine<'a> {
     }
 
     /// Moves to `position` and sends its command for the first time.
-    fn enter(&self, saga: &mut Saga, position: Position, now: DateTime<Utc>) -> OutgoingCommand {
+    pub(super) fn enter(
+        &self,
+        saga: &mut Saga,
+        position: Position,
+        now: DateTime<Utc>,
+    ) -> OutgoingCommand {
         saga.position = position;
         saga.state = match position {
             Position::Forward(_) | Position::Complete => SagaState::Running,
@@ -394,12 +339,13 @@ impl<'a> Engine<'a> {
         };
         saga.step_started_at = now;
         saga.requires_attention = false;
+        saga.parked_until = None;
         self.resend(saga, 1, now, std::time::Duration::ZERO)
     }
 
     /// Sends the current step's command again as attempt `attempt`, checking
     /// back after the step timeout plus `delay`.
-    fn resend(
+    pub(super) fn resend(
         &self,
         saga: &mut Saga,
         attempt: u32,
@@ -417,19 +363,14 @@ impl<'a> Engine<'a> {
         self.build(saga, step, direction, attempt)
     }
 
-    fn build(
+    pub(super) fn build(
         &self,
         saga: &Saga,
         step: &'a StepDef,
         direction: Direction,
         attempt: u32,
     ) -> OutgoingCommand {
-        let input = StepInput {
-            saga_id: saga.saga_id,
-            transaction_id: saga.transaction_id,
-            data: &saga.data,
-            failure: saga.failure.as_ref(),
-        };
+        let input = self.input(saga);
         let build = match direction {
             Direction::Forward => step.forward,
             Direction::Compensate => step.compensation.unwrap_or(step.forward),
@@ -444,13 +385,26 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn timeout(&self, step: &StepDef) -> std::time::Duration {
+    /// What the saga's command builders see.
+    pub(super) fn input<'s>(&self, saga: &'s Saga) -> StepInput<'s> {
+        StepInput {
+            kind: saga.saga_type,
+            saga_id: saga.saga_id,
+            transaction_id: saga.transaction_id,
+            data: &saga.data,
+            failure: saga.failure.as_ref(),
+            requested_at: saga.created_at,
+            parked_until: saga.parked_until,
+        }
+    }
+
+    pub(super) fn timeout(&self, step: &StepDef) -> std::time::Duration {
         step.timeout.unwrap_or(self.config.step_timeout)
     }
 
     /// The log row of a transition about the step at `subject`, sent
     /// `attempt` times, that left the saga as `saga`.
-    fn log(
+    pub(super) fn log(
         &self,
         saga: &Saga,
         subject: (Position, u32),

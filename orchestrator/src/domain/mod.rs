@@ -1,18 +1,22 @@
 //! The orchestrator's pure rules: saga types as declared step lists, the
-//! generic state machine that runs them, and retry timing. No I/O here: no
+//! generic state machine that runs them (retries, compensation, parking at a
+//! step that answered "wait"), and retry timing. No I/O here: no
 //! tonic, sqlx or lapin.
 
 pub mod definition;
 pub mod engine;
+mod parking;
+mod retry;
 pub mod saga;
+pub mod sagas;
 pub mod timing;
 
 #[cfg(test)]
 mod tests;
 
 pub use definition::{
-    ANNOUNCE_STEP, COMPLETE_STEP, Command, FAIL_STEP, Failure, SagaData, SagaDefinition, SagaType,
-    StepDef, StepInput, reason,
+    ANNOUNCE_STEP, BuildCommand, COMPLETE_STEP, Command, FAIL_STEP, Failure, MARK_REVIEW_NOTICE,
+    Notice, SCREEN_STEP, SagaData, SagaDefinition, SagaType, StepDef, StepInput, reason,
 };
 pub use engine::Engine;
 pub use saga::{

@@ -75,6 +75,10 @@ pub struct Saga {
     pub step_started_at: DateTime<Utc>,
     /// Past the pivot or compensating and still failing: an operator should look.
     pub requires_attention: bool,
+    /// Parked: the current step answered WAITING with this deadline for its
+    /// final reply. Nothing is re-sent meanwhile; the timer
+    /// (`next_attempt_at`) is the guard at deadline plus the engine's grace.
+    pub parked_until: Option<DateTime<Utc>>,
     pub data: SagaData,
     pub failure: Option<Failure>,
     pub created_at: DateTime<Utc>,
@@ -92,6 +96,18 @@ pub enum ReplyOutcome {
         reason_code: String,
         detail: String,
     },
+    /// Accepted, the final answer follows by `deadline` under the same
+    /// command id: the saga parks, if the step may wait.
+    Waiting {
+        deadline: DateTime<Utc>,
+    },
+}
+
+impl ReplyOutcome {
+    /// Succeeded and Rejected end the step; Waiting does not.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Waiting { .. })
+    }
 }
 
 /// What can happen to a saga.
@@ -126,6 +142,15 @@ pub enum Refusal {
     PastPivot,
     #[error("the saga is already compensating")]
     AlreadyCompensating,
+    /// A participant answered WAITING for a step (or a compensation, or a
+    /// finish) that is not declared to wait: the answer is ignored and the
+    /// saga keeps its timer, so the step is re-sent and asked again.
+    #[error("step {step} answered waiting, but it may not wait")]
+    MayNotWait { step: &'static str },
+    /// A second WAITING while parked whose deadline is not later than the one
+    /// the saga already waits for: a duplicate.
+    #[error("the saga is already parked until {parked_until}")]
+    AlreadyParked { parked_until: DateTime<Utc> },
 }
 
 /// A command to send, with its deterministic id.
@@ -155,6 +180,12 @@ pub enum LogEvent {
     Failed,
     AdminRetry,
     AdminAbort,
+    /// The awaited step answered WAITING: the saga parks (or, on a later
+    /// deadline, waits longer).
+    Parked,
+    /// A parked step's deadline plus grace passed without a final reply: the
+    /// saga gives up and compensates.
+    WaitExpired,
 }
 
 impl LogEvent {
@@ -170,6 +201,8 @@ impl LogEvent {
             Self::Failed => "failed",
             Self::AdminRetry => "admin_retry",
             Self::AdminAbort => "admin_abort",
+            Self::Parked => "parked",
+            Self::WaitExpired => "wait_expired",
         }
     }
 }

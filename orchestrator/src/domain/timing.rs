@@ -20,6 +20,10 @@ pub struct EngineConfig {
     pub tick: Duration,
     /// Sagas claimed per timer round.
     pub timer_batch: i64,
+    /// How long past a parked step's deadline the saga still waits for the
+    /// final reply before giving up: the participant decides at its deadline
+    /// and its answer needs time to arrive.
+    pub wait_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +35,7 @@ impl Default for EngineConfig {
             max_attempts: 5,
             tick: Duration::from_millis(200),
             timer_batch: 100,
+            wait_grace: Duration::from_secs(5 * 60),
         }
     }
 }

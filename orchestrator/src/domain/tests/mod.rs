@@ -1,5 +1,10 @@
-//! The state machine, event by event; `properties` checks any sequence of events.
+//! The state machine, event by event; `properties` checks any sequence of
+//! events; `parking` and `parking_properties` cover steps that answer
+//! "wait"; `operators` covers retry and abort.
 
+mod operators;
+mod parking;
+mod parking_properties;
 mod properties;
 
 use std::time::Duration;
@@ -165,8 +170,18 @@ fn a_transfer_announces_itself_then_reserves() {
 }
 
 #[test]
-fn a_happy_transfer_reserves_posts_and_completes_with_the_journal() {
+fn a_happy_transfer_reserves_screens_posts_and_completes_with_the_journal() {
     let mut run = Run::start(SagaType::Transfer);
+    let screen = only(run.succeed());
+    assert_eq!((screen.step, screen.participant), ("screen", "fraud"));
+    assert!(matches!(
+        screen.command,
+        Command::ScreenTransaction {
+            kind: SagaType::Transfer,
+            requested_at,
+            ..
+        } if requested_at == epoch()
+    ));
     let post = only(run.succeed());
     assert_eq!(post.step, "post");
     assert!(matches!(
@@ -189,10 +204,16 @@ fn a_happy_transfer_reserves_posts_and_completes_with_the_journal() {
     assert_eq!(run.saga.next_attempt_at, None);
     assert_eq!(
         run.events(),
-        ["started", "succeeded", "succeeded", "completed"]
+        [
+            "started",
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "completed"
+        ]
     );
     let steps: Vec<_> = run.log.iter().map(|entry| entry.step).collect();
-    assert_eq!(steps, ["reserve", "reserve", "post", "complete"]);
+    assert_eq!(steps, ["reserve", "reserve", "screen", "post", "complete"]);
 }
 
 #[test]
@@ -224,6 +245,7 @@ fn a_refused_reserve_fails_the_transaction_without_releasing_anything() {
 fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     let mut run = Run::start(SagaType::Transfer);
     run.succeed();
+    run.succeed();
     let release = only(run.reject("ACCOUNT_FROZEN"));
     assert_eq!(
         (release.step, release.direction),
@@ -241,6 +263,7 @@ fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
         [
             "started",
             "succeeded",
+            "succeeded",
             "rejected",
             "succeeded",
             "compensated"
@@ -251,7 +274,7 @@ fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
 #[test]
 fn a_reply_to_another_command_changes_nothing() {
     let mut run = Run::start(SagaType::Transfer);
-    let stale = format!("{}:post:forward", run.saga.saga_id);
+    let stale = format!("{}:screen:forward", run.saga.saga_id);
     let refused = run.apply(Event::Reply {
         command_id: stale,
         outcome: ReplyOutcome::Succeeded {
@@ -275,7 +298,7 @@ fn a_duplicate_reply_applies_once() {
         },
     });
     assert!(matches!(duplicate, Err(Refusal::StaleReply { .. })));
-    assert_eq!(run.saga.position, Position::Forward(1));
+    assert_eq!(run.saga.position, Position::Forward(1), "screening");
 }
 
 #[test]
@@ -328,6 +351,7 @@ fn a_reserve_silent_past_its_attempts_is_released_anyway_and_times_out() {
 fn a_silent_post_is_retried_forever_and_flagged_for_an_operator() {
     let mut run = Run::start(SagaType::Transfer);
     run.succeed();
+    run.succeed();
     for _ in 0..20 {
         let command = only(run.time_out());
         assert_eq!(
@@ -351,82 +375,24 @@ fn a_saga_is_not_timed_out_before_its_deadline() {
 }
 
 #[test]
-fn an_operator_retry_re_sends_now_and_resets_the_attempts() {
-    let mut run = Run::start(SagaType::Transfer);
-    run.time_out();
-    let command = only(
-        run.apply(Event::AdminRetry {
-            actor: "ops-1".to_owned(),
-            reason: "account service back".to_owned(),
-        })
-        .expect("retry applies"),
-    );
-    assert_eq!(command.step, "reserve");
-    assert_eq!(run.saga.attempt, 1);
-    let last = run.log.last().expect("logged");
-    assert_eq!(
-        (last.event, last.actor.as_deref()),
-        (LogEvent::AdminRetry, Some("ops-1"))
-    );
-}
-
-#[test]
-fn an_operator_abort_before_the_pivot_compensates_with_reason_aborted() {
-    let mut run = Run::start(SagaType::Transfer);
-    let release = only(
-        run.apply(Event::AdminAbort {
-            actor: "ops-1".to_owned(),
-            reason: "customer called".to_owned(),
-        })
-        .expect("abort applies"),
-    );
-    assert_eq!(
-        (release.step, release.direction),
-        ("reserve", Direction::Compensate)
-    );
-    let fail = only(run.succeed());
-    assert!(
-        matches!(fail.command, Command::FailTransaction { ref reason_code, .. } if reason_code == "ABORTED")
-    );
-    assert_eq!(
-        run.apply(Event::AdminAbort {
-            actor: "ops-1".to_owned(),
-            reason: "again".to_owned()
-        }),
-        Err(Refusal::AlreadyCompensating)
-    );
-    run.succeed();
-    assert_eq!(run.saga.state, SagaState::Compensated);
-}
-
-#[test]
-fn an_operator_abort_after_the_pivot_or_at_the_end_is_refused() {
-    let mut run = Run::start(SagaType::Transfer);
-    run.succeed();
-    let abort = || Event::AdminAbort {
-        actor: "ops-1".to_owned(),
-        reason: "too late".to_owned(),
-    };
-    assert_eq!(run.apply(abort()), Err(Refusal::PastPivot));
-    run.succeed();
-    assert_eq!(run.apply(abort()), Err(Refusal::PastPivot));
-    run.succeed();
-    assert_eq!(run.apply(abort()), Err(Refusal::Terminal));
-    assert_eq!(run.apply(Event::TimedOut), Err(Refusal::Terminal));
-}
-
-#[test]
-fn a_refused_deposit_fails_and_a_silent_one_never_gives_up() {
+fn a_screened_deposit_that_is_refused_fails_and_a_silent_one_never_gives_up() {
     let mut refused = Run::start(SagaType::Deposit);
     assert!(matches!(
         refused.sent[1].command,
-        Command::PostDeposit { .. }
+        Command::ScreenTransaction {
+            kind: SagaType::Deposit,
+            source_account_id: None,
+            ..
+        }
     ));
+    let deposit = only(refused.succeed());
+    assert!(matches!(deposit.command, Command::PostDeposit { .. }));
     only(refused.reject("ACCOUNT_CLOSED"));
     refused.succeed();
     assert_eq!(refused.saga.state, SagaState::Failed);
 
     let mut silent = Run::start(SagaType::Deposit);
+    silent.succeed();
     for _ in 0..10 {
         only(silent.time_out());
     }
@@ -435,8 +401,9 @@ fn a_refused_deposit_fails_and_a_silent_one_never_gives_up() {
 }
 
 #[test]
-fn a_withdrawal_reserves_then_posts_to_the_settlement_account() {
+fn a_withdrawal_reserves_screens_then_posts_to_the_settlement_account() {
     let mut run = Run::start(SagaType::Withdrawal);
+    run.succeed();
     let post = only(run.succeed());
     assert!(matches!(
         post.command,
@@ -454,6 +421,7 @@ fn a_withdrawal_reserves_then_posts_to_the_settlement_account() {
 fn a_refused_compensation_stays_put_and_asks_for_an_operator() {
     let mut run = Run::start(SagaType::Transfer);
     run.succeed();
+    run.succeed();
     run.reject("ACCOUNT_FROZEN");
     assert!(run.reject("HOLD_NOT_FOUND").is_empty());
     assert_eq!(run.saga.position, Position::Compensate(0));
@@ -467,6 +435,7 @@ fn every_position_round_trips_through_its_stored_name() {
     for position in [
         Position::Forward(0),
         Position::Forward(1),
+        Position::Forward(2),
         Position::Compensate(0),
         Position::Complete,
         Position::Fail { compensated: true },
@@ -480,7 +449,7 @@ fn every_position_round_trips_through_its_stored_name() {
         );
     }
     assert_eq!(
-        position_of(engine.definition, "screen", Direction::Forward, false),
+        position_of(engine.definition, "mark_review", Direction::Forward, false),
         None
     );
 }

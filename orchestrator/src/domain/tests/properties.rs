@@ -188,8 +188,10 @@ proptest! {
             prop_assert_eq!(run.saga.position, position);
             prop_assert_eq!(run.saga.requires_attention, timeouts >= run.config.max_attempts as usize);
         } else if timeouts >= run.config.max_attempts as usize {
+            let (step, _) = run.engine().step_at(position);
+            let expected = step.exhausted_reason.unwrap_or(reason::TIMED_OUT);
             prop_assert_eq!(run.saga.state, SagaState::Compensating);
-            prop_assert_eq!(run.saga.failure.as_ref().map(|f| f.reason_code.as_str()), Some("TIMED_OUT"));
+            prop_assert_eq!(run.saga.failure.as_ref().map(|f| f.reason_code.as_str()), Some(expected));
         }
         for _ in 0..10 {
             if run.saga.state.is_terminal() {
