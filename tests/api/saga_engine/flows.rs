@@ -4,7 +4,7 @@
 use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_transfer_reserves_posts_and_completes_in_order() {
+async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
     let mut test = SagaTest::start(fast()).await;
     let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
 
@@ -35,6 +35,32 @@ async fn a_transfer_reserves_posts_and_completes_in_order() {
     );
     test.succeed(&reserve).await;
 
+    let screen = test.next_command().await;
+    let screening = screen.decode::<pb::ScreenTransactionCommand>();
+    assert_eq!(screen.participant, "fraud");
+    assert_eq!(
+        screen.command_id,
+        format!("{}:screen:forward", reserve.saga_id)
+    );
+    assert_eq!(screening.kind, pb::TransactionKind::Transfer as i32);
+    assert_eq!(screening.transaction_id, request.transaction_id);
+    assert_eq!(
+        (
+            screening.source_account_id.as_str(),
+            screening.destination_account_id.as_str()
+        ),
+        (
+            request.source_account_id.as_str(),
+            request.destination_account_id.as_str()
+        )
+    );
+    assert_eq!(
+        screening.amount.as_ref().map(|m| m.amount.as_str()),
+        Some("125.50")
+    );
+    assert!(screening.requested_at.is_some());
+    test.succeed(&screen).await;
+
     let post = test.next_command().await;
     let posting = post.decode::<pb::PostTransferCommand>();
     assert_eq!(posting.reserve_command_id, reserve.command_id);
@@ -62,6 +88,7 @@ async fn a_transfer_reserves_posts_and_completes_in_order() {
         pairs(&[
             ("reserve", "started"),
             ("reserve", "succeeded"),
+            ("screen", "succeeded"),
             ("post", "succeeded"),
             ("complete", "completed")
         ])
@@ -107,6 +134,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
+    test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
     test.reject(&post, "ACCOUNT_FROZEN").await;
 
@@ -135,6 +163,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
         pairs(&[
             ("reserve", "started"),
             ("reserve", "succeeded"),
+            ("screen", "succeeded"),
             ("post", "rejected"),
             ("reserve", "succeeded"),
             ("fail", "compensated"),
@@ -164,6 +193,7 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     );
     assert_ne!(second.message_id, third.message_id);
     test.succeed(&third).await;
+    test.approve_screen(&first.saga_id).await;
     let post = test.next_awaited().await;
     test.succeed(&post).await;
     let complete = test.next_awaited().await;
@@ -268,6 +298,7 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
+    test.approve_screen(&reserve.saga_id).await;
 
     let mut posts = 0;
     while posts < config.max_attempts + 2 {
@@ -318,8 +349,8 @@ async fn a_duplicate_reply_makes_one_transition() {
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
     test.succeed(&reserve).await;
-    let post = test.next_awaited().await;
-    assert!(post.is::<pb::PostTransferCommand>());
+    let screen = test.next_awaited().await;
+    assert!(screen.is::<pb::ScreenTransactionCommand>());
     let more = test.drain(Duration::from_millis(700)).await;
     assert!(
         more.iter()
@@ -333,7 +364,7 @@ async fn a_duplicate_reply_makes_one_transition() {
         .filter(|(step, event)| step == "reserve" && event == "succeeded")
         .count();
     assert_eq!(succeeded, 1);
-    assert_eq!(saga.current_step, "post");
+    assert_eq!(saga.current_step, "screen");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,6 +392,7 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
+    test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
 
     test.stop_orchestrator().await;
@@ -376,9 +408,14 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deposit_credits_the_account_and_completes() {
+async fn a_deposit_is_screened_then_credits_the_account_and_completes() {
     let mut test = SagaTest::start(fast()).await;
     let request = test.request(pb::TransactionKind::Deposit, "99.99").await;
+    let screen = test.next_awaited().await;
+    let screening = screen.decode::<pb::ScreenTransactionCommand>();
+    assert_eq!(screening.kind, pb::TransactionKind::Deposit as i32);
+    assert_eq!(screening.source_account_id, "");
+    test.succeed(&screen).await;
     let deposit = test.next_awaited().await;
     let posting = deposit.decode::<pb::PostDepositCommand>();
     assert_eq!(posting.account_id, request.destination_account_id);

@@ -1,25 +1,25 @@
 //! The saga engine against real PostgreSQL and RabbitMQ. The test plays the
-//! participants: it consumes the `commands` exchange (routing keys `account`
-//! and `transaction`) and answers on `replies`, scripted per test.
+//! participants: it consumes the `commands` exchange (routing keys `account`,
+//! `fraud` and `transaction`) and answers on `replies`, scripted per test.
+//! Where time decides (parking deadlines, running out of attempts) a test
+//! injects a [`ManualClock`] and moves it by hand.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SubsecRound, Utc};
 use corebank_orchestrator::{Application, EngineConfig, Settings};
-use corebank_platform::clock::{self, SharedClock};
+use corebank_platform::clock::{self, ManualClock, SharedClock};
 use corebank_platform::messaging::{
-    Broker, BrokerConfig, Exchange, Namespace, OutgoingMessage, declare_exchanges, declare_queue,
+    Broker, BrokerConfig, Namespace, OutgoingMessage, declare_exchanges, declare_queue,
     delete_topology,
 };
+use corebank_platform::time::to_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::saga_admin_service_client::SagaAdminServiceClient;
 use corebank_proto::wire;
-use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Connection, ConnectionProperties};
 use prost::Message;
 use secrecy::SecretString;
@@ -33,6 +33,10 @@ use crate::helpers::{TestDb, reason};
 
 mod flows;
 mod operators;
+mod parking;
+mod participants;
+
+use participants::{Received, participants};
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -62,43 +66,6 @@ fn patient() -> EngineConfig {
     }
 }
 
-/// The first fields of every command message: enough to route and answer it.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CommandHead {
-    #[prost(string, tag = "1")]
-    command_id: String,
-    #[prost(string, tag = "2")]
-    saga_id: String,
-}
-
-/// A command the orchestrator sent to a participant.
-#[derive(Debug, Clone)]
-struct Received {
-    participant: String,
-    message_type: String,
-    message_id: String,
-    correlation_id: String,
-    command_id: String,
-    saga_id: String,
-    payload: Vec<u8>,
-}
-
-impl Received {
-    fn is<M: prost::Name>(&self) -> bool {
-        self.message_type == wire::message_type::<M>()
-    }
-
-    fn decode<M: prost::Message + prost::Name + Default>(&self) -> M {
-        assert!(
-            self.is::<M>(),
-            "expected {}, got {}",
-            wire::message_type::<M>(),
-            self.message_type
-        );
-        M::decode(self.payload.as_slice()).expect("command decodes")
-    }
-}
-
 /// One running orchestrator instance.
 struct Running {
     shutdown: CancellationToken,
@@ -122,6 +89,17 @@ struct SagaTest {
 
 impl SagaTest {
     async fn start(config: EngineConfig) -> SagaTest {
+        Self::start_with_clock(config, clock::system()).await
+    }
+
+    /// An orchestrator whose clock only moves when the test says so.
+    async fn start_manual(config: EngineConfig) -> (SagaTest, Arc<ManualClock>) {
+        let manual = ManualClock::new(Utc::now().trunc_subsecs(6));
+        let test = Self::start_with_clock(config, manual.clone()).await;
+        (test, manual)
+    }
+
+    async fn start_with_clock(config: EngineConfig, clock: SharedClock) -> SagaTest {
         let db = TestDb::create(&[corebank_orchestrator::SCHEMA]).await;
         let namespace = Namespace::new(format!("sagatest-{}", Uuid::new_v4().simple()));
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
@@ -146,7 +124,7 @@ impl SagaTest {
         let mut test = SagaTest {
             db,
             namespace,
-            clock: clock::system(),
+            clock,
             config,
             orchestrator: None,
             admin: None,
@@ -271,6 +249,16 @@ impl SagaTest {
     }
 
     async fn reply(&self, command: &Received, outcome: pb::CommandOutcome, reason_code: &str) {
+        self.send_reply(command, outcome, reason_code, None).await;
+    }
+
+    async fn send_reply(
+        &self,
+        command: &Received,
+        outcome: pb::CommandOutcome,
+        reason_code: &str,
+        wait_deadline: Option<DateTime<Utc>>,
+    ) {
         let reply = pb::CommandReply {
             command_id: command.command_id.clone(),
             saga_id: command.saga_id.clone(),
@@ -293,7 +281,7 @@ impl SagaTest {
             } else {
                 String::new()
             },
-            wait_deadline: None,
+            wait_deadline: wait_deadline.map(to_timestamp),
         };
         let message = OutgoingMessage::reply(
             wire::service::ORCHESTRATOR,
@@ -310,6 +298,21 @@ impl SagaTest {
     async fn reject(&self, command: &Received, reason_code: &str) {
         self.reply(command, pb::CommandOutcome::Rejected, reason_code)
             .await;
+    }
+
+    /// Answers WAITING: the final answer follows by `deadline`.
+    async fn wait(&self, command: &Received, deadline: DateTime<Utc>) {
+        self.send_reply(command, pb::CommandOutcome::Waiting, "", Some(deadline))
+            .await;
+    }
+
+    /// Approves the screen of `saga_id`, as a fraud service with nothing to say would.
+    async fn approve_screen(&mut self, saga_id: &str) -> Received {
+        let screen = self
+            .expect_where(|c| c.is::<pb::ScreenTransactionCommand>() && c.saga_id == saga_id)
+            .await;
+        self.succeed(&screen).await;
+        screen
     }
 
     /// The next command sent, in order, whatever it is.
@@ -452,78 +455,6 @@ impl Drop for SagaTest {
             let _ = connection.close(200, "test done".into()).await;
         });
     }
-}
-
-/// A queue of every command to `account` and `transaction`, in send order.
-async fn participants(
-    connection: &Connection,
-    namespace: &Namespace,
-) -> mpsc::UnboundedReceiver<Received> {
-    let channel = connection.create_channel().await.expect("channel");
-    let queue = format!("{}.test-participants", namespace.as_str());
-    channel
-        .queue_declare(
-            queue.clone().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare participant queue");
-    for participant in [wire::service::ACCOUNT, wire::service::TRANSACTION] {
-        channel
-            .queue_bind(
-                queue.clone().into(),
-                namespace.exchange(Exchange::Commands).into(),
-                participant.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind participant queue");
-    }
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume participant queue");
-    let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _channel = channel;
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let properties = &delivery.properties;
-            let text = |value: &Option<lapin::types::ShortString>| {
-                value
-                    .as_ref()
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default()
-            };
-            let head = CommandHead::decode(delivery.data.as_slice()).unwrap_or_default();
-            let received = Received {
-                participant: delivery.routing_key.as_str().to_owned(),
-                message_type: text(properties.kind()),
-                message_id: text(properties.message_id()),
-                correlation_id: text(properties.correlation_id()),
-                command_id: head.command_id,
-                saga_id: head.saga_id,
-                payload: delivery.data.clone(),
-            };
-            if sender.send(received).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
 }
 
 fn history_events(saga: &pb::Saga) -> Vec<(String, String)> {

@@ -13,6 +13,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
         .expect_where(|c| c.is::<pb::ReserveFundsCommand>() && c.saga_id != early.saga_id)
         .await;
     test.succeed(&late).await;
+    test.approve_screen(&late.saga_id).await;
     test.expect_where(|c| c.is::<pb::PostTransferCommand>() && c.saga_id == late.saga_id)
         .await;
 

@@ -36,6 +36,64 @@ async fn mark_processing_then_complete_completes_the_transaction_replies_and_ann
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn mark_review_shows_review_once_without_a_reply_and_the_transaction_still_completes() {
+    let app = TransactionApp::spawn().await;
+    let created = app.create_transfer().await;
+    let id = created.transaction_id.clone();
+    let _: pb::TransactionRequestedEvent = app.event(wire::event::TRANSFER_REQUESTED).await;
+    let mut stream = app
+        .client
+        .clone()
+        .watch_transaction(pb::GetTransactionRequest {
+            transaction_id: id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        next(&mut stream).await.map(|t| t.status),
+        Some(pb::TransactionStatus::Pending as i32)
+    );
+    let saga = Uuid::now_v7();
+    app.send(&mark_processing(saga, &id), saga).await;
+    let review = mark_review(saga, &id);
+    app.send(&review, saga).await;
+    app.wait_for_status(&id, pb::TransactionStatus::Review)
+        .await;
+    // A re-sent notice (a saga parked again) changes nothing.
+    app.send(&review, saga).await;
+    let completion = app.send(&complete(saga, &id, "journal-7"), saga).await;
+    let mut seen = Vec::new();
+    while let Some(transaction) = next(&mut stream).await {
+        seen.push(transaction.status);
+    }
+    assert_eq!(
+        seen,
+        [
+            pb::TransactionStatus::Processing as i32,
+            pb::TransactionStatus::Review as i32,
+            pb::TransactionStatus::Completed as i32
+        ]
+    );
+    let detail: String = sqlx::query_scalar(
+        "select detail from transaction.transaction_status_change where to_status = 'review'",
+    )
+    .fetch_one(&app.db.owner)
+    .await
+    .expect("review history row");
+    assert!(
+        detail.starts_with("screen awaits a final answer until"),
+        "{detail}"
+    );
+    assert_eq!(app.count("transaction.transaction_status_change").await, 4);
+    // Only the completion is answered: the notices expect no reply.
+    let reply = app.reply(saga, completion).await;
+    assert_eq!(reply.outcome, pb::CommandOutcome::Succeeded as i32);
+    app.nothing_more(&app.replies).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_transaction_keeps_its_reason_and_is_announced() {
     let app = TransactionApp::spawn().await;
     let id = app.create_transfer().await.transaction_id;

@@ -353,6 +353,17 @@ fn mark_processing(saga_id: Uuid, transaction_id: &str) -> pb::MarkProcessingCom
     }
 }
 
+fn mark_review(saga_id: Uuid, transaction_id: &str) -> pb::MarkReviewCommand {
+    let deadline = Utc::now() + chrono::Duration::minutes(10);
+    pb::MarkReviewCommand {
+        command_id: wire::command_id(saga_id, "mark_review", wire::Direction::Forward),
+        saga_id: saga_id.to_string(),
+        transaction_id: transaction_id.to_owned(),
+        step: "screen".to_owned(),
+        deadline: Some(corebank_platform::time::to_timestamp(deadline)),
+    }
+}
+
 fn complete(
     saga_id: Uuid,
     transaction_id: &str,
