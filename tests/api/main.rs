@@ -4,6 +4,7 @@ mod account;
 mod conflicts;
 mod customer;
 mod deposits;
+mod fraud;
 mod helpers;
 mod holds;
 mod ledger;

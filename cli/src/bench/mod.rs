@@ -55,7 +55,13 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 /// How long the invariants may take to settle after the last transfer.
 const AUDIT_SETTLE: Duration = Duration::from_secs(30);
 /// Schemas whose outbox rows are broker messages.
-const OUTBOX_SCHEMAS: [&str; 4] = ["customer", "account", "transaction", "orchestrator"];
+const OUTBOX_SCHEMAS: [&str; 5] = [
+    "customer",
+    "account",
+    "transaction",
+    "orchestrator",
+    "fraud",
+];
 const ERROR_SAMPLES: usize = 5;
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +184,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     settle(stats_settle, deadline).await;
     let after = snapshot(&db).await?;
     let messages = messages_since(&db, &before.at).await?;
+    let (screen_p50_ms, screen_p99_ms) = screen_latency(&db, &before.at).await?;
 
     progress("checking the invariants");
     let (invariants_ok, violations, invariants) = match audit(&db, deadline).await {
@@ -227,6 +234,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         mean_ms: latency.mean() / 1000.0,
         commits_per_saga: per_saga(after.commits - before.commits - own_commits),
         messages_per_saga: per_saga(messages),
+        screen_p50_ms,
+        screen_p99_ms,
         failure_reasons: tally.failure_reasons,
         error_samples: tally.error_samples,
         invariants_ok,

@@ -23,6 +23,34 @@ pub(super) async fn snapshot(db: &PgPool) -> anyhow::Result<Snapshot> {
     Ok(Snapshot { commits, at })
 }
 
+/// The fraud service's screening time since `since`: from the transaction
+/// that first handled a screen command (its inbox row) to the publish of the
+/// reply it caused (the outbox row's `sent_at`, set after the broker's
+/// confirm), p50 and p99 in milliseconds.
+pub(super) async fn screen_latency(
+    db: &PgPool,
+    since: &str,
+) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('fraud.inbox') is not null")
+        .fetch_one(db)
+        .await?;
+    if !exists {
+        return Ok((None, None));
+    }
+    let row: (Option<f64>, Option<f64>) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by ms), percentile_cont(0.99) within group (order by ms)
+           from (select extract(epoch from (o.sent_at - i.received_at)) * 1000 as ms
+                   from fraud.inbox i
+                   join fraud.outbox o on o.causation_id = i.message_id and o.exchange = 'replies'
+                  where i.consumer = 'fraud.commands' and i.received_at >= $1::timestamptz
+                    and o.sent_at is not null) as screened",
+    )
+    .bind(since)
+    .fetch_one(db)
+    .await?;
+    Ok(row)
+}
+
 /// Outbox rows written since `since` in every service schema that has an outbox.
 pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<i64> {
     let mut total = 0;
@@ -117,6 +145,10 @@ pub(super) struct Report {
     pub(super) mean_ms: f64,
     pub(super) commits_per_saga: Option<f64>,
     pub(super) messages_per_saga: Option<f64>,
+    /// The screen step inside the fraud service: command first handled →
+    /// its reply published (after the commit), p50 and p99.
+    pub(super) screen_p50_ms: Option<f64>,
+    pub(super) screen_p99_ms: Option<f64>,
     pub(super) failure_reasons: BTreeMap<String, u64>,
     pub(super) error_samples: Vec<String>,
     pub(super) invariants_ok: bool,
@@ -183,6 +215,8 @@ impl Report {
             ("latency max", format!("{:.2} ms", self.max_ms)),
             ("commits/saga", per_saga(self.commits_per_saga)),
             ("messages/saga", per_saga(self.messages_per_saga)),
+            ("screen p50", millis(self.screen_p50_ms)),
+            ("screen p99", millis(self.screen_p99_ms)),
             (
                 "invariants",
                 if self.invariants_ok {
@@ -200,6 +234,11 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// Milliseconds with two decimals, or `n/a` when nothing was measured.
+fn millis(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.2} ms"))
 }
 
 pub(super) fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {

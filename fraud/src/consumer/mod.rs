@@ -243,7 +243,7 @@ async fn screen(
             destination_account_id: text(movement.destination_account_id),
             amount: Some(pb::Money {
                 currency: movement.currency.clone(),
-                amount: movement.amount.normalize().to_string(),
+                amount: movement.amount.to_string(),
             }),
         },
     )];

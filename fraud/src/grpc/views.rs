@@ -81,7 +81,7 @@ pub async fn review_view(conn: &mut PgConnection, row: &ReviewRow) -> Result<pb:
         destination_account_id: text(decision.destination_account_id),
         amount: Some(pb::Money {
             currency: snapshot.currency.clone(),
-            amount: snapshot.amount.normalize().to_string(),
+            amount: snapshot.amount.to_string(),
         }),
         kind: kind(snapshot.kind) as i32,
     })

@@ -101,14 +101,16 @@ pub async fn rule_set(
     Ok(found.map(|Json(rules)| rules))
 }
 
-/// Stores `rules` as the next version (serialized on the table, so two
+/// Stores `draft` as the next version (serialized by a lock, so two
 /// updates at once make two versions, never one lost); returns it.
 pub async fn insert_rule_set(
     conn: &mut PgConnection,
     draft: NewRuleSet,
     now: DateTime<Utc>,
 ) -> Result<RuleSet, sqlx::Error> {
-    sqlx::query("lock table rule_set in share row exclusive mode")
+    // An advisory lock: the table is append-only for this role, so a table
+    // lock (which needs UPDATE rights) is not available.
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('fraud.rule_set', 0))")
         .execute(&mut *conn)
         .await?;
     let latest: i64 = sqlx::query_scalar("select coalesce(max(version), 0) from rule_set")

@@ -1,7 +1,6 @@
 //! The test's side of the bus: one queue bound to every participant's
 //! routing key, read in send order.
 
-
 use corebank_platform::messaging::{Exchange, Namespace};
 use corebank_proto::wire;
 use futures::StreamExt;
