@@ -149,12 +149,16 @@ start_private_postgres() {
         chown -R postgres "$PRIVATE_PG_DIR"
         run=(runuser -u postgres --)
     fi
+    # The postgres user may not enter the caller's folder (root's home).
+    local here="$PWD"
+    cd /
     "${run[@]}" "$bin/initdb" -D "$PRIVATE_PG_DIR/data" -U postgres --pwfile="$PRIVATE_PG_DIR/pwfile" \
         --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 >"$PRIVATE_PG_DIR/initdb.log" 2>&1 \
         || { cat "$PRIVATE_PG_DIR/initdb.log" >&2; die "initdb of the private PostgreSQL failed"; }
     "${run[@]}" "$bin/pg_ctl" -D "$PRIVATE_PG_DIR/data" -l "$PRIVATE_PG_DIR/server.log" -w -t 60 \
         -o "-p $PRIVATE_PG_PORT -k $PRIVATE_PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" \
         start >/dev/null || { tail -n 20 "$PRIVATE_PG_DIR/server.log" >&2; die "the private PostgreSQL did not start"; }
+    cd "$here"
     PRIVATE_PG_BIN="$bin"
     PRIVATE_PG_RUN=("${run[@]}")
     PRIVATE_PG_URL="postgres://postgres:$password@127.0.0.1:$PRIVATE_PG_PORT/postgres"
@@ -163,7 +167,7 @@ start_private_postgres() {
 
 stop_private_postgres() {
     [ -n "${PRIVATE_PG_DIR:-}" ] || return 0
-    "${PRIVATE_PG_RUN[@]}" "$PRIVATE_PG_BIN/pg_ctl" -D "$PRIVATE_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    (cd / && "${PRIVATE_PG_RUN[@]}" "$PRIVATE_PG_BIN/pg_ctl" -D "$PRIVATE_PG_DIR/data" -m immediate -w stop) >/dev/null 2>&1 || true
     rm -rf "$PRIVATE_PG_DIR"
     PRIVATE_PG_DIR=""
 }

@@ -146,7 +146,7 @@ impl TestApp {
             Service::Customer => {
                 let app = corebank_customer::Application::build(
                     corebank_customer::Settings {
-                        pool: self.db.service_pool(&corebank_customer::SCHEMA, 10).await,
+                        pool: self.db.service_pool(&corebank_customer::SCHEMA, 5).await,
                         clock: shared,
                         requests: self.requests.clone(),
                         broker,
@@ -221,7 +221,7 @@ impl TestApp {
             Service::Fraud => {
                 let app = corebank_fraud::Application::build(
                     corebank_fraud::Settings {
-                        pool: self.db.service_pool(&corebank_fraud::SCHEMA, 10).await,
+                        pool: self.db.service_pool(&corebank_fraud::SCHEMA, 6).await,
                         clock: shared,
                         requests: self.requests.clone(),
                         broker,

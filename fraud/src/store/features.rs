@@ -136,13 +136,22 @@ pub async fn snapshot(
         }
         None => (None, None),
     };
+    // Sums come back at the column's scale (8): show them at the currency's.
+    let exponent = corebank_platform::money::Currency::parse(&movement.currency)
+        .map(|currency| currency.exponent())
+        .unwrap_or(2);
+    let at_scale = |sum: Decimal| {
+        let mut sum = sum.round_dp(exponent);
+        sum.rescale(exponent);
+        sum
+    };
     Ok(FeatureSnapshot {
         count_1h: velocity.count_1h,
         count_24h: velocity.count_24h,
         count_7d: velocity.count_7d,
-        sum_1h: velocity.sum_1h,
-        sum_24h: velocity.sum_24h,
-        sum_7d: velocity.sum_7d,
+        sum_1h: at_scale(velocity.sum_1h),
+        sum_24h: at_scale(velocity.sum_24h),
+        sum_7d: at_scale(velocity.sum_7d),
         distinct_sources_24h,
         first_time_payee,
         account_age,

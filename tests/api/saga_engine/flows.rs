@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
 
     let mark = test.next_command().await;
@@ -106,7 +106,7 @@ async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.reject(&reserve, "INSUFFICIENT_FUNDS").await;
@@ -130,7 +130,7 @@ async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
@@ -388,7 +388,7 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.next_awaited().await;
     test.succeed(&reserve).await;
@@ -409,7 +409,7 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deposit_is_screened_then_credits_the_account_and_completes() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Deposit, "99.99").await;
     let screen = test.next_awaited().await;
     let screening = screen.decode::<pb::ScreenTransactionCommand>();
