@@ -17,13 +17,14 @@ pub enum Service {
 }
 
 /// Saga timings short enough for tests: a silent participant is noticed
-/// within about a second.
+/// within about a second, and given about eight before a step before the
+/// pivot gives up (four services share two cores during a test run).
 pub fn test_engine() -> EngineConfig {
     EngineConfig {
-        step_timeout: Duration::from_millis(800),
+        step_timeout: Duration::from_millis(1000),
         backoff_base: Duration::from_millis(200),
         backoff_cap: Duration::from_millis(1500),
-        max_attempts: 4,
+        max_attempts: 5,
         tick: Duration::from_millis(100),
         ..EngineConfig::default()
     }
