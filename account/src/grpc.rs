@@ -164,7 +164,7 @@ impl AccountService for AccountApi {
                         currency: account.currency.code().to_owned(),
                         open_time: Some(corebank_platform::time::to_timestamp(account.created_at)),
                     };
-                    let event = crate::consumer::event_message(
+                    let event = corebank_platform::messaging::OutgoingMessage::event_of(
                         corebank_proto::wire::event::ACCOUNT_OPENED,
                         &opened,
                     )

@@ -68,7 +68,10 @@ impl CommandHandler {
         };
         Ok(Applied {
             hold_id: Some(hold_id),
-            events: vec![event_message(wire::event::FUNDS_RESERVED, &event)],
+            events: vec![OutgoingMessage::event_of(
+                wire::event::FUNDS_RESERVED,
+                &event,
+            )],
             ..Applied::default()
         })
     }
@@ -151,7 +154,10 @@ pub(super) async fn release(
     };
     Ok(Applied {
         hold_id: Some(hold_id),
-        events: vec![event_message(wire::event::FUNDS_RELEASED, &event)],
+        events: vec![OutgoingMessage::event_of(
+            wire::event::FUNDS_RELEASED,
+            &event,
+        )],
         ..Applied::default()
     })
 }
@@ -209,11 +215,10 @@ pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
     };
     Applied {
         journal_id: Some(journal.journal_id),
-        events: vec![event_message(wire::event::JOURNAL_POSTED, &event)],
+        events: vec![OutgoingMessage::event_of(
+            wire::event::JOURNAL_POSTED,
+            &event,
+        )],
         ..Applied::default()
     }
-}
-
-pub(crate) fn event_message<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
-    OutgoingMessage::event(routing_key, M::full_name(), event.encode_to_vec())
 }

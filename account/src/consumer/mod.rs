@@ -33,7 +33,6 @@ mod kyc_events;
 
 pub use kyc_events::KycHandler;
 
-pub(crate) use effects::event_message;
 use effects::{post, release};
 
 /// Refusal reasons only the saga path produces.

@@ -231,7 +231,7 @@ async fn screen(
         .iter()
         .map(|rule| rule.rule_id.clone())
         .collect();
-    let mut events = vec![event(
+    let mut events = vec![OutgoingMessage::event_of(
         wire::event::FRAUD_DECISION_MADE,
         &pb::FraudDecisionMadeEvent {
             decision_id: decision_id.to_string(),
@@ -268,7 +268,7 @@ async fn screen(
             created_at: now,
         };
         reviews::insert(tx, &review).await?;
-        events.push(event(
+        events.push(OutgoingMessage::event_of(
             wire::event::FRAUD_REVIEW_OPENED,
             &pb::FraudReviewOpenedEvent {
                 review_id: review.review_id.to_string(),
@@ -290,7 +290,7 @@ async fn screen(
             created_at: now,
         };
         decisions::insert_alert(tx, &alert).await?;
-        events.push(event(
+        events.push(OutgoingMessage::event_of(
             wire::event::FRAUD_ALERT_RAISED,
             &pb::FraudAlertRaisedEvent {
                 alert_id: alert.alert_id.to_string(),
@@ -425,10 +425,6 @@ fn outcome_name(outcome: Outcome) -> &'static str {
 
 fn text(id: Option<Uuid>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()
-}
-
-fn event<M: Message + Name>(routing_key: &str, event: &M) -> OutgoingMessage {
-    OutgoingMessage::event(routing_key, M::full_name(), event.encode_to_vec())
 }
 
 fn parse_uuid(text: &str, field: &str) -> Result<Uuid, HandlerError> {

@@ -83,7 +83,7 @@ pub async fn settle(
     };
     messaging::enqueue(
         conn,
-        event(wire::event::FRAUD_REVIEW_DECIDED, &decided_event)
+        OutgoingMessage::event_of(wire::event::FRAUD_REVIEW_DECIDED, &decided_event)
             .with_correlation_id(review.saga_id),
     )
     .await?;

@@ -107,6 +107,11 @@ impl OutgoingMessage {
         Self::new(Exchange::Events, routing_key, message_type, payload)
     }
 
+    /// An event carrying the protobuf `event`, typed by its full name.
+    pub fn event_of<M: prost::Message + prost::Name>(routing_key: &str, event: &M) -> Self {
+        Self::event(routing_key, M::full_name(), event.encode_to_vec())
+    }
+
     /// Sets the message id (e.g. derived from a command id, for idempotent producers).
     pub fn with_message_id(mut self, message_id: Uuid) -> Self {
         self.message_id = message_id;

@@ -8,9 +8,16 @@ use corebank_proto::v1 as pb;
 use crate::helpers::{TestApp, key};
 
 mod analyst;
+mod features;
 mod reviews;
 mod rules;
 mod screening;
+
+/// Whether a transaction ended FAILED with `reason`.
+fn failed_with(transaction: &pb::Transaction, reason: &str) -> bool {
+    transaction.status == pb::TransactionStatus::Failed as i32
+        && transaction.failure_reason == reason
+}
 
 /// A rule with the fields every kind shares.
 fn rule(rule_id: &str, kind: pb::RuleKind, action: pb::FraudAction) -> pb::Rule {
