@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "corebank/v1/transaction.proto",
     "corebank/v1/orchestrator.proto",
     "corebank/v1/fraud.proto",
+    "corebank/v1/reporting.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -465,4 +465,18 @@ impl AccountService for AccountApi {
         let journal = self.store.get_journal(journal_id).await?;
         Ok(Response::new(journal_to_proto(&journal)))
     }
+
+    async fn list_ledger_entries(
+        &self,
+        _request: Request<pb::ListLedgerEntriesRequest>,
+    ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
+        Err(Status::unimplemented("list_ledger_entries"))
+    }
+
+    async fn get_ledger_summary(
+        &self,
+        _request: Request<pb::GetLedgerSummaryRequest>,
+    ) -> Result<Response<pb::LedgerSummary>, Status> {
+        Err(Status::unimplemented("get_ledger_summary"))
+    }
 }

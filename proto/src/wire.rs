@@ -27,6 +27,14 @@ pub mod event {
     pub const JOURNAL_POSTED: &str = "account.journal.posted";
     pub const CUSTOMER_KYC_CHANGED: &str = "customer.kyc.changed";
     pub const ACCOUNT_OPENED: &str = "account.account.opened";
+    pub const ACCOUNT_FROZEN: &str = "account.account.frozen";
+    pub const ACCOUNT_UNFROZEN: &str = "account.account.unfrozen";
+    pub const ACCOUNT_CLOSED: &str = "account.account.closed";
+    /// Pattern matching every account lifecycle event.
+    pub const ANY_ACCOUNT_LIFECYCLE: &str = "account.account.*";
+    /// Pattern matching every terminal transaction event.
+    pub const ANY_TRANSACTION_COMPLETED: &str = "transaction.*.completed";
+    pub const ANY_TRANSACTION_FAILED: &str = "transaction.*.failed";
     pub const FRAUD_DECISION_MADE: &str = "fraud.decision.made";
     pub const FRAUD_REVIEW_OPENED: &str = "fraud.review.opened";
     pub const FRAUD_REVIEW_DECIDED: &str = "fraud.review.decided";
@@ -45,6 +53,8 @@ pub mod queue {
     pub const FRAUD_COMMANDS: &str = "fraud.commands";
     /// Events the fraud service keeps features from.
     pub const FRAUD_EVENTS: &str = "fraud.events";
+    /// Events the reporting service projects into its read models.
+    pub const REPORTING_EVENTS: &str = "reporting.events";
     /// Replies to the orchestrator.
     pub const ORCHESTRATOR_REPLIES: &str = "orchestrator.replies";
     /// Requested movements that start sagas.

@@ -208,10 +208,12 @@ pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
                     account_id: entry.account_id.to_string(),
                     amount: entry.currency.format(signed),
                     balance_after: entry.currency.format(entry.balance_after),
+                    ..Default::default()
                 }
             })
             .collect(),
         transaction_id: transaction_id.to_owned(),
+        ..Default::default()
     };
     Applied {
         journal_id: Some(journal.journal_id),

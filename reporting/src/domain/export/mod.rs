@@ -1,0 +1,1 @@
+//! Auditor exports.

@@ -1,0 +1,3 @@
+//! Pure reporting logic: no tonic, sqlx or lapin.
+
+pub mod export;
