@@ -9,6 +9,8 @@ use corebank_platform::money::Currency;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+pub mod feed;
+
 /// Stable reasons this service answers with.
 pub mod reason {
     pub const ACCOUNT_NOT_FOUND: &str = "ACCOUNT_NOT_FOUND";
@@ -233,6 +235,9 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Journal {
     pub journal_id: Uuid,
+    /// The journal's position in the whole ledger (unique, increasing with
+    /// each posting; a rolled back posting leaves a gap).
+    pub ledger_seq: i64,
     pub kind: JournalKind,
     pub reference: String,
     pub hold_id: Option<Uuid>,

@@ -3,15 +3,18 @@
 //! anything is read or written.
 
 mod convert;
+mod feed;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::idempotency::fingerprint;
+use corebank_platform::messaging::{self, OutgoingMessage};
 use corebank_platform::money::{self, AmountLimits, Currency};
 use corebank_platform::paging::Page;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_server::AccountService;
+use corebank_proto::wire;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -76,12 +79,38 @@ impl AccountApi {
         self.store
             .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
                 Box::pin(async move {
-                    let account = store::transition(conn, account_id, action, &actor, &reason, now).await?;
+                    let (account, from) =
+                        store::transition(conn, account_id, action, &actor, &reason, now).await?;
+                    // In the same transaction as the change, so a replay of the
+                    // request (answered from the key) publishes nothing more.
+                    let changed = pb::AccountStatusChangedEvent {
+                        account_id: account_id.to_string(),
+                        from_status: from.as_str().to_owned(),
+                        to_status: account.status.as_str().to_owned(),
+                        actor: actor.clone(),
+                        reason: reason.clone(),
+                        change_time: Some(corebank_platform::time::to_timestamp(now)),
+                    };
+                    let event =
+                        OutgoingMessage::event_of(status_routing_key(action), &changed)
+                            .with_occurred_at(now);
+                    messaging::enqueue(conn, event)
+                        .await
+                        .map_err(ApiError::from)?;
                     tracing::info!(%account_id, action = action.as_str(), %actor, "account status changed");
                     Ok(account_to_proto(&account))
                 })
             })
             .await
+    }
+}
+
+/// The event a lifecycle action publishes under.
+fn status_routing_key(action: AccountAction) -> &'static str {
+    match action {
+        AccountAction::Freeze => wire::event::ACCOUNT_FROZEN,
+        AccountAction::Unfreeze => wire::event::ACCOUNT_UNFROZEN,
+        AccountAction::Close => wire::event::ACCOUNT_CLOSED,
     }
 }
 
@@ -468,15 +497,19 @@ impl AccountService for AccountApi {
 
     async fn list_ledger_entries(
         &self,
-        _request: Request<pb::ListLedgerEntriesRequest>,
+        request: Request<pb::ListLedgerEntriesRequest>,
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
-        Err(Status::unimplemented("list_ledger_entries"))
+        Ok(Response::new(
+            self.ledger_entries(request.into_inner()).await?,
+        ))
     }
 
     async fn get_ledger_summary(
         &self,
-        _request: Request<pb::GetLedgerSummaryRequest>,
+        request: Request<pb::GetLedgerSummaryRequest>,
     ) -> Result<Response<pb::LedgerSummary>, Status> {
-        Err(Status::unimplemented("get_ledger_summary"))
+        Ok(Response::new(
+            self.ledger_summary(request.into_inner()).await?,
+        ))
     }
 }

@@ -18,8 +18,9 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer};
+use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer, QueueSpec};
 use corebank_platform::money::AmountLimits;
+use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::account_service_server::AccountServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -57,7 +58,7 @@ pub struct AccountArgs {
         id = "account_addr",
         long = "account-addr",
         env = "COREBANK_ACCOUNT_ADDR",
-        default_value = "127.0.0.1:50052"
+        default_value = AccountService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
     /// Where the customer service answers (KYC checks).
@@ -67,6 +68,53 @@ pub struct AccountArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub customer_endpoint: String,
+}
+
+/// The account service as `corebank up`, `serve` and the test harness run it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountService;
+
+impl Service for AccountService {
+    const NAME: &'static str = "account";
+    const SCHEMA: SchemaSpec = SCHEMA;
+    const DEFAULT_ADDR: &'static str = "127.0.0.1:50052";
+    const CALLS: &'static [&'static str] = &["customer"];
+    type Args = AccountArgs;
+    type Settings = Settings;
+
+    fn queues() -> Vec<QueueSpec> {
+        vec![consumer::command_queue(), consumer::kyc_queue()]
+    }
+
+    fn listen_addr(args: &AccountArgs) -> SocketAddr {
+        args.addr
+    }
+
+    fn settings(context: Context, args: &AccountArgs) -> anyhow::Result<Settings> {
+        let customer_endpoint = context
+            .peers
+            .endpoint("customer")
+            .unwrap_or_else(|| args.customer_endpoint.clone());
+        Ok(Settings {
+            pool: context.pool,
+            clock: context.clock,
+            requests: context.requests,
+            customer_endpoint,
+            broker: context.broker,
+        })
+    }
+
+    async fn start(
+        settings: Settings,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bound> {
+        let app = Application::build(settings, addr).await?;
+        Ok(Bound::new(
+            app.local_addr(),
+            app.run_until_stopped(shutdown),
+        ))
+    }
 }
 
 /// What the service needs to run.

@@ -4,6 +4,7 @@
 //!
 //! Accounts and their lifecycle live here; holds and postings in [`ledger`].
 
+mod feed;
 pub mod ledger;
 mod rows;
 
@@ -144,7 +145,7 @@ impl AccountStore {
     pub async fn get_journal(&self, journal_id: Uuid) -> Result<Journal, ApiError> {
         let mut conn = self.pool.acquire().await?;
         let journal: Option<JournalRow> = sqlx::query_as(
-            "select journal_id, kind, reference, hold_id, created_at from journal where journal_id = $1",
+            "select journal_id, ledger_seq, kind, reference, hold_id, created_at from journal where journal_id = $1",
         )
         .bind(journal_id)
         .fetch_optional(&mut *conn)
@@ -163,6 +164,7 @@ impl AccountStore {
         .await?;
         Ok(Journal {
             journal_id,
+            ledger_seq: journal.ledger_seq,
             kind: known("journal kind", &journal.kind, JournalKind::parse)?,
             reference: journal.reference,
             hold_id: journal.hold_id,
@@ -297,7 +299,8 @@ pub async fn insert_account(
 }
 
 /// Freezes, unfreezes or closes an account and appends the history row, in
-/// the caller's transaction; a refused move changes nothing.
+/// the caller's transaction; a refused move changes nothing. Returns the
+/// account as it is now and the status it left.
 #[tracing::instrument(skip_all, fields(account_id = %account_id, action = action.as_str()), err)]
 pub async fn transition(
     conn: &mut PgConnection,
@@ -306,7 +309,7 @@ pub async fn transition(
     actor: &str,
     why: &str,
     now: DateTime<Utc>,
-) -> Result<Account, ApiError> {
+) -> Result<(Account, AccountStatus), ApiError> {
     let current = get_account(conn, account_id, true).await?;
     if current.product == Product::Settlement {
         return Err(ApiError::failed_precondition(
@@ -366,11 +369,15 @@ pub async fn transition(
         now,
     )
     .await?;
-    Ok(Account {
-        status: to,
-        updated_at: now,
-        ..current
-    })
+    let from = current.status;
+    Ok((
+        Account {
+            status: to,
+            updated_at: now,
+            ..current
+        },
+        from,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

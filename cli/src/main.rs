@@ -6,9 +6,11 @@ mod audit;
 mod bench;
 mod client;
 mod dlq;
+mod export;
 mod fraud;
 mod movements;
 mod output;
+mod reporting;
 mod run;
 mod saga;
 
@@ -55,6 +57,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check the ledger and saga invariants (money conserved, no double posting, every saga ended).
     Audit(audit::AuditArgs),
+    /// Make an Ed25519 key pair for signing auditor exports.
+    Keygen(export::KeygenArgs),
+    /// Signed auditor exports: create and download them, verify them offline, prove one journal.
+    Export(export::ExportCommand),
+    /// Statements, daily totals, the projection's status, reconciliation reports, rebuilds.
+    Reporting(reporting::ReportingCommand),
+    /// Compare the read models with the ledger now; exit 1 on any mismatch.
+    Reconcile(reporting::ReconcileArgs),
 }
 
 #[tokio::main]
@@ -75,6 +85,10 @@ async fn main() -> std::process::ExitCode {
         Command::Dlq(command) => dlq::dlq(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Keygen(args) => export::keygen(args),
+        Command::Export(command) => export::export(command).await,
+        Command::Reporting(command) => reporting::reporting(command).await,
+        Command::Reconcile(args) => reporting::reconcile(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,37 +2,18 @@
 
 use std::str::FromStr;
 
+use corebank_cli::services::{self, EveryServiceArgs, SERVICES};
 use corebank_platform::clock;
 use corebank_platform::config::{AmqpArgs, DatabaseArgs, RequestArgs, TelemetryArgs};
-use corebank_platform::db::{self, SchemaSpec};
-use corebank_platform::messaging::{QueueSpec, declare_exchanges, declare_queue};
+use corebank_platform::db;
+use corebank_platform::messaging::{declare_exchanges, declare_queue};
+use corebank_platform::service::{AnyService, Context, Peers};
 use corebank_platform::{shutdown, telemetry};
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-const SCHEMAS: [SchemaSpec; 5] = [
-    corebank_customer::SCHEMA,
-    corebank_account::SCHEMA,
-    corebank_transaction::SCHEMA,
-    corebank_orchestrator::SCHEMA,
-    corebank_fraud::SCHEMA,
-];
-
-/// Every queue of the system: declared at migration time, like the schemas,
-/// so no event is unroutable because its consumer has not started yet.
-fn queues() -> Vec<QueueSpec> {
-    let mut specs = vec![
-        corebank_account::consumer::command_queue(),
-        corebank_account::consumer::kyc_queue(),
-        corebank_transaction::consumer::queue_spec(),
-    ];
-    specs.extend(corebank_orchestrator::queue_specs());
-    specs.extend(corebank_fraud::queue_specs());
-    specs
-}
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -42,7 +23,7 @@ pub struct MigrateArgs {
     amqp: AmqpArgs,
 }
 
-/// Flags of every service.
+/// Flags of every service: the shared ones, then each service's own.
 #[derive(Debug, clap::Args)]
 pub struct ServiceArgs {
     #[command(flatten)]
@@ -54,15 +35,7 @@ pub struct ServiceArgs {
     #[command(flatten)]
     requests: RequestArgs,
     #[command(flatten)]
-    customer: corebank_customer::CustomerArgs,
-    #[command(flatten)]
-    account: corebank_account::AccountArgs,
-    #[command(flatten)]
-    transaction: corebank_transaction::TransactionArgs,
-    #[command(flatten)]
-    orchestrator: corebank_orchestrator::OrchestratorArgs,
-    #[command(flatten)]
-    fraud: corebank_fraud::FraudArgs,
+    each: EveryServiceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,19 +47,11 @@ pub struct UpArgs {
     skip_migrate: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Service {
-    Customer,
-    Account,
-    Transaction,
-    Orchestrator,
-    Fraud,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Which service to run.
-    service: Service,
+    #[arg(value_parser = services::parser())]
+    service: &'static dyn AnyService,
     #[command(flatten)]
     services: ServiceArgs,
 }
@@ -123,7 +88,7 @@ async fn provision_all(
 ) -> anyhow::Result<PgConnectOptions> {
     let owner = db::options(&db_args.database_url)?;
     ensure_database(&owner).await?;
-    for spec in &SCHEMAS {
+    for spec in &services::schemas() {
         db::provision(&owner, spec, &db_args.db_password).await?;
         tracing::info!(schema = spec.schema, role = spec.role, "schema migrated");
     }
@@ -137,7 +102,7 @@ async fn provision_all(
         .ok_or_else(|| anyhow::anyhow!("cannot reach RabbitMQ (AMQP_URL) within 30 s"))?;
     let namespace = broker.namespace().clone();
     declare_exchanges(&channel, &namespace).await?;
-    for spec in queues() {
+    for spec in services::queues() {
         declare_queue(&channel, &namespace, &spec).await?;
     }
     token.cancel();
@@ -148,7 +113,7 @@ async fn provision_all(
 
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let owner = provision_all(&args.db, &args.amqp).await?;
-    for spec in &SCHEMAS {
+    for spec in services::schemas() {
         println!("migrated schema {} (role {})", spec.schema, spec.role);
     }
     println!(
@@ -159,86 +124,34 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pool(
-    owner: &PgConnectOptions,
-    spec: &SchemaSpec,
-    args: &DatabaseArgs,
-) -> anyhow::Result<sqlx::PgPool> {
-    let options = db::service_options(owner, spec, &args.db_password);
-    Ok(db::connect(options, spec.schema, args.db_pool_size).await?)
-}
-
 /// Builds one service and spawns it; prints where it listens.
 async fn start(
-    service: Service,
+    service: &dyn AnyService,
     owner: &PgConnectOptions,
     args: &ServiceArgs,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let requests = args.requests.clone();
-    let stop = shutdown.clone();
-    match service {
-        Service::Customer => {
-            let settings = corebank_customer::Settings {
-                pool: pool(owner, &corebank_customer::SCHEMA, &args.db).await?,
-                clock: clock::system(),
-                requests,
-                broker: args.amqp.broker("customer"),
-            };
-            let app = corebank_customer::Application::build(settings, args.customer.addr).await?;
-            println!("customer      grpc://{}", app.local_addr());
-            tasks.spawn(app.run_until_stopped(stop));
-        }
-        Service::Account => {
-            let settings = corebank_account::Settings {
-                pool: pool(owner, &corebank_account::SCHEMA, &args.db).await?,
-                clock: clock::system(),
-                requests,
-                customer_endpoint: args.account.customer_endpoint.clone(),
-                broker: args.amqp.broker("account"),
-            };
-            let app = corebank_account::Application::build(settings, args.account.addr).await?;
-            println!("account       grpc://{}", app.local_addr());
-            tasks.spawn(app.run_until_stopped(stop));
-        }
-        Service::Transaction => {
-            let settings = corebank_transaction::Settings {
-                pool: pool(owner, &corebank_transaction::SCHEMA, &args.db).await?,
-                clock: clock::system(),
-                requests,
-                broker: args.amqp.broker("transaction"),
-            };
-            let app =
-                corebank_transaction::Application::build(settings, args.transaction.addr).await?;
-            println!("transaction   grpc://{}", app.local_addr());
-            tasks.spawn(app.run_until_stopped(stop));
-        }
-        Service::Orchestrator => {
-            let settings = corebank_orchestrator::Settings {
-                pool: pool(owner, &corebank_orchestrator::SCHEMA, &args.db).await?,
-                clock: clock::system(),
-                broker: args.amqp.broker("orchestrator"),
-                engine: args.orchestrator.engine(),
-            };
-            let app =
-                corebank_orchestrator::Application::build(settings, args.orchestrator.addr).await?;
-            println!("orchestrator  grpc://{}", app.local_addr());
-            tasks.spawn(app.run_until_stopped(stop));
-        }
-        Service::Fraud => {
-            let settings = corebank_fraud::Settings {
-                pool: pool(owner, &corebank_fraud::SCHEMA, &args.db).await?,
-                clock: clock::system(),
-                requests,
-                broker: args.amqp.broker("fraud"),
-                review_deadline: args.fraud.review_deadline,
-            };
-            let app = corebank_fraud::Application::build(settings, args.fraud.addr).await?;
-            println!("fraud         grpc://{}", app.local_addr());
-            tasks.spawn(app.run_until_stopped(stop));
-        }
-    }
+    let name = service.name();
+    let own_args = args
+        .each
+        .of(name)
+        .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
+    let spec = service.schema();
+    let options = db::service_options(owner, &spec, &args.db.db_password);
+    let context = Context {
+        pool: db::connect(options, spec.schema, args.db.db_pool_size).await?,
+        clock: clock::system(),
+        requests: args.requests.clone(),
+        broker: args.amqp.broker(name),
+        // The endpoint flags (e.g. `--customer-endpoint`) say where callees are.
+        peers: Peers::default(),
+    };
+    let settings = service.settings(context, own_args)?;
+    let addr = service.listen_addr(own_args)?;
+    let bound = service.start(settings, addr, shutdown.clone()).await?;
+    println!("{name:<13} grpc://{}", bound.local_addr);
+    tasks.spawn(bound.run);
     Ok(())
 }
 
@@ -262,45 +175,39 @@ async fn wait(
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let services = &args.services;
-    telemetry::init_logging(&services.telemetry);
+    let flags = &args.services;
+    telemetry::init_logging(&flags.telemetry);
     let owner = if args.skip_migrate {
-        db::options(&services.db.database_url)?
+        db::options(&flags.db.database_url)?
     } else {
-        provision_all(&services.db, &services.amqp).await?
+        provision_all(&flags.db, &flags.amqp).await?
     };
     let shutdown = shutdown::on_signal();
     if let Some(addr) =
-        telemetry::spawn_metrics(services.telemetry.metrics_addr, shutdown.clone()).await
+        telemetry::spawn_metrics(flags.telemetry.metrics_addr, shutdown.clone()).await
     {
         println!("metrics       http://{addr}/metrics");
     }
     let mut tasks = JoinSet::new();
-    for service in [
-        Service::Customer,
-        Service::Account,
-        Service::Transaction,
-        Service::Fraud,
-        Service::Orchestrator,
-    ] {
-        start(service, &owner, services, &mut tasks, &shutdown).await?;
+    for service in SERVICES {
+        start(*service, &owner, flags, &mut tasks, &shutdown).await?;
     }
     println!(
         "corebank is up (database {}, broker namespace {}); ctrl-c stops it",
-        redact(&services.db),
-        services.amqp.namespace
+        redact(&flags.db),
+        flags.amqp.namespace
     );
     wait(tasks, shutdown).await
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let services = &args.services;
-    telemetry::init_logging(&services.telemetry);
-    let owner = db::options(&services.db.database_url)?;
+    let flags = &args.services;
+    telemetry::init_logging(&flags.telemetry);
+    let owner = db::options(&flags.db.database_url)?;
     let shutdown = shutdown::on_signal();
-    telemetry::spawn_metrics(services.telemetry.metrics_addr, shutdown.clone()).await;
+    telemetry::spawn_metrics(flags.telemetry.metrics_addr, shutdown.clone()).await;
     let mut tasks = JoinSet::new();
-    start(args.service, &owner, services, &mut tasks, &shutdown).await?;
+    start(args.service, &owner, flags, &mut tasks, &shutdown).await?;
     wait(tasks, shutdown).await
 }
 

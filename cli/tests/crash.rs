@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
 
+use corebank_cli::services::SERVICES;
+use corebank_platform::service::Peers;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
@@ -22,31 +24,37 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-struct Ports {
-    customer: SocketAddr,
-    account: SocketAddr,
-    transaction: SocketAddr,
-    orchestrator: SocketAddr,
-    fraud: SocketAddr,
+/// A free port for every service of the list.
+fn free_ports() -> Peers {
+    SERVICES
+        .iter()
+        .map(|service| (service.name(), free_port()))
+        .collect()
 }
 
-fn spawn_corebank(database_url: &str, namespace: &str, ports: &Ports) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_corebank"))
-        .arg("up")
+fn port(ports: &Peers, service: &str) -> SocketAddr {
+    ports.addr(service).expect("a port for every service")
+}
+
+fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corebank"));
+    command.arg("up").args([
+        "--database-url",
+        database_url,
+        "--amqp-url",
+        &amqp_url(),
+        "--namespace",
+        namespace,
+    ]);
+    for service in SERVICES {
+        let flag = format!("--{}-addr", service.name());
+        command.args([flag, port(ports, service.name()).to_string()]);
+    }
+    command
         .args([
-            "--database-url",
-            database_url,
-            "--amqp-url",
-            &amqp_url(),
-            "--namespace",
-            namespace,
+            "--customer-endpoint",
+            &format!("http://{}", port(ports, "customer")),
         ])
-        .args(["--customer-addr", &ports.customer.to_string()])
-        .args(["--customer-endpoint", &format!("http://{}", ports.customer)])
-        .args(["--account-addr", &ports.account.to_string()])
-        .args(["--transaction-addr", &ports.transaction.to_string()])
-        .args(["--orchestrator-addr", &ports.orchestrator.to_string()])
-        .args(["--fraud-addr", &ports.fraud.to_string()])
         .args([
             "--metrics-addr",
             "127.0.0.1:0",
@@ -85,19 +93,16 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
         .map(|(b, d)| (b.to_owned(), d.to_owned()))
         .unwrap();
     let database_url = format!("{base}/{}", db.name);
-    let ports = Ports {
-        customer: free_port(),
-        account: free_port(),
-        transaction: free_port(),
-        orchestrator: free_port(),
-        fraud: free_port(),
-    };
+    let ports = free_ports();
     let mut corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
 
-    let mut customers = CustomerServiceClient::new(connect(ports.customer).await);
-    let mut accounts = AccountServiceClient::new(connect(ports.account).await);
-    let mut transactions = TransactionServiceClient::new(connect(ports.transaction).await);
-    connect(ports.orchestrator).await;
+    let mut customers = CustomerServiceClient::new(connect(port(&ports, "customer")).await);
+    let mut accounts = AccountServiceClient::new(connect(port(&ports, "account")).await);
+    let mut transactions =
+        TransactionServiceClient::new(connect(port(&ports, "transaction")).await);
+    for service in SERVICES {
+        connect(port(&ports, service.name())).await;
+    }
 
     let mut account_ids = Vec::new();
     for i in 0..6 {

@@ -13,6 +13,7 @@ use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
 use corebank_platform::messaging::{self, Broker, OutboxRelay};
+use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::customer_service_server::CustomerServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -45,9 +46,46 @@ pub struct CustomerArgs {
         id = "customer_addr",
         long = "customer-addr",
         env = "COREBANK_CUSTOMER_ADDR",
-        default_value = "127.0.0.1:50051"
+        default_value = CustomerService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
+}
+
+/// The customer service as `corebank up`, `serve` and the test harness run it.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerService;
+
+impl Service for CustomerService {
+    const NAME: &'static str = "customer";
+    const SCHEMA: SchemaSpec = SCHEMA;
+    const DEFAULT_ADDR: &'static str = "127.0.0.1:50051";
+    type Args = CustomerArgs;
+    type Settings = Settings;
+
+    fn listen_addr(args: &CustomerArgs) -> SocketAddr {
+        args.addr
+    }
+
+    fn settings(context: Context, _args: &CustomerArgs) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            pool: context.pool,
+            clock: context.clock,
+            requests: context.requests,
+            broker: context.broker,
+        })
+    }
+
+    async fn start(
+        settings: Settings,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bound> {
+        let app = Application::build(settings, addr).await?;
+        Ok(Bound::new(
+            app.local_addr(),
+            app.run_until_stopped(shutdown),
+        ))
+    }
 }
 
 /// What the service needs to run.

@@ -22,6 +22,7 @@ use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
 use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::fraud_service_server::FraudServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -64,7 +65,7 @@ pub struct FraudArgs {
         id = "fraud_addr",
         long = "fraud-addr",
         env = "COREBANK_FRAUD_ADDR",
-        default_value = "127.0.0.1:50055"
+        default_value = FraudService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
     /// How long an analyst has to decide a review, unless its rule says
@@ -101,6 +102,48 @@ pub fn parse_review_deadline(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: must be between 1 minute and 7 days"));
     }
     Ok(deadline)
+}
+
+/// The fraud service as `corebank up`, `serve` and the test harness run it.
+#[derive(Debug, Clone, Copy)]
+pub struct FraudService;
+
+impl Service for FraudService {
+    const NAME: &'static str = "fraud";
+    const SCHEMA: SchemaSpec = SCHEMA;
+    const DEFAULT_ADDR: &'static str = "127.0.0.1:50055";
+    type Args = FraudArgs;
+    type Settings = Settings;
+
+    fn queues() -> Vec<QueueSpec> {
+        queue_specs()
+    }
+
+    fn listen_addr(args: &FraudArgs) -> SocketAddr {
+        args.addr
+    }
+
+    fn settings(context: Context, args: &FraudArgs) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            pool: context.pool,
+            clock: context.clock,
+            requests: context.requests,
+            broker: context.broker,
+            review_deadline: args.review_deadline,
+        })
+    }
+
+    async fn start(
+        settings: Settings,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bound> {
+        let app = Application::build(settings, addr).await?;
+        Ok(Bound::new(
+            app.local_addr(),
+            app.run_until_stopped(shutdown),
+        ))
+    }
 }
 
 /// What the service needs to run.

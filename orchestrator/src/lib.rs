@@ -22,6 +22,7 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
 use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::saga_admin_service_server::SagaAdminServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -61,7 +62,7 @@ pub struct OrchestratorArgs {
         id = "orchestrator_addr",
         long = "orchestrator-addr",
         env = "COREBANK_ORCHESTRATOR_ADDR",
-        default_value = "127.0.0.1:50054"
+        default_value = OrchestratorService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
     /// How long a saga step waits for its reply before re-sending, in milliseconds.
@@ -118,6 +119,48 @@ impl OrchestratorArgs {
             wait_grace: Duration::from_millis(self.wait_grace_ms),
             ..EngineConfig::default()
         }
+    }
+}
+
+/// The orchestrator as `corebank up`, `serve` and the test harness run it.
+/// It takes no request rules: it serves no money-carrying requests of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct OrchestratorService;
+
+impl Service for OrchestratorService {
+    const NAME: &'static str = "orchestrator";
+    const SCHEMA: SchemaSpec = SCHEMA;
+    const DEFAULT_ADDR: &'static str = "127.0.0.1:50054";
+    type Args = OrchestratorArgs;
+    type Settings = Settings;
+
+    fn queues() -> Vec<QueueSpec> {
+        queue_specs()
+    }
+
+    fn listen_addr(args: &OrchestratorArgs) -> SocketAddr {
+        args.addr
+    }
+
+    fn settings(context: Context, args: &OrchestratorArgs) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            pool: context.pool,
+            clock: context.clock,
+            broker: context.broker,
+            engine: args.engine(),
+        })
+    }
+
+    async fn start(
+        settings: Settings,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bound> {
+        let app = Application::build(settings, addr).await?;
+        Ok(Bound::new(
+            app.local_addr(),
+            app.run_until_stopped(shutdown),
+        ))
     }
 }
 

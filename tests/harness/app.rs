@@ -6,14 +6,61 @@ use super::*;
 /// A service's stop token and the task running it.
 type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
 
-/// The services a test can stop and start again.
+/// A service a test can stop and start again: a name from the one list
+/// (`corebank_cli::services::SERVICES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Service {
-    Customer,
-    Account,
-    Transaction,
-    Orchestrator,
-    Fraud,
+pub struct Service(&'static str);
+
+// Spelled like the enum variants the tests have always used.
+#[allow(non_upper_case_globals)]
+impl Service {
+    pub const Customer: Service = Service(corebank_customer::CustomerService::NAME);
+    pub const Account: Service = Service(corebank_account::AccountService::NAME);
+    pub const Transaction: Service = Service(corebank_transaction::TransactionService::NAME);
+    pub const Orchestrator: Service = Service(corebank_orchestrator::OrchestratorService::NAME);
+    pub const Fraud: Service = Service(corebank_fraud::FraudService::NAME);
+    pub const Reporting: Service = Service(corebank_reporting::ReportingService::NAME);
+
+    /// Any service of the list, by name.
+    pub fn named(name: &str) -> Service {
+        let service = services::find(name).unwrap_or_else(|| panic!("no service named {name}"));
+        Service(service.name())
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    fn descriptor(self) -> &'static dyn AnyService {
+        services::find(self.0).unwrap_or_else(|| panic!("no service named {}", self.0))
+    }
+}
+
+/// How a service runs under test where it differs from `corebank up`: a
+/// pool sized for the suite, and the test's manual clock unless its timers
+/// must fire on their own. A service not named here gets the defaults.
+#[derive(Debug, Clone, Copy)]
+struct UnderTest {
+    pool_size: u32,
+    manual_clock: bool,
+}
+
+impl UnderTest {
+    fn of(service: Service) -> UnderTest {
+        let pool_size = match service {
+            Service::Customer => 5,
+            Service::Account => 20,
+            Service::Fraud => 6,
+            Service::Reporting => 6,
+            _ => 10,
+        };
+        // The saga timers must fire, so the orchestrator keeps real time.
+        let manual_clock = service != Service::Orchestrator;
+        UnderTest {
+            pool_size,
+            manual_clock,
+        }
+    }
 }
 
 /// Saga timings short enough for tests: a silent participant is noticed
@@ -41,11 +88,13 @@ pub struct TestApp {
     pub transaction: TransactionServiceClient<Channel>,
     pub sagas: SagaAdminServiceClient<Channel>,
     pub fraud: FraudServiceClient<Channel>,
+    pub reporting: ReportingServiceClient<Channel>,
     pub customer_addr: SocketAddr,
     pub account_addr: SocketAddr,
     pub transaction_addr: SocketAddr,
     pub orchestrator_addr: SocketAddr,
     pub fraud_addr: SocketAddr,
+    pub reporting_addr: SocketAddr,
     /// Drives account holds and timestamps; the orchestrator keeps real time
     /// so its timers fire.
     pub clock: Arc<ManualClock>,
@@ -54,7 +103,11 @@ pub struct TestApp {
     pub engine: EngineConfig,
     /// The fraud service's default review deadline.
     pub review_deadline: Duration,
+    /// The key the reporting service signs exports with.
+    pub signing_key: corebank_reporting::domain::export::SigningKey,
     pub shutdown: CancellationToken,
+    /// Where each service of the list listens.
+    peers: Peers,
     running: Mutex<HashMap<Service, Running>>,
 }
 
@@ -64,14 +117,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(requests: RequestArgs, engine: EngineConfig) -> TestApp {
-        let db = TestDb::create(&[
-            corebank_customer::SCHEMA,
-            corebank_account::SCHEMA,
-            corebank_transaction::SCHEMA,
-            corebank_orchestrator::SCHEMA,
-            corebank_fraud::SCHEMA,
-        ])
-        .await;
+        let db = TestDb::create(&services::schemas()).await;
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let mut app = TestApp {
             owner: db.owner.clone(),
@@ -81,43 +127,53 @@ impl TestApp {
             transaction: TransactionServiceClient::new(lazy_channel(loopback)),
             sagas: SagaAdminServiceClient::new(lazy_channel(loopback)),
             fraud: FraudServiceClient::new(lazy_channel(loopback)),
+            reporting: ReportingServiceClient::new(lazy_channel(loopback)),
             customer_addr: loopback,
             account_addr: loopback,
             transaction_addr: loopback,
             orchestrator_addr: loopback,
             fraud_addr: loopback,
+            reporting_addr: loopback,
             clock: ManualClock::new(Utc::now()),
             namespace: fresh_namespace(),
             requests,
             engine,
             review_deadline: Duration::from_secs(24 * 3600),
+            signing_key: corebank_reporting::domain::export::generate_signing_key()
+                .expect("a signing key"),
             shutdown: CancellationToken::new(),
+            peers: Peers::default(),
             running: Mutex::new(HashMap::new()),
         };
         // Like migrations for the schema: the whole topology exists before any
         // service publishes, so no event is unroutable for want of a queue.
         declare_namespace(&app.namespace).await;
-        app.customer_addr = app.start_at(Service::Customer, loopback).await;
-        app.account_addr = app.start_at(Service::Account, loopback).await;
-        app.transaction_addr = app.start_at(Service::Transaction, loopback).await;
-        app.fraud_addr = app.start_at(Service::Fraud, loopback).await;
-        app.orchestrator_addr = app.start_at(Service::Orchestrator, loopback).await;
+        // Callees first, so each service is handed where its callees listen.
+        for descriptor in SERVICES {
+            let service = Service(descriptor.name());
+            let bound = app.start_at(service, loopback).await;
+            app.peers.insert(service.name(), bound);
+        }
+        app.customer_addr = app.addr_of(Service::Customer);
+        app.account_addr = app.addr_of(Service::Account);
+        app.transaction_addr = app.addr_of(Service::Transaction);
+        app.fraud_addr = app.addr_of(Service::Fraud);
+        app.orchestrator_addr = app.addr_of(Service::Orchestrator);
+        app.reporting_addr = app.addr_of(Service::Reporting);
         app.customer = CustomerServiceClient::new(channel(app.customer_addr).await);
         app.account = AccountServiceClient::new(channel(app.account_addr).await);
         app.transaction = TransactionServiceClient::new(channel(app.transaction_addr).await);
         app.sagas = SagaAdminServiceClient::new(channel(app.orchestrator_addr).await);
         app.fraud = FraudServiceClient::new(channel(app.fraud_addr).await);
+        app.reporting = ReportingServiceClient::new(channel(app.reporting_addr).await);
         app
     }
 
-    fn addr_of(&self, service: Service) -> SocketAddr {
-        match service {
-            Service::Customer => self.customer_addr,
-            Service::Account => self.account_addr,
-            Service::Transaction => self.transaction_addr,
-            Service::Orchestrator => self.orchestrator_addr,
-            Service::Fraud => self.fraud_addr,
-        }
+    /// Where a service listens (and listens again after a restart).
+    pub fn addr_of(&self, service: Service) -> SocketAddr {
+        self.peers
+            .addr(service.name())
+            .unwrap_or_else(|| panic!("{} is not running", service.name()))
     }
 
     /// Stops one service as SIGTERM would, and waits until it has drained.
@@ -139,110 +195,58 @@ impl TestApp {
     }
 
     async fn start_at(&self, service: Service, addr: SocketAddr) -> SocketAddr {
-        let token = self.shutdown.child_token();
-        let shared: SharedClock = self.clock.clone();
-        let name = format!("{service:?}").to_lowercase();
-        let broker = broker(&self.namespace, &name);
-        let (bound, task) = match service {
-            Service::Customer => {
-                let app = corebank_customer::Application::build(
-                    corebank_customer::Settings {
-                        pool: self.db.service_pool(&corebank_customer::SCHEMA, 5).await,
-                        clock: shared,
-                        requests: self.requests.clone(),
-                        broker,
-                    },
-                    addr,
-                )
-                .await
-                .expect("build customer service");
-                (
-                    app.local_addr(),
-                    tokio::spawn(app.run_until_stopped(token.clone())),
-                )
-            }
-            Service::Account => {
-                let app = corebank_account::Application::build(
-                    corebank_account::Settings {
-                        pool: self.db.service_pool(&corebank_account::SCHEMA, 20).await,
-                        clock: shared,
-                        requests: self.requests.clone(),
-                        customer_endpoint: format!("http://{}", self.customer_addr),
-                        broker,
-                    },
-                    addr,
-                )
-                .await
-                .expect("build account service");
-                (
-                    app.local_addr(),
-                    tokio::spawn(app.run_until_stopped(token.clone())),
-                )
-            }
-            Service::Transaction => {
-                let app = corebank_transaction::Application::build(
-                    corebank_transaction::Settings {
-                        pool: self
-                            .db
-                            .service_pool(&corebank_transaction::SCHEMA, 10)
-                            .await,
-                        clock: shared,
-                        requests: self.requests.clone(),
-                        broker,
-                    },
-                    addr,
-                )
-                .await
-                .expect("build transaction service");
-                (
-                    app.local_addr(),
-                    tokio::spawn(app.run_until_stopped(token.clone())),
-                )
-            }
-            Service::Orchestrator => {
-                let app = corebank_orchestrator::Application::build(
-                    corebank_orchestrator::Settings {
-                        pool: self
-                            .db
-                            .service_pool(&corebank_orchestrator::SCHEMA, 10)
-                            .await,
-                        clock: corebank_platform::clock::system(),
-                        broker,
-                        engine: self.engine.clone(),
-                    },
-                    addr,
-                )
-                .await
-                .expect("build orchestrator");
-                (
-                    app.local_addr(),
-                    tokio::spawn(app.run_until_stopped(token.clone())),
-                )
-            }
-            Service::Fraud => {
-                let app = corebank_fraud::Application::build(
-                    corebank_fraud::Settings {
-                        pool: self.db.service_pool(&corebank_fraud::SCHEMA, 6).await,
-                        clock: shared,
-                        requests: self.requests.clone(),
-                        broker,
-                        review_deadline: self.review_deadline,
-                    },
-                    addr,
-                )
-                .await
-                .expect("build fraud service");
-                (
-                    app.local_addr(),
-                    tokio::spawn(app.run_until_stopped(token.clone())),
-                )
-            }
+        let descriptor = service.descriptor();
+        let name = descriptor.name();
+        let under_test = UnderTest::of(service);
+        let clock: SharedClock = if under_test.manual_clock {
+            self.clock.clone()
+        } else {
+            corebank_platform::clock::system()
         };
+        let context = Context {
+            pool: self
+                .db
+                .service_pool(&descriptor.schema(), under_test.pool_size)
+                .await,
+            clock,
+            requests: self.requests.clone(),
+            broker: broker(&self.namespace, name),
+            peers: self.peers.clone(),
+        };
+        let args = descriptor
+            .parse_args(&[])
+            .unwrap_or_else(|error| panic!("{name} flags: {error}"));
+        let mut settings = descriptor
+            .settings(context, &args)
+            .unwrap_or_else(|error| panic!("{name} settings: {error:#}"));
+        self.adjust(settings.as_mut());
+        let token = self.shutdown.child_token();
+        let bound = descriptor
+            .start(settings, addr, token.clone())
+            .await
+            .unwrap_or_else(|error| panic!("build {name} service: {error:#}"));
+        let task = tokio::spawn(bound.run);
         self.running
             .lock()
             .expect("running services")
             .insert(service, (token, task));
-        bound
+        bound.local_addr
+    }
+
+    /// The test's own settings where a service's flags would set them.
+    fn adjust(&self, settings: &mut (dyn Any + Send)) {
+        if let Some(orchestrator) = settings.downcast_mut::<corebank_orchestrator::Settings>() {
+            orchestrator.engine = self.engine.clone();
+        }
+        if let Some(fraud) = settings.downcast_mut::<corebank_fraud::Settings>() {
+            fraud.review_deadline = self.review_deadline;
+        }
+        if let Some(reporting) = settings.downcast_mut::<corebank_reporting::Settings>() {
+            // A key of the test's own, not the user's development key; and
+            // reconciliation only when a test asks for it.
+            reporting.signing_key = corebank_reporting::KeySource::Key(self.signing_key.clone());
+            reporting.reconcile_every = Duration::ZERO;
+        }
     }
 
     /// A valid create-customer request with a unique email.

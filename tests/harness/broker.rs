@@ -24,14 +24,7 @@ pub fn broker(namespace: &Namespace, name: &str) -> Broker {
 
 /// Every queue a full system declares.
 pub fn all_queue_specs() -> Vec<QueueSpec> {
-    let mut specs = vec![
-        corebank_account::consumer::command_queue(),
-        corebank_account::consumer::kyc_queue(),
-        corebank_transaction::consumer::queue_spec(),
-    ];
-    specs.extend(corebank_orchestrator::queue_specs());
-    specs.extend(corebank_fraud::queue_specs());
-    specs
+    services::queues()
 }
 
 /// Declares the exchanges and every queue of a full system in `namespace`.

@@ -2,6 +2,7 @@
 //! broker namespace (`broker`), and every service running in-process
 //! (`TestApp`).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use corebank_cli::services::{self, SERVICES};
 use corebank_orchestrator::EngineConfig;
 use corebank_platform::clock::{ManualClock, SharedClock};
 use corebank_platform::config::RequestArgs;
@@ -17,10 +19,14 @@ use corebank_platform::messaging::{
     Broker, BrokerConfig, Namespace, OutgoingMessage, QueueSpec, declare_exchanges, declare_queue,
     delete_topology,
 };
+// The trait as `_`: the harness's own `Service` names a service under test.
+use corebank_platform::service::Service as _;
+use corebank_platform::service::{AnyService, Context, Peers};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use corebank_proto::v1::fraud_service_client::FraudServiceClient;
+use corebank_proto::v1::reporting_service_client::ReportingServiceClient;
 use corebank_proto::v1::saga_admin_service_client::SagaAdminServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 use secrecy::SecretString;

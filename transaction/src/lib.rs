@@ -22,7 +22,8 @@ use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer};
+use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::transaction_service_server::TransactionServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -61,9 +62,50 @@ pub struct TransactionArgs {
         id = "transaction_addr",
         long = "transaction-addr",
         env = "COREBANK_TRANSACTION_ADDR",
-        default_value = "127.0.0.1:50053"
+        default_value = TransactionService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
+}
+
+/// The transaction service as `corebank up`, `serve` and the test harness run it.
+#[derive(Debug, Clone, Copy)]
+pub struct TransactionService;
+
+impl Service for TransactionService {
+    const NAME: &'static str = "transaction";
+    const SCHEMA: SchemaSpec = SCHEMA;
+    const DEFAULT_ADDR: &'static str = "127.0.0.1:50053";
+    type Args = TransactionArgs;
+    type Settings = Settings;
+
+    fn queues() -> Vec<QueueSpec> {
+        vec![consumer::queue_spec()]
+    }
+
+    fn listen_addr(args: &TransactionArgs) -> SocketAddr {
+        args.addr
+    }
+
+    fn settings(context: Context, _args: &TransactionArgs) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            pool: context.pool,
+            clock: context.clock,
+            requests: context.requests,
+            broker: context.broker,
+        })
+    }
+
+    async fn start(
+        settings: Settings,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Bound> {
+        let app = Application::build(settings, addr).await?;
+        Ok(Bound::new(
+            app.local_addr(),
+            app.run_until_stopped(shutdown),
+        ))
+    }
 }
 
 /// What the service needs to run.

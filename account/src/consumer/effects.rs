@@ -1,6 +1,8 @@
 //! What each saga command does to the ledger, run inside the savepoint the
 //! handler opens: a refusal is an `ApiError`, a success the events to publish.
 
+use corebank_platform::time::to_timestamp;
+
 use super::*;
 
 pub(super) fn invalid(what: &str, detail: impl std::fmt::Display) -> ApiError {
@@ -187,6 +189,9 @@ pub(super) async fn post(
     Ok(applied)
 }
 
+/// The `account.journal.posted` event of a journal, schema version 2: each
+/// entry's id and account sequence, the journal's ledger sequence and post
+/// time, so a projection can order, deduplicate and reconcile what it applies.
 pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
     let event = pb::JournalPostedEvent {
         journal_id: journal.journal_id.to_string(),
@@ -208,19 +213,20 @@ pub(super) fn posted(journal: Journal, transaction_id: &str) -> Applied {
                     account_id: entry.account_id.to_string(),
                     amount: entry.currency.format(signed),
                     balance_after: entry.currency.format(entry.balance_after),
-                    ..Default::default()
+                    entry_id: entry.entry_id.to_string(),
+                    account_seq: entry.account_seq,
                 }
             })
             .collect(),
         transaction_id: transaction_id.to_owned(),
-        ..Default::default()
+        ledger_seq: journal.ledger_seq,
+        post_time: Some(to_timestamp(journal.created_at)),
     };
     Applied {
         journal_id: Some(journal.journal_id),
-        events: vec![OutgoingMessage::event_of(
-            wire::event::JOURNAL_POSTED,
-            &event,
-        )],
+        events: vec![
+            OutgoingMessage::event_of(wire::event::JOURNAL_POSTED, &event).with_schema_version(2),
+        ],
         ..Applied::default()
     }
 }

@@ -9,6 +9,7 @@ use corebank_proto::v1 as pb;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::domain::feed::{LedgerEntry, LedgerSummary};
 use crate::domain::{
     Account, AccountStatus, Direction, Entry, Hold, HoldStatus, Journal, JournalKind, Product,
 };
@@ -90,6 +91,21 @@ pub fn parse_duration(
     Ok(Some(
         seconds + chrono::Duration::nanoseconds(i64::from(duration.nanos)),
     ))
+}
+
+/// An optional protobuf timestamp as UTC time.
+pub fn parse_time(
+    timestamp: Option<&prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, &'static str> {
+    let Some(timestamp) = timestamp else {
+        return Ok(None);
+    };
+    if !(0..1_000_000_000).contains(&timestamp.nanos) {
+        return Err("must be a valid timestamp");
+    }
+    corebank_platform::time::from_timestamp(timestamp)
+        .map(Some)
+        .ok_or("must be a valid timestamp")
 }
 
 pub fn product_from_proto(value: i32) -> Result<Product, &'static str> {
@@ -212,6 +228,60 @@ pub fn journal_to_proto(journal: &Journal) -> pb::Journal {
     }
 }
 
+/// A feed entry; amounts as decimal strings at the currency's scale.
+pub fn ledger_entry_to_proto(entry: &LedgerEntry) -> pb::LedgerEntry {
+    pb::LedgerEntry {
+        entry_id: entry.entry_id.to_string(),
+        journal_id: entry.journal_id.to_string(),
+        ledger_seq: entry.ledger_seq,
+        account_id: entry.account_id.to_string(),
+        account_seq: entry.account_seq,
+        counterparty_account_id: entry
+            .counterparty_account_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        currency: entry.currency.code().to_owned(),
+        direction: direction_to_proto(entry.direction) as i32,
+        amount: entry.currency.format(entry.amount),
+        balance_after: entry.currency.format(entry.balance_after),
+        kind: kind_to_proto(entry.kind) as i32,
+        transaction_id: entry.reference.clone(),
+        post_time: Some(to_timestamp(entry.posted_at)),
+    }
+}
+
+pub fn ledger_summary_to_proto(
+    summary: &LedgerSummary,
+    next_page_token: String,
+) -> pb::LedgerSummary {
+    pb::LedgerSummary {
+        as_of_ledger_seq: summary.as_of_ledger_seq,
+        head_ledger_seq: summary.head_ledger_seq,
+        accounts: summary
+            .accounts
+            .iter()
+            .map(|account| pb::AccountLedgerSummary {
+                account_id: account.account_id.to_string(),
+                currency: account.currency.code().to_owned(),
+                entry_count: account.entry_count,
+                balance: account.currency.format(account.balance),
+                last_account_seq: account.last_account_seq,
+            })
+            .collect(),
+        currencies: summary
+            .currencies
+            .iter()
+            .map(|total| pb::CurrencyLedgerTotal {
+                currency: total.currency.code().to_owned(),
+                debits: total.currency.format(total.debits),
+                credits: total.currency.format(total.credits),
+                entry_count: total.entry_count,
+            })
+            .collect(),
+        next_page_token,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +356,21 @@ mod tests {
             nanos: -5,
         };
         assert!(parse_duration(Some(&mixed)).is_err());
+    }
+
+    #[test]
+    fn timestamps_parse_and_malformed_ones_are_refused() {
+        let noon = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 500,
+        };
+        assert!(matches!(parse_time(Some(&noon)), Ok(Some(_))));
+        assert_eq!(parse_time(None), Ok(None));
+        let negative = prost_types::Timestamp {
+            seconds: 1,
+            nanos: -1,
+        };
+        assert!(parse_time(Some(&negative)).is_err());
     }
 
     #[test]

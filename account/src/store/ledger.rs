@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use corebank_platform::error::{ApiError, constraint};
 use corebank_platform::money::Currency;
 use rust_decimal::Decimal;
@@ -194,6 +194,9 @@ async fn post(
     legs: &[Leg],
     now: DateTime<Utc>,
 ) -> Result<Journal, ApiError> {
+    // At the database's microsecond precision, so the journal returned (and
+    // the event built from it) equals the rows read back later.
+    let posted_at = now.trunc_subsecs(6);
     debug_assert!(domain::balanced(legs), "a journal's legs must sum to zero");
     debug_assert!(
         legs.windows(2)
@@ -212,7 +215,7 @@ async fn post(
         .bind(leg.direction.signed(leg.amount))
         .bind(leg.release_held)
         .bind(currency.code())
-        .bind(now)
+        .bind(posted_at)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|error| match constraint(&error) {
@@ -240,17 +243,22 @@ async fn post(
             amount: leg.amount,
             balance_after,
             account_seq,
-            created_at: now,
+            created_at: posted_at,
         });
     }
-    sqlx::query("insert into journal (journal_id, kind, reference, hold_id, created_at) values ($1, $2, $3, $4, $5)")
-        .bind(journal_id)
-        .bind(kind.as_str())
-        .bind(reference)
-        .bind(hold_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    // The journal takes its place in the whole ledger here, after its
+    // accounts are locked, so within one account ledger order is entry order.
+    let ledger_seq: i64 = sqlx::query_scalar(
+        "insert into journal (journal_id, kind, reference, hold_id, created_at) values ($1, $2, $3, $4, $5)
+         returning ledger_seq",
+    )
+    .bind(journal_id)
+    .bind(kind.as_str())
+    .bind(reference)
+    .bind(hold_id)
+    .bind(posted_at)
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query(
         "insert into entry (entry_id, journal_id, account_id, currency, direction, amount, balance_after,
                             account_seq, created_at)
@@ -260,7 +268,7 @@ async fn post(
     )
     .bind(journal_id)
     .bind(currency.code())
-    .bind(now)
+    .bind(posted_at)
     .bind(entries.iter().map(|e| e.entry_id).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.account_id).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.direction.as_str()).collect::<Vec<_>>())
@@ -269,14 +277,15 @@ async fn post(
     .bind(entries.iter().map(|e| e.account_seq).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    tracing::info!(%journal_id, kind = kind.as_str(), "journal posted");
+    tracing::info!(%journal_id, ledger_seq, kind = kind.as_str(), "journal posted");
     Ok(Journal {
         journal_id,
+        ledger_seq,
         kind,
         reference: reference.to_owned(),
         hold_id,
         entries,
-        created_at: now,
+        created_at: posted_at,
     })
 }
 

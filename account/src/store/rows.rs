@@ -115,13 +115,14 @@ impl TryFrom<EntryRow> for Entry {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct JournalRow {
+    pub(super) ledger_seq: i64,
     pub(super) kind: String,
     pub(super) reference: String,
     pub(super) hold_id: Option<Uuid>,
     pub(super) created_at: DateTime<Utc>,
 }
 
-fn currency(code: &str) -> Result<Currency, ApiError> {
+pub(super) fn currency(code: &str) -> Result<Currency, ApiError> {
     Currency::parse(code)
         .map_err(|error| ApiError::internal(anyhow::anyhow!("in database: {error}")))
 }

@@ -54,14 +54,6 @@ const SETUP_PARALLELISM: usize = 8;
 const MAX_POLL: Duration = Duration::from_millis(50);
 /// How long the invariants may take to settle after the last transfer.
 const AUDIT_SETTLE: Duration = Duration::from_secs(30);
-/// Schemas whose outbox rows are broker messages.
-const OUTBOX_SCHEMAS: [&str; 5] = [
-    "customer",
-    "account",
-    "transaction",
-    "orchestrator",
-    "fraud",
-];
 const ERROR_SAMPLES: usize = 5;
 
 #[derive(Debug, clap::Args)]

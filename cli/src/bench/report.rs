@@ -54,8 +54,8 @@ pub(super) async fn screen_latency(
 /// Outbox rows written since `since` in every service schema that has an outbox.
 pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<i64> {
     let mut total = 0;
-    for schema in OUTBOX_SCHEMAS {
-        let table = format!("{schema}.outbox");
+    for spec in corebank_cli::services::schemas() {
+        let table = format!("{}.outbox", spec.schema);
         let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
             .bind(&table)
             .fetch_one(db)

@@ -1,0 +1,188 @@
+//! `corebank reporting …` and `corebank reconcile`: statements, daily
+//! totals, the projection's status, reconciliations and rebuilds, from the
+//! reporting service.
+
+use chrono::{DateTime, Utc};
+use corebank_proto::v1 as pb;
+use corebank_proto::v1::reporting_service_client::ReportingServiceClient;
+use tonic::transport::Channel;
+
+use crate::client::channel;
+use crate::export::ExportClientArgs;
+use crate::export::online::{parse_instant, timestamp};
+use crate::output::print;
+
+#[derive(Debug, clap::Args)]
+pub struct ReportingCommand {
+    #[command(flatten)]
+    client: ExportClientArgs,
+    #[command(subcommand)]
+    action: ReportingAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ReportingAction {
+    /// An account's statement of [from, to): opening balance, lines, closing balance.
+    Statement {
+        account_id: String,
+        /// Inclusive: RFC 3339 or a UTC day (YYYY-MM-DD); the beginning when absent.
+        #[arg(long, value_parser = parse_instant)]
+        from: Option<DateTime<Utc>>,
+        /// Exclusive, same forms; now when absent.
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Debits, credits, count and closing balance per account and UTC day,
+    /// with bank-wide totals per currency.
+    DailyTotals {
+        #[arg(long, default_value = "")]
+        account_id: String,
+        #[arg(long, default_value = "")]
+        currency: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long, default_value = "")]
+        from: String,
+        /// Last day (inclusive), YYYY-MM-DD.
+        #[arg(long, default_value = "")]
+        to: String,
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// How far the projection is behind the event stream.
+    Status,
+    /// Throw the read models away and build them again from the ledger.
+    Rebuild,
+    /// Stored reconciliation reports, newest first.
+    Reconciliations {
+        #[arg(long, default_value_t = 20)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// One stored reconciliation report.
+    Reconciliation { reconciliation_id: String },
+}
+
+/// `corebank reconcile`: compare the read models with the ledger now.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    client: ExportClientArgs,
+    /// The ledger sequence to compare as of; the projection's position when absent.
+    #[arg(long, default_value_t = 0)]
+    as_of: i64,
+}
+
+async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<Channel>> {
+    Ok(ReportingServiceClient::new(
+        channel(&args.reporting_endpoint).await?,
+    ))
+}
+
+pub async fn reporting(command: ReportingCommand) -> anyhow::Result<()> {
+    let json = command.client.json;
+    let mut client = client(&command.client).await?;
+    match command.action {
+        ReportingAction::Statement {
+            account_id,
+            from,
+            to,
+            page_size,
+            page_token,
+        } => {
+            let statement = client
+                .get_statement(pb::GetStatementRequest {
+                    account_id,
+                    start_time: from.map(timestamp),
+                    end_time: to.map(timestamp),
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            print(&statement, json)
+        }
+        ReportingAction::DailyTotals {
+            account_id,
+            currency,
+            from,
+            to,
+            page_size,
+            page_token,
+        } => {
+            let totals = client
+                .list_daily_totals(pb::ListDailyTotalsRequest {
+                    account_id,
+                    currency,
+                    start_date: from,
+                    end_date: to,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            print(&totals, json)
+        }
+        ReportingAction::Status => {
+            let status = client
+                .get_projection_status(pb::GetProjectionStatusRequest {})
+                .await?
+                .into_inner();
+            print(&status, json)
+        }
+        ReportingAction::Rebuild => {
+            let rebuilt = client
+                .rebuild_read_models(pb::RebuildReadModelsRequest {})
+                .await?
+                .into_inner();
+            print(&rebuilt, json)
+        }
+        ReportingAction::Reconciliations {
+            page_size,
+            page_token,
+        } => {
+            let runs = client
+                .list_reconciliations(pb::ListReconciliationsRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            print(&runs, json)
+        }
+        ReportingAction::Reconciliation { reconciliation_id } => {
+            let run = client
+                .get_reconciliation(pb::GetReconciliationRequest { reconciliation_id })
+                .await?
+                .into_inner();
+            print(&run, json)
+        }
+    }
+}
+
+/// Prints the report; fails (exit 1) when it found a mismatch, so a script
+/// can alert on it.
+pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    let report = client
+        .reconcile(pb::ReconcileRequest {
+            as_of_ledger_seq: args.as_of,
+        })
+        .await?
+        .into_inner();
+    print(&report, args.client.json)?;
+    if report.clean {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} mismatches between the read models and the ledger",
+            report.mismatches.len()
+        )
+    }
+}
