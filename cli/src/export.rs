@@ -4,7 +4,9 @@
 //! (no server, no database), so an auditor can run them on a machine that
 //! never saw corebank; they exit non-zero unless everything holds. `create`,
 //! `list`, `show`, `download` and `keys` talk to the reporting service.
+//! `bench` measures the offline steps on rows made in memory.
 
+mod bench;
 pub(crate) mod online;
 
 use std::path::{Path, PathBuf};
@@ -89,6 +91,9 @@ enum ExportAction {
         #[arg(long)]
         public_key: PathBuf,
     },
+    /// Measure build, write, verify and prove on generated rows, beside
+    /// plain SHA-256 of the same files measured in the same run.
+    Bench(bench::BenchArgs),
 }
 
 /// `corebank keygen`: a new export signing key pair.
@@ -125,6 +130,7 @@ pub async fn export(command: ExportCommand) -> anyhow::Result<()> {
             out,
         } => prove(&dir, journal_id, out.as_deref()),
         ExportAction::VerifyProof { proof, public_key } => verify_proof(&proof, &public_key, json),
+        ExportAction::Bench(args) => bench::run(args, json),
     }
 }
 

@@ -400,3 +400,31 @@ fn openssl_reads_the_generated_keys_when_it_is_installed() {
     );
     assert_eq!(derived.stdout, std::fs::read(&public).unwrap());
 }
+
+#[test]
+fn the_benchmark_reports_its_rows_and_a_passing_verify_without_judging_speed() {
+    let (code, text) = corebank(&["export", "bench", "--rows", "1000", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    assert_eq!(report["rows"], 1000, "{text}");
+    assert_eq!(report["verify"]["ok"], true, "{text}");
+    assert_eq!(report["verify"]["row_count"], 1000, "{text}");
+    assert_eq!(report["proof"]["ok"], true, "{text}");
+    assert!(report["baseline"]["millis"].is_number(), "{text}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .expect("a list of steps")
+        .iter()
+        .map(|step| step["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "build",
+            "write 4 files",
+            "verify (read back)",
+            "prove 1 journal",
+            "verify_proof"
+        ]
+    );
+}
