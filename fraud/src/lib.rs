@@ -82,22 +82,7 @@ pub struct FraudArgs {
 
 /// A duration like `24h`, `90m`, `45s` or `2d`, between 1 minute and 7 days.
 pub fn parse_review_deadline(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 24h, 90m, 3600s or 2d"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a whole number before the unit"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        "d" => number.saturating_mul(86_400),
-        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
-    };
-    let deadline = Duration::from_secs(seconds);
+    let deadline = corebank_platform::config::parse_duration(text)?;
     if !domain::validate::REVIEW_DEADLINE.contains(&deadline) {
         return Err(format!("{text:?}: must be between 1 minute and 7 days"));
     }

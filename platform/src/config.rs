@@ -18,6 +18,27 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5
 /// The local RabbitMQ's default login and vhost (`%2f` is `/`).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// A duration flag like `24h`, `90m`, `45s` or `2d` (a whole number and
+/// one unit), as people write them on a command line.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 24h, 90m, 3600s or 2d"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number before the unit"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        "d" => number.saturating_mul(86_400),
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 /// `DATABASE_URL`, or [`DEFAULT_DATABASE_URL`]: the one place tests, the
 /// bench and tools read it.
 pub fn database_url_from_env() -> String {

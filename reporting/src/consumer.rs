@@ -135,13 +135,29 @@ pub fn journal_entries(event: &pb::JournalPostedEvent) -> Result<Vec<PostedEntry
     Ok(entries)
 }
 
-fn money(money: Option<&pb::Money>) -> (Option<String>, Option<Decimal>) {
-    match money {
-        Some(money) => (
-            Some(money.currency.clone()),
-            money.amount.parse::<Decimal>().ok(),
-        ),
-        None => (None, None),
+impl Outcome {
+    /// What both terminal transaction events say.
+    fn of(
+        status: &'static str,
+        transaction_id: &str,
+        kind: i32,
+        (source, destination): (&str, &str),
+        amount: Option<&pb::Money>,
+        ended_at: DateTime<Utc>,
+    ) -> Result<Self, HandlerError> {
+        Ok(Outcome {
+            transaction_id: uuid(transaction_id, "transaction_id")?,
+            kind: kind_name(kind),
+            status,
+            reason_code: String::new(),
+            detail: String::new(),
+            journal_id: None,
+            source_account_id: optional_uuid(source, "source_account_id")?,
+            destination_account_id: optional_uuid(destination, "destination_account_id")?,
+            currency: amount.map(|money| money.currency.clone()),
+            amount: amount.and_then(|money| money.amount.parse::<Decimal>().ok()),
+            ended_at,
+        })
     }
 }
 
@@ -200,56 +216,29 @@ impl Handler for ProjectionHandler {
             .await?;
         } else if kind == pb::TransactionCompletedEvent::full_name() {
             let event: pb::TransactionCompletedEvent = decode(message)?;
-            let (currency, amount) = money(event.amount.as_ref());
-            projection::record_outcome(
-                tx,
-                &Outcome {
-                    transaction_id: uuid(&event.transaction_id, "transaction_id")?,
-                    kind: kind_name(event.kind),
-                    status: "completed",
-                    reason_code: String::new(),
-                    detail: String::new(),
-                    journal_id: optional_uuid(&event.journal_id, "journal_id")?,
-                    source_account_id: optional_uuid(
-                        &event.source_account_id,
-                        "source_account_id",
-                    )?,
-                    destination_account_id: optional_uuid(
-                        &event.destination_account_id,
-                        "destination_account_id",
-                    )?,
-                    currency,
-                    amount,
-                    ended_at: occurred_at,
-                },
-            )
-            .await?;
+            let mut outcome = Outcome::of(
+                "completed",
+                &event.transaction_id,
+                event.kind,
+                (&event.source_account_id, &event.destination_account_id),
+                event.amount.as_ref(),
+                occurred_at,
+            )?;
+            outcome.journal_id = optional_uuid(&event.journal_id, "journal_id")?;
+            projection::record_outcome(tx, &outcome).await?;
         } else if kind == pb::TransactionFailedEvent::full_name() {
             let event: pb::TransactionFailedEvent = decode(message)?;
-            let (currency, amount) = money(event.amount.as_ref());
-            projection::record_outcome(
-                tx,
-                &Outcome {
-                    transaction_id: uuid(&event.transaction_id, "transaction_id")?,
-                    kind: kind_name(event.kind),
-                    status: "failed",
-                    reason_code: event.reason_code.clone(),
-                    detail: event.detail.clone(),
-                    journal_id: None,
-                    source_account_id: optional_uuid(
-                        &event.source_account_id,
-                        "source_account_id",
-                    )?,
-                    destination_account_id: optional_uuid(
-                        &event.destination_account_id,
-                        "destination_account_id",
-                    )?,
-                    currency,
-                    amount,
-                    ended_at: occurred_at,
-                },
-            )
-            .await?;
+            let mut outcome = Outcome::of(
+                "failed",
+                &event.transaction_id,
+                event.kind,
+                (&event.source_account_id, &event.destination_account_id),
+                event.amount.as_ref(),
+                occurred_at,
+            )?;
+            outcome.reason_code = event.reason_code;
+            outcome.detail = event.detail;
+            projection::record_outcome(tx, &outcome).await?;
         } else if kind == pb::FraudDecisionMadeEvent::full_name() {
             let event: pb::FraudDecisionMadeEvent = decode(message)?;
             projection::record_decision(

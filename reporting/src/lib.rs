@@ -94,7 +94,7 @@ pub struct ReportingArgs {
         long = "reconcile-every",
         env = "COREBANK_RECONCILE_EVERY",
         default_value = "24h",
-        value_parser = parse_interval
+        value_parser = corebank_platform::config::parse_duration
     )]
     pub reconcile_every: Duration,
 }
@@ -150,26 +150,6 @@ impl Service for ReportingService {
             app.run_until_stopped(shutdown),
         ))
     }
-}
-
-/// `24h`, `30m`, `45s`, `2d`, or `0s` for never.
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 24h, 30m, 45s or 2d"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a whole number before the unit"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        "d" => number.saturating_mul(86_400),
-        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 /// The development signing key's file: `$XDG_DATA_HOME/corebank/` or

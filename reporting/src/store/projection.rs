@@ -59,6 +59,26 @@ impl EntryRow {
     }
 }
 
+type Insert<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `entry` to `$1`…`$13`, in [`ENTRY_COLUMNS`] order.
+fn bind_entry<'q>(query: Insert<'q>, entry: &'q PostedEntry) -> Insert<'q> {
+    query
+        .bind(entry.entry_id)
+        .bind(entry.journal_id)
+        .bind(entry.ledger_seq)
+        .bind(entry.account_id)
+        .bind(entry.account_seq)
+        .bind(entry.counterparty_account_id)
+        .bind(&entry.currency)
+        .bind(entry.direction.as_str())
+        .bind(entry.amount)
+        .bind(entry.ledger_balance_after)
+        .bind(&entry.kind)
+        .bind(&entry.transaction_id)
+        .bind(entry.post_time)
+}
+
 /// Offers one entry to its account's projection; returns what became of it.
 #[tracing::instrument(skip_all, fields(account_id = %entry.account_id, account_seq = entry.account_seq), err)]
 pub async fn offer_entry(
@@ -87,24 +107,14 @@ pub async fn offer_entry(
             metrics::counter!("reporting_entries_total", "outcome" => "duplicate").increment(1);
         }
         Offer::Early => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "insert into pending_entry ({ENTRY_COLUMNS}, received_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                 on conflict (account_id, account_seq) do nothing"
-            )))
-            .bind(entry.entry_id)
-            .bind(entry.journal_id)
-            .bind(entry.ledger_seq)
-            .bind(entry.account_id)
-            .bind(entry.account_seq)
-            .bind(entry.counterparty_account_id)
-            .bind(&entry.currency)
-            .bind(entry.direction.as_str())
-            .bind(entry.amount)
-            .bind(entry.ledger_balance_after)
-            .bind(&entry.kind)
-            .bind(&entry.transaction_id)
-            .bind(entry.post_time)
+            bind_entry(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "insert into pending_entry ({ENTRY_COLUMNS}, received_at)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                     on conflict (account_id, account_seq) do nothing"
+                ))),
+                entry,
+            )
             .bind(now)
             .execute(&mut *conn)
             .await?;
@@ -160,23 +170,13 @@ async fn apply(
             "running balance differs from the ledger's"
         );
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "insert into entry ({ENTRY_COLUMNS}, running_balance, applied_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    )))
-    .bind(entry.entry_id)
-    .bind(entry.journal_id)
-    .bind(entry.ledger_seq)
-    .bind(entry.account_id)
-    .bind(entry.account_seq)
-    .bind(entry.counterparty_account_id)
-    .bind(&entry.currency)
-    .bind(entry.direction.as_str())
-    .bind(entry.amount)
-    .bind(entry.ledger_balance_after)
-    .bind(&entry.kind)
-    .bind(&entry.transaction_id)
-    .bind(entry.post_time)
+    bind_entry(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into entry ({ENTRY_COLUMNS}, running_balance, applied_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))),
+        entry,
+    )
     .bind(running)
     .bind(now)
     .execute(&mut *conn)
