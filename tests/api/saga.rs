@@ -591,17 +591,27 @@ async fn a_thousand_concurrent_random_transfers_among_twenty_accounts_keep_every
         // Amounts large enough that some transfers find the money gone.
         let amount = format!("{}.{:02}", 1 + (i * 13) % 40, (i * 29) % 100);
         tasks.push(tokio::spawn(async move {
-            client
-                .create_transfer(pb::CreateTransferRequest {
-                    idempotency_key: uuid::Uuid::now_v7().to_string(),
-                    source_account_id: from,
-                    destination_account_id: to,
-                    amount: Some(usd(&amount)),
-                    description: String::new(),
-                    wait: None,
-                })
-                .await
-                .map(|answer| answer.into_inner().transaction_id)
+            let request = pb::CreateTransferRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                source_account_id: from,
+                destination_account_id: to,
+                amount: Some(usd(&amount)),
+                description: String::new(),
+                wait: None,
+            };
+            // UNAVAILABLE says "retry later" (a pool busy past its wait on a
+            // loaded machine): a client retries it with the same key, which
+            // must still give one transfer.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match client.create_transfer(request.clone()).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable && attempts < 5 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    answer => return answer.map(|answer| answer.into_inner().transaction_id),
+                }
+            }
         }));
     }
     let mut ids = Vec::new();

@@ -51,7 +51,7 @@ impl UnderTest {
             Service::Customer => 5,
             Service::Account => 20,
             Service::Fraud => 6,
-            Service::Reporting => 6,
+            Service::Reporting => 3,
             _ => 10,
         };
         // The saga timers must fire, so the orchestrator keeps real time.
