@@ -47,12 +47,15 @@ struct UnderTest {
 
 impl UnderTest {
     fn of(service: Service) -> UnderTest {
+        // Four tests run at once against one PostgreSQL that allows 100
+        // connections, and a pool keeps what it opened: these sizes (and
+        // the owner pool) keep four tests under that together.
         let pool_size = match service {
-            Service::Customer => 5,
-            Service::Account => 20,
-            Service::Fraud => 6,
-            Service::Reporting => 3,
-            _ => 10,
+            Service::Account => 8,
+            Service::Transaction | Service::Orchestrator => 4,
+            Service::Customer | Service::Fraud => 3,
+            Service::Reporting => 2,
+            _ => 3,
         };
         // The saga timers must fire, so the orchestrator keeps real time.
         let manual_clock = service != Service::Orchestrator;

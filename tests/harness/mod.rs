@@ -113,7 +113,7 @@ impl TestDb {
                 .expect("provision schema");
         }
         let owner = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(5)
+            .max_connections(2)
             .connect_with(owner_options.clone())
             .await
             .expect("owner pool");
