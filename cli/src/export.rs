@@ -75,6 +75,10 @@ enum ExportAction {
         /// between; a manifest.sig beside it is verified too.
         #[arg(long)]
         previous: Option<PathBuf>,
+        /// The key the previous export was signed with, when the signing key
+        /// was rotated since (SPKI PEM); this export's key otherwise.
+        #[arg(long, requires = "previous")]
+        previous_public_key: Option<PathBuf>,
     },
     /// Write the inclusion proof of one journal's lines.
     Prove {
@@ -123,7 +127,14 @@ pub async fn export(command: ExportCommand) -> anyhow::Result<()> {
             dir,
             public_key,
             previous,
-        } => verify(&dir, &public_key, previous.as_deref(), json),
+            previous_public_key,
+        } => verify(
+            &dir,
+            &public_key,
+            previous.as_deref(),
+            previous_public_key.as_deref(),
+            json,
+        ),
         ExportAction::Prove {
             dir,
             journal_id,
@@ -201,9 +212,11 @@ fn verify(
     dir: &Path,
     public_key: &Path,
     previous: Option<&Path>,
+    previous_public_key: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<()> {
     let key = read_public_key(public_key)?;
+    let previous_key = previous_public_key.map(read_public_key).transpose()?;
     let files = ExportDir::read(dir)?;
     let previous_files = match previous {
         None => None,
@@ -219,6 +232,7 @@ fn verify(
         .map(|(manifest, signature)| PreviousManifest {
             manifest,
             signature: signature.as_deref(),
+            public_key: previous_key.as_ref(),
         });
     let started = Instant::now();
     let outcome = domain::verify(files.bytes(), &key, previous);

@@ -170,6 +170,7 @@ async fn consecutive_exports_chain_and_a_missing_period_is_detected() {
     let previous = |index: usize| PreviousManifest {
         manifest: &files[index]["manifest.json"],
         signature: Some(&files[index]["manifest.sig"]),
+        public_key: None,
     };
     export::verify(bytes(&files[2]), &key, Some(previous(1))).expect("third after second");
     let problems = export::verify(bytes(&files[2]), &key, Some(previous(0)))

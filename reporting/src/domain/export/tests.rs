@@ -359,6 +359,7 @@ fn previous(files: &ExportFiles) -> PreviousManifest<'_> {
     PreviousManifest {
         manifest: &files.manifest,
         signature: Some(&files.signature),
+        public_key: None,
     }
 }
 
@@ -440,8 +441,47 @@ fn an_empty_export_verifies_and_keeps_the_previous_head() {
     let previous = PreviousManifest {
         manifest: &second.manifest,
         signature: Some(&second.signature),
+        public_key: None,
     };
     verify(empty.as_bytes(), &key().verifying_key(), Some(previous)).unwrap();
+}
+
+#[test]
+fn after_a_key_rotation_the_previous_export_verifies_with_the_key_that_signed_it() {
+    let old_key = SigningKey::from_bytes(&[9; 32]);
+    let day_one = build(
+        &rows(3, 1, at("2026-12-01T00:00:00Z")),
+        &draft(1, "2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z", None),
+        &old_key,
+    )
+    .unwrap();
+    let day_two = build(
+        &rows(3, 4, at("2026-12-02T00:00:00Z")),
+        &draft(
+            2,
+            "2026-12-02T00:00:00Z",
+            "2026-12-03T00:00:00Z",
+            Some(&day_one),
+        ),
+        &key(),
+    )
+    .unwrap();
+    let previous = |public_key| PreviousManifest {
+        manifest: &day_one.manifest,
+        signature: Some(&day_one.signature),
+        public_key,
+    };
+    let new_key = key().verifying_key();
+    let problems = verify(day_two.as_bytes(), &new_key, Some(previous(None)))
+        .expect_err("the previous export was signed with the old key");
+    assert!(problems[0].message.contains("another key"), "{problems:?}");
+    let old_public = old_key.verifying_key();
+    verify(
+        day_two.as_bytes(),
+        &new_key,
+        Some(previous(Some(&old_public))),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -21,8 +21,11 @@ use super::{Digest, ExportBytes, ZERO_DIGEST, format_time, hex_digest, sha256};
 #[derive(Debug, Clone, Copy)]
 pub struct PreviousManifest<'a> {
     pub manifest: &'a [u8],
-    /// Its `manifest.sig`, verified with the same key when given.
+    /// Its `manifest.sig`, verified when given.
     pub signature: Option<&'a [u8]>,
+    /// The key it was signed with, when not this export's (the signing key
+    /// was rotated between the two).
+    pub public_key: Option<&'a VerifyingKey>,
 }
 
 /// What a successful verification established.
@@ -255,7 +258,7 @@ fn check_previous(
             Some(&parsed),
             previous.manifest,
             signature,
-            key,
+            previous.public_key.unwrap_or(key),
             problems,
         );
     }
