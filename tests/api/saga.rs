@@ -35,14 +35,29 @@ async fn saga_of(app: &TestApp, transaction_id: &str) -> pb::Saga {
             .fetch_one(&app.owner)
             .await
             .unwrap();
-    app.sagas
-        .clone()
-        .get_saga(pb::GetSagaRequest {
-            saga_id: saga_id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    // The transaction ends when the transaction service applies the last
+    // command; the saga ends when the orchestrator has its reply, a moment
+    // later. Wait (at most 20 s) for that last transition.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let saga = app
+            .sagas
+            .clone()
+            .get_saga(pb::GetSagaRequest {
+                saga_id: saga_id.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let running = [
+            pb::SagaState::Running as i32,
+            pb::SagaState::Compensating as i32,
+        ];
+        if !running.contains(&saga.state) || tokio::time::Instant::now() >= deadline {
+            return saga;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
