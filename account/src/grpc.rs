@@ -8,13 +8,12 @@ mod feed;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::idempotency::fingerprint;
-use corebank_platform::messaging::{self, OutgoingMessage};
+use corebank_platform::messaging;
 use corebank_platform::money::{self, AmountLimits, Currency};
 use corebank_platform::paging::Page;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_server::AccountService;
-use corebank_proto::wire;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -83,17 +82,7 @@ impl AccountApi {
                         store::transition(conn, account_id, action, &actor, &reason, now).await?;
                     // In the same transaction as the change, so a replay of the
                     // request (answered from the key) publishes nothing more.
-                    let changed = pb::AccountStatusChangedEvent {
-                        account_id: account_id.to_string(),
-                        from_status: from.as_str().to_owned(),
-                        to_status: account.status.as_str().to_owned(),
-                        actor: actor.clone(),
-                        reason: reason.clone(),
-                        change_time: Some(corebank_platform::time::to_timestamp(now)),
-                    };
-                    let event =
-                        OutgoingMessage::event_of(status_routing_key(action), &changed)
-                            .with_occurred_at(now);
+                    let event = status_changed(action, &account, from, &actor, &reason, now);
                     messaging::enqueue(conn, event)
                         .await
                         .map_err(ApiError::from)?;
@@ -102,15 +91,6 @@ impl AccountApi {
                 })
             })
             .await
-    }
-}
-
-/// The event a lifecycle action publishes under.
-fn status_routing_key(action: AccountAction) -> &'static str {
-    match action {
-        AccountAction::Freeze => wire::event::ACCOUNT_FROZEN,
-        AccountAction::Unfreeze => wire::event::ACCOUNT_UNFROZEN,
-        AccountAction::Close => wire::event::ACCOUNT_CLOSED,
     }
 }
 

@@ -3,15 +3,18 @@
 
 use chrono::{DateTime, Utc};
 use corebank_platform::Violations;
+use corebank_platform::messaging::OutgoingMessage;
 use corebank_platform::money::{self, AmountLimits, Currency};
 use corebank_platform::time::to_timestamp;
 use corebank_proto::v1 as pb;
+use corebank_proto::wire;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::domain::feed::{LedgerEntry, LedgerSummary};
 use crate::domain::{
-    Account, AccountStatus, Direction, Entry, Hold, HoldStatus, Journal, JournalKind, Product,
+    Account, AccountAction, AccountStatus, Direction, Entry, Hold, HoldStatus, Journal,
+    JournalKind, Product,
 };
 
 /// A required UUID field.
@@ -280,6 +283,31 @@ pub fn ledger_summary_to_proto(
             .collect(),
         next_page_token,
     }
+}
+
+/// The event a lifecycle action publishes, under its routing key.
+pub fn status_changed(
+    action: AccountAction,
+    account: &Account,
+    from: AccountStatus,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> OutgoingMessage {
+    let routing_key = match action {
+        AccountAction::Freeze => wire::event::ACCOUNT_FROZEN,
+        AccountAction::Unfreeze => wire::event::ACCOUNT_UNFROZEN,
+        AccountAction::Close => wire::event::ACCOUNT_CLOSED,
+    };
+    let changed = pb::AccountStatusChangedEvent {
+        account_id: account.account_id.to_string(),
+        from_status: from.as_str().to_owned(),
+        to_status: account.status.as_str().to_owned(),
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+        change_time: Some(to_timestamp(now)),
+    };
+    OutgoingMessage::event_of(routing_key, &changed).with_occurred_at(now)
 }
 
 #[cfg(test)]
