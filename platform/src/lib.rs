@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod messaging;
 pub mod money;
 pub mod paging;
+pub mod schedule;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

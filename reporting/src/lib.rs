@@ -25,6 +25,7 @@ use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
 use corebank_platform::messaging::{self, Broker, QueueConsumer, QueueSpec};
+use corebank_platform::schedule;
 use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::reporting_service_server::ReportingServiceServer;
 use sqlx::PgPool;
@@ -362,18 +363,12 @@ async fn measure_lag(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(LAG_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(error) = runs::status(&store, &broker, clock.now()).await {
-                    tracing::debug!(%error, "projection lag not measured");
-                }
-            }
+    schedule::every(Duration::ZERO, LAG_INTERVAL, shutdown, || async {
+        if let Err(error) = runs::status(&store, &broker, clock.now()).await {
+            tracing::debug!(%error, "projection lag not measured");
         }
-    }
+    })
+    .await;
 }
 
 /// Reconciles every `every` (never when zero); the first run waits a whole
@@ -389,16 +384,10 @@ async fn reconcile_on_schedule(
     if every.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(error) = runs::reconcile(&store, &ledger, &broker, &clock, 0, "schedule").await {
-                    tracing::warn!(%error, "scheduled reconciliation failed");
-                }
-            }
+    schedule::every(every, every, shutdown, || async {
+        if let Err(error) = runs::reconcile(&store, &ledger, &broker, &clock, 0, "schedule").await {
+            tracing::warn!(%error, "scheduled reconciliation failed");
         }
-    }
+    })
+    .await;
 }

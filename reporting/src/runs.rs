@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use corebank_platform::ApiError;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::Broker;
 use corebank_platform::time::to_timestamp;
-use corebank_platform::{ApiError, ErrorCode};
 use corebank_proto::v1 as pb;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -399,9 +399,4 @@ pub async fn rebuild(
         accounts: accounts.len() as i64,
         ledger_head_seq: head,
     })
-}
-
-/// Whether an error is worth a retry of the whole run later.
-pub fn retryable(error: &ApiError) -> bool {
-    error.retryable() || error.code() == ErrorCode::Unavailable
 }
