@@ -184,19 +184,19 @@ pub fn spawn_purge(
     clock: crate::clock::SharedClock,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    match purge_expired(&pool, clock.now()).await {
-                        Ok(0) => {}
-                        Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
-                        Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
-                    }
+    tokio::spawn(crate::schedule::every(
+        Duration::ZERO,
+        Duration::from_secs(600),
+        shutdown,
+        move || {
+            let (pool, clock) = (pool.clone(), clock.clone());
+            async move {
+                match purge_expired(&pool, clock.now()).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+                    Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
                 }
             }
-        }
-    })
+        },
+    ))
 }

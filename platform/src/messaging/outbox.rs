@@ -126,28 +126,29 @@ pub fn spawn_purge(
     clock: crate::clock::SharedClock,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let before = clock.now() - MESSAGE_RETENTION;
-                    let purged = async {
-                        let mut conn = pool.acquire().await?;
-                        let sent = purge_sent(&mut conn, before).await?;
-                        let handled = purge_inbox(&mut conn, before).await?;
-                        Ok::<_, sqlx::Error>((sent, handled))
-                    };
-                    match purged.await {
-                        Ok((sent, handled)) if sent + handled > 0 => {
-                            tracing::info!(sent, handled, "old outbox and inbox rows purged");
-                        }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "outbox and inbox purge failed"),
+    let period = std::time::Duration::from_secs(600);
+    tokio::spawn(crate::schedule::every(
+        std::time::Duration::ZERO,
+        period,
+        shutdown,
+        move || {
+            let (pool, clock) = (pool.clone(), clock.clone());
+            async move {
+                let before = clock.now() - MESSAGE_RETENTION;
+                let purged = async {
+                    let mut conn = pool.acquire().await?;
+                    let sent = purge_sent(&mut conn, before).await?;
+                    let handled = purge_inbox(&mut conn, before).await?;
+                    Ok::<_, sqlx::Error>((sent, handled))
+                };
+                match purged.await {
+                    Ok((sent, handled)) if sent + handled > 0 => {
+                        tracing::info!(sent, handled, "old outbox and inbox rows purged");
                     }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "outbox and inbox purge failed"),
                 }
             }
-        }
-    })
+        },
+    ))
 }
