@@ -7,6 +7,7 @@ pub mod convert;
 mod views;
 
 use corebank_platform::clock::SharedClock;
+use corebank_platform::error::required_uuid as id_field;
 use corebank_platform::idempotency::fingerprint;
 use corebank_platform::paging::Page;
 use corebank_platform::{ApiError, Violations};
@@ -43,13 +44,6 @@ impl FraudApi {
     pub fn new(store: FraudStore, clock: SharedClock) -> Self {
         Self { store, clock }
     }
-}
-
-fn id_field(field: &str, text: &str) -> Result<Uuid, ApiError> {
-    if text.is_empty() {
-        return Err(ApiError::invalid_field(field, "is required"));
-    }
-    Uuid::parse_str(text).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
 }
 
 /// Actor and reason of an analyst action: both required, bounded.

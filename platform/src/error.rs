@@ -292,6 +292,15 @@ pub fn constraint(error: &sqlx::Error) -> Option<&str> {
 
 /// Collects every invalid field of a request before answering, so the caller
 /// sees all of them at once.
+/// A required UUID request field: empty is "is required", anything else
+/// that does not parse is "must be a UUID", both naming `field`.
+pub fn required_uuid(field: &str, text: &str) -> Result<uuid::Uuid, ApiError> {
+    if text.is_empty() {
+        return Err(ApiError::invalid_field(field, "is required"));
+    }
+    uuid::Uuid::parse_str(text).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
+}
+
 #[derive(Debug, Default)]
 pub struct Violations {
     violations: Vec<FieldViolation>,

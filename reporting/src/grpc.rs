@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use corebank_platform::clock::SharedClock;
+use corebank_platform::error::required_uuid as id_field;
 use corebank_platform::idempotency::fingerprint;
 use corebank_platform::messaging::Broker;
 use corebank_platform::paging::Page;
@@ -57,13 +58,6 @@ impl ReportingApi {
             clock,
         }
     }
-}
-
-fn id_field(field: &str, text: &str) -> Result<Uuid, ApiError> {
-    if text.is_empty() {
-        return Err(ApiError::invalid_field(field, "is required"));
-    }
-    Uuid::parse_str(text).map_err(|_| ApiError::invalid_field(field, "must be a UUID"))
 }
 
 /// A UUID field; an empty one is a violation only when `required`.
