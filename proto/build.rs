@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 const FILES: &[&str] = &[
+    "corebank/v1/auth.proto",
     "corebank/v1/common.proto",
     "corebank/v1/customer.proto",
     "corebank/v1/account.proto",
