@@ -106,6 +106,8 @@ pub struct Account {
     pub overdraft_limit: Decimal,
     pub ledger_balance: Decimal,
     pub held_amount: Decimal,
+    /// The partner owning the customer; `None` for the bank's own.
+    pub partner_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -175,6 +177,8 @@ pub fn lifecycle(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccount {
     pub customer_id: Uuid,
+    /// The customer's partner, as the customer service recorded it.
+    pub partner_id: Option<String>,
     pub currency: Currency,
     pub product: Product,
     pub overdraft_limit: Decimal,
@@ -338,6 +342,7 @@ mod tests {
             overdraft_limit: Decimal::from(overdraft),
             ledger_balance: Decimal::from(ledger),
             held_amount: Decimal::from(held),
+            partner_id: None,
             created_at: now,
             updated_at: now,
         }

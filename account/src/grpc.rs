@@ -5,12 +5,14 @@
 mod convert;
 mod feed;
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use corebank_platform::auth::Principal;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::idempotency::fingerprint;
 use corebank_platform::messaging;
 use corebank_platform::money::{self, AmountLimits, Currency};
 use corebank_platform::paging::Page;
+use corebank_platform::tenancy::Tenancy;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_server::AccountService;
@@ -20,7 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::{self, AccountAction, NewAccount};
 use crate::kyc::CustomerDirectory;
-use crate::store::{self, AccountStore, ledger};
+use crate::store::{self, AccountStore};
 use convert::*;
 
 /// The gRPC handlers.
@@ -55,20 +57,29 @@ impl AccountApi {
 
     async fn lifecycle(
         &self,
-        request: pb::AccountActionRequest,
+        request: Request<pb::AccountActionRequest>,
         action: AccountAction,
         operation: &str,
     ) -> Result<pb::Account, ApiError> {
+        let tenancy = Tenancy::of(&request)?;
+        // The actor is who the token says, never what the request claims.
+        let actor = Principal::of(&request)
+            .map(Principal::actor)
+            .unwrap_or_default();
+        let request = request.into_inner();
         let mut violations = Violations::default();
         let account_id = violations.take("account_id", parse_id(&request.account_id));
-        let (actor, reason) =
-            domain::parse_decision(&mut violations, &request.actor, &request.reason);
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let (_, reason) = domain::parse_decision(&mut violations, &actor, &request.reason);
+        let key = Some(required_key(&mut violations, &request.idempotency_key));
         violations.into_result()?;
         let account_id =
             account_id.ok_or_else(|| ApiError::invalid_field("account_id", "must be a UUID"))?;
+        let account = self.store.get_account(account_id).await?;
+        tenancy.check(account.partner_id.as_deref(), || {
+            store::account_not_found(account_id)
+        })?;
         let fingerprint = fingerprint(
-            operation,
+            &tenancy.scoped(operation),
             &pb::AccountActionRequest {
                 idempotency_key: String::new(),
                 ..request
@@ -94,6 +105,45 @@ impl AccountApi {
     }
 }
 
+impl AccountApi {
+    /// The account named by `account_id`, if the caller may reach it; an
+    /// account of another partner is answered exactly like an unknown one.
+    async fn reachable_account<T>(
+        &self,
+        request: &Request<T>,
+        account_id: &str,
+    ) -> Result<domain::Account, ApiError> {
+        let tenancy = Tenancy::of(request)?;
+        let account_id = id_field("account_id", account_id)?;
+        let account = self.store.get_account(account_id).await?;
+        tenancy.check(account.partner_id.as_deref(), || {
+            store::account_not_found(account_id)
+        })?;
+        Ok(account)
+    }
+}
+
+fn hold_not_found(hold_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        domain::reason::HOLD_NOT_FOUND,
+        format!("hold {hold_id} not found"),
+    )
+}
+
+fn journal_not_found(journal_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        domain::reason::JOURNAL_NOT_FOUND,
+        format!("journal {journal_id} not found"),
+    )
+}
+
+fn customer_not_found(customer_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        domain::reason::CUSTOMER_NOT_FOUND,
+        format!("customer {customer_id} not found"),
+    )
+}
+
 /// The value a parse left when `violations` is empty (so it is present).
 fn present<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::invalid_field(field, "is invalid"))
@@ -110,6 +160,7 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let customer_id = violations.take("customer_id", parse_id(&request.customer_id));
@@ -128,16 +179,17 @@ impl AccountService for AccountApi {
             ),
             (None, _) => None,
         };
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let key = Some(required_key(&mut violations, &request.idempotency_key));
         violations.into_result()?;
-        let new = NewAccount {
+        let mut new = NewAccount {
             customer_id: present(customer_id, "customer_id")?,
+            partner_id: None,
             currency: present(currency, "currency")?,
             product: present(product, "product")?,
             overdraft_limit: present(overdraft_limit, "overdraft_limit")?,
         };
         let fingerprint = fingerprint(
-            "OpenAccount",
+            &tenancy.scoped("OpenAccount"),
             &pb::OpenAccountRequest {
                 idempotency_key: String::new(),
                 ..request
@@ -153,7 +205,13 @@ impl AccountService for AccountApi {
         let kyc_version = if replay {
             None
         } else {
-            Some(self.customers.require_verified(new.customer_id).await?)
+            let customer = self.customers.require_verified(new.customer_id).await?;
+            // Another partner's customer is answered as unknown.
+            tenancy.check(customer.partner_id.as_deref(), || {
+                customer_not_found(new.customer_id)
+            })?;
+            new.partner_id = customer.partner_id;
+            Some(customer.kyc_version)
         };
         let account = self
             .store
@@ -193,8 +251,9 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        let account_id = id_field("account_id", &request.get_ref().account_id)?;
-        let account = self.store.get_account(account_id).await?;
+        let account = self
+            .reachable_account(&request, &request.get_ref().account_id)
+            .await?;
         Ok(Response::new(account_to_proto(&account)))
     }
 
@@ -202,11 +261,15 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let customer_id = id_field("customer_id", &request.customer_id)?;
         let filter = format!("customer_id={customer_id}");
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
-        let mut accounts = self.store.list_accounts(customer_id, &page).await?;
+        let mut accounts = self
+            .store
+            .list_accounts(customer_id, tenancy.owner(), &page)
+            .await?;
         let next_page_token = page.finish(&mut accounts, |a| a.account_id.to_string(), &filter);
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: accounts.iter().map(account_to_proto).collect(),
@@ -218,8 +281,9 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::Balance>, Status> {
-        let account_id = id_field("account_id", &request.get_ref().account_id)?;
-        let account = self.store.get_account(account_id).await?;
+        let account = self
+            .reachable_account(&request, &request.get_ref().account_id)
+            .await?;
         Ok(Response::new(balance_to_proto(&account)))
     }
 
@@ -227,8 +291,11 @@ impl AccountService for AccountApi {
         &self,
         request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let account_id = self
+            .reachable_account(&request, &request.get_ref().account_id)
+            .await?
+            .account_id;
         let request = request.into_inner();
-        let account_id = id_field("account_id", &request.account_id)?;
         let filter = format!("entries of account_id={account_id}");
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
         let mut entries = self.store.list_entries(account_id, &page).await?;
@@ -245,7 +312,7 @@ impl AccountService for AccountApi {
         request: Request<pb::AccountActionRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         Ok(Response::new(
-            self.lifecycle(request.into_inner(), AccountAction::Freeze, "FreezeAccount")
+            self.lifecycle(request, AccountAction::Freeze, "FreezeAccount")
                 .await?,
         ))
     }
@@ -256,12 +323,8 @@ impl AccountService for AccountApi {
         request: Request<pb::AccountActionRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         Ok(Response::new(
-            self.lifecycle(
-                request.into_inner(),
-                AccountAction::Unfreeze,
-                "UnfreezeAccount",
-            )
-            .await?,
+            self.lifecycle(request, AccountAction::Unfreeze, "UnfreezeAccount")
+                .await?,
         ))
     }
 
@@ -271,207 +334,43 @@ impl AccountService for AccountApi {
         request: Request<pb::AccountActionRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         Ok(Response::new(
-            self.lifecycle(request.into_inner(), AccountAction::Close, "CloseAccount")
+            self.lifecycle(request, AccountAction::Close, "CloseAccount")
                 .await?,
         ))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn place_hold(
-        &self,
-        request: Request<pb::PlaceHoldRequest>,
-    ) -> Result<Response<pb::Hold>, Status> {
-        let request = request.into_inner();
-        let mut violations = Violations::default();
-        let account_id = violations.take("account_id", parse_id(&request.account_id));
-        let key = required_key(&mut violations, &request.idempotency_key);
-        let money = parse_money(
-            &mut violations,
-            "amount",
-            request.amount.as_ref(),
-            self.limits,
-        );
-        let reference = violations.take("reference", domain::parse_reference(&request.reference));
-        let ttl = violations
-            .take("ttl", parse_duration(request.ttl.as_ref()))
-            .and_then(|ttl| violations.take("ttl", domain::hold_ttl(ttl)));
-        violations.into_result()?;
-        let account_id = present(account_id, "account_id")?;
-        let (currency, amount) = present(money, "amount")?;
-        let reference = present(reference, "reference")?;
-        let ttl: Duration = present(ttl, "ttl")?;
-        let fingerprint = fingerprint(
-            "PlaceHold",
-            &pb::PlaceHoldRequest {
-                idempotency_key: String::new(),
-                ..request
-            },
-        );
-        let now = self.now();
-        let hold = self
-            .store
-            .idempotent(Some(&key), &fingerprint, now, move |conn| {
-                Box::pin(async move {
-                    let hold_id = Uuid::now_v7();
-                    let hold = ledger::place_hold(
-                        conn,
-                        hold_id,
-                        account_id,
-                        currency,
-                        amount,
-                        &reference,
-                        (now + ttl).trunc_subsecs(6),
-                        now,
-                    )
-                    .await?;
-                    tracing::info!(%hold_id, %account_id, "hold placed");
-                    Ok(hold_to_proto(&hold, now))
-                })
-            })
-            .await?;
-        Ok(Response::new(hold))
     }
 
     async fn get_hold(
         &self,
         request: Request<pb::GetHoldRequest>,
     ) -> Result<Response<pb::Hold>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let hold_id = id_field("hold_id", &request.get_ref().hold_id)?;
         let hold = self.store.get_hold(hold_id).await?;
+        if tenancy != Tenancy::All {
+            let account = self.store.get_account(hold.account_id).await?;
+            tenancy.check(account.partner_id.as_deref(), || hold_not_found(hold_id))?;
+        }
         Ok(Response::new(hold_to_proto(&hold, self.now())))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn release_hold(
-        &self,
-        request: Request<pb::ReleaseHoldRequest>,
-    ) -> Result<Response<pb::Hold>, Status> {
-        let request = request.into_inner();
-        let mut violations = Violations::default();
-        let hold_id = violations.take("hold_id", parse_id(&request.hold_id));
-        let key = required_key(&mut violations, &request.idempotency_key);
-        violations.check(
-            request.reason.len() <= 1000,
-            "reason",
-            "must be at most 1000 characters",
-        );
-        violations.into_result()?;
-        let hold_id = present(hold_id, "hold_id")?;
-        let fingerprint = fingerprint(
-            "ReleaseHold",
-            &pb::ReleaseHoldRequest {
-                idempotency_key: String::new(),
-                ..request
-            },
-        );
-        let now = self.now();
-        let hold = self
-            .store
-            .idempotent(Some(&key), &fingerprint, now, move |conn| {
-                Box::pin(async move {
-                    let hold = ledger::release_hold(conn, hold_id, now).await?;
-                    tracing::info!(%hold_id, account_id = %hold.account_id, "hold released");
-                    Ok(hold_to_proto(&hold, now))
-                })
-            })
-            .await?;
-        Ok(Response::new(hold))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn capture_hold(
-        &self,
-        request: Request<pb::CaptureHoldRequest>,
-    ) -> Result<Response<pb::Journal>, Status> {
-        let request = request.into_inner();
-        let mut violations = Violations::default();
-        let hold_id = violations.take("hold_id", parse_id(&request.hold_id));
-        let key = required_key(&mut violations, &request.idempotency_key);
-        let destination = if request.destination_account_id.is_empty() {
-            Some(None)
-        } else {
-            violations
-                .take(
-                    "destination_account_id",
-                    parse_id(&request.destination_account_id),
-                )
-                .map(Some)
-        };
-        let reference = violations.take("reference", domain::parse_reference(&request.reference));
-        violations.into_result()?;
-        let hold_id = present(hold_id, "hold_id")?;
-        let destination = present(destination, "destination_account_id")?;
-        let reference = present(reference, "reference")?;
-        let fingerprint = fingerprint(
-            "CaptureHold",
-            &pb::CaptureHoldRequest {
-                idempotency_key: String::new(),
-                ..request
-            },
-        );
-        let now = self.now();
-        let journal = self
-            .store
-            .idempotent(Some(&key), &fingerprint, now, move |conn| {
-                Box::pin(async move {
-                    let journal =
-                        ledger::capture_hold(conn, hold_id, destination, &reference, now).await?;
-                    tracing::info!(%hold_id, journal_id = %journal.journal_id, "hold captured");
-                    Ok(journal_to_proto(&journal))
-                })
-            })
-            .await?;
-        Ok(Response::new(journal))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn post_deposit(
-        &self,
-        request: Request<pb::PostDepositRequest>,
-    ) -> Result<Response<pb::Journal>, Status> {
-        let request = request.into_inner();
-        let mut violations = Violations::default();
-        let account_id = violations.take("account_id", parse_id(&request.account_id));
-        let key = required_key(&mut violations, &request.idempotency_key);
-        let money = parse_money(
-            &mut violations,
-            "amount",
-            request.amount.as_ref(),
-            self.limits,
-        );
-        let reference = violations.take("reference", domain::parse_reference(&request.reference));
-        violations.into_result()?;
-        let account_id = present(account_id, "account_id")?;
-        let (currency, amount) = present(money, "amount")?;
-        let reference = present(reference, "reference")?;
-        let fingerprint = fingerprint(
-            "PostDeposit",
-            &pb::PostDepositRequest {
-                idempotency_key: String::new(),
-                ..request
-            },
-        );
-        let now = self.now();
-        let journal = self
-            .store
-            .idempotent(Some(&key), &fingerprint, now, move |conn| {
-                Box::pin(async move {
-                    let journal =
-                        ledger::deposit(conn, account_id, currency, amount, &reference, now)
-                            .await?;
-                    Ok(journal_to_proto(&journal))
-                })
-            })
-            .await?;
-        Ok(Response::new(journal))
     }
 
     async fn get_journal(
         &self,
         request: Request<pb::GetJournalRequest>,
     ) -> Result<Response<pb::Journal>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let journal_id = id_field("journal_id", &request.get_ref().journal_id)?;
         let journal = self.store.get_journal(journal_id).await?;
+        if tenancy != Tenancy::All {
+            // A partner sees a journal that touches one of its accounts.
+            let mut reached = false;
+            for entry in &journal.entries {
+                let account = self.store.get_account(entry.account_id).await?;
+                reached |= tenancy.reaches(account.partner_id.as_deref());
+            }
+            if !reached {
+                return Err(journal_not_found(journal_id).into());
+            }
+        }
         Ok(Response::new(journal_to_proto(&journal)))
     }
 

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use corebank_platform::ApiError;
+use corebank_platform::auth::{AuthedChannel, Credentials};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use uuid::Uuid;
 
 use crate::domain::reason;
@@ -14,29 +15,37 @@ use crate::domain::reason;
 /// How long one call to the customer service may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the customer service says of a customer who may open accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCustomer {
+    pub kyc_version: i64,
+    /// The partner owning the customer; `None` for the bank's own.
+    pub partner_id: Option<String>,
+}
+
 /// A lazily connected client of `corebank.v1.CustomerService`.
 #[derive(Debug, Clone)]
 pub struct CustomerDirectory {
-    client: CustomerServiceClient<Channel>,
+    client: CustomerServiceClient<AuthedChannel>,
 }
 
 impl CustomerDirectory {
     /// Connects on first use, so the account service starts even while the
     /// customer service is down.
-    pub fn connect_lazy(endpoint: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())?
+    pub fn connect_lazy(endpoint: &str, credentials: &Credentials) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(endpoint.to_owned())?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+            .timeout(CALL_TIMEOUT);
+        let channel = credentials.connect_lazy(endpoint)?;
         Ok(Self {
             client: CustomerServiceClient::new(channel),
         })
     }
 
     /// Succeeds when the customer exists and is VERIFIED, with the customer's
-    /// KYC version.
+    /// KYC version and owning partner.
     #[tracing::instrument(skip_all, fields(customer_id = %customer_id), err)]
-    pub async fn require_verified(&self, customer_id: Uuid) -> Result<i64, ApiError> {
+    pub async fn require_verified(&self, customer_id: Uuid) -> Result<VerifiedCustomer, ApiError> {
         let mut request = tonic::Request::new(pb::GetCustomerRequest {
             customer_id: customer_id.to_string(),
             reveal_national_id: false,
@@ -47,7 +56,10 @@ impl CustomerDirectory {
             Err(status) => return Err(lookup_failed(customer_id, &status)),
         };
         if customer.kyc_status() == pb::KycStatus::Verified {
-            return Ok(customer.kyc_version);
+            return Ok(VerifiedCustomer {
+                kyc_version: customer.kyc_version,
+                partner_id: Some(customer.partner_id).filter(|partner| !partner.is_empty()),
+            });
         }
         let kyc_status = customer.kyc_status().as_str_name();
         Err(ApiError::failed_precondition(

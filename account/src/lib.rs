@@ -14,6 +14,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
@@ -96,6 +97,7 @@ impl Service for AccountService {
             .endpoint("customer")
             .unwrap_or_else(|| args.customer_endpoint.clone());
         Ok(Settings {
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             requests: context.requests,
@@ -128,6 +130,8 @@ pub struct Settings {
     pub customer_endpoint: String,
     /// Saga commands in, replies and events out (through the outbox).
     pub broker: Broker,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// A bound, ready-to-run account service.
@@ -140,13 +144,17 @@ pub struct Application {
     pool: PgPool,
     broker: Broker,
     limits: AmountLimits,
+    auth: ServiceAuth,
 }
 
 impl Application {
     /// Binds `addr` (port 0 picks a free port). The customer service is
     /// connected lazily, on the first KYC check.
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let customers = CustomerDirectory::connect_lazy(&settings.customer_endpoint)?;
+        let customers = CustomerDirectory::connect_lazy(
+            &settings.customer_endpoint,
+            &settings.auth.credentials,
+        )?;
         let listener = TcpListener::bind(addr).await?;
         let store = AccountStore::new(settings.pool.clone(), settings.requests.idempotency());
         let api = AccountApi::new(
@@ -156,6 +164,7 @@ impl Application {
             settings.requests.amount_limits(),
         );
         Ok(Self {
+            auth: settings.auth,
             listener,
             store,
             api,
@@ -208,6 +217,7 @@ impl Application {
         let server = GrpcServer {
             name: "account",
             services: vec![GRPC_SERVICE],
+            auth: self.auth,
         };
         let result = server
             .serve(

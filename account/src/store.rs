@@ -85,10 +85,12 @@ impl AccountStore {
         get_account(&mut conn, account_id, false).await
     }
 
-    /// A customer's accounts, keyset-paged on the (time-ordered) account id.
+    /// A customer's accounts, keyset-paged on the (time-ordered) account id;
+    /// for a partner, only accounts it owns.
     pub async fn list_accounts(
         &self,
         customer_id: Uuid,
+        partner_id: Option<&str>,
         page: &Page,
     ) -> Result<Vec<Account>, ApiError> {
         let after = page
@@ -100,11 +102,13 @@ impl AccountStore {
         let rows: Vec<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {ACCOUNT_COLUMNS} from account
              where customer_id = $1 and ($2::uuid is null or account_id > $2)
+               and ($4::text is null or partner_id = $4)
              order by account_id limit $3"
         )))
         .bind(customer_id)
         .bind(after)
         .bind(page.fetch_limit())
+        .bind(partner_id)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(Account::try_from).collect()
@@ -272,8 +276,8 @@ pub async fn insert_account(
     now: DateTime<Utc>,
 ) -> Result<Account, ApiError> {
     let row: AccountRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into account (account_id, customer_id, currency, product, status, overdraft_limit, created_at, updated_at)
-         values ($1, $2, $3, $4, 'active', $5, $6, $6)
+        "insert into account (account_id, customer_id, currency, product, status, overdraft_limit, partner_id, created_at, updated_at)
+         values ($1, $2, $3, $4, 'active', $5, $7, $6, $6)
          returning {ACCOUNT_COLUMNS}"
     )))
     .bind(account_id)
@@ -282,6 +286,7 @@ pub async fn insert_account(
     .bind(new.product.as_str())
     .bind(new.overdraft_limit)
     .bind(now)
+    .bind(new.partner_id.as_deref())
     .fetch_one(&mut *conn)
     .await?;
     insert_event(

@@ -1,7 +1,7 @@
 //! The invariants corebank promises, checked from outside the services with
 //! an owner login that can read every schema: money is conserved, balances
 //! equal their entries, no posting is applied twice, no hold is left behind,
-//! and every saga ends. Tests run it after every end-to-end and fault test; the
+//! every journal was posted by a saga, and every saga ends. Tests run it after every end-to-end and fault test; the
 //! benchmark runs it after every run; an operator can run it any time.
 
 use serde::Serialize;
@@ -24,6 +24,9 @@ pub struct InvariantReport {
     pub active_holds: i64,
     /// Holds captured into more than one journal, or journals capturing a hold twice.
     pub double_postings: i64,
+    /// Journals that no saga posted: no transaction, or no saga of that
+    /// transaction, references them. Money moved around the saga.
+    pub journals_outside_a_saga: i64,
     /// COMPLETED transactions without exactly one journal referencing them.
     pub completed_without_one_journal: i64,
     /// FAILED transactions that nevertheless have a journal.
@@ -62,6 +65,10 @@ impl InvariantReport {
             ),
             (self.active_holds, "holds left active"),
             (self.double_postings, "holds posted more than once"),
+            (
+                self.journals_outside_a_saga,
+                "journals posted outside a saga (no transaction or no saga of it)",
+            ),
             (
                 self.completed_without_one_journal,
                 "completed transactions without exactly one journal",
@@ -166,6 +173,20 @@ pub async fn check(pool: &PgPool) -> anyhow::Result<InvariantReport> {
         report.unfinished_transactions = count(
             pool,
             "select count(*) from transaction.transaction where status not in ('completed', 'failed')",
+        )
+        .await?;
+    }
+    if schema_exists(pool, "transaction").await? && schema_exists(pool, "orchestrator").await? {
+        // Each transaction has one saga (unique transaction id) and each
+        // journal names its transaction: a journal belongs to exactly one
+        // saga and one transaction, or to none.
+        report.journals_outside_a_saga = count(
+            pool,
+            "select count(*) from account.journal j
+             where not exists (
+                select 1 from transaction.transaction t where t.transaction_id::text = j.reference)
+                or not exists (
+                select 1 from orchestrator.saga s where s.transaction_id::text = j.reference)",
         )
         .await?;
     }

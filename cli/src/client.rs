@@ -1,9 +1,10 @@
 //! Client commands: a person working with corebank from a shell.
 
+use corebank_platform::auth::AuthedChannel;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::output::print;
 
@@ -61,12 +62,14 @@ impl ClientArgs {
     }
 }
 
-pub async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
+/// A channel to `endpoint` presenting the operator's credentials
+/// ([`crate::token::operator_credentials`]).
+pub async fn channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|error| anyhow::anyhow!("invalid endpoint {endpoint:?}: {error}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30));
-    Ok(endpoint.connect_lazy())
+    crate::token::operator_credentials()?.connect_lazy(endpoint)
 }
 
 pub fn default_actor() -> String {

@@ -13,6 +13,7 @@ mod output;
 mod reporting;
 mod run;
 mod saga;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -65,6 +66,8 @@ enum Command {
     Reporting(reporting::ReportingCommand),
     /// Compare the read models with the ledger now; exit 1 on any mismatch.
     Reconcile(reporting::ReconcileArgs),
+    /// Development tokens signed with the key `corebank up` trusts.
+    Token(token::TokenCommand),
 }
 
 #[tokio::main]
@@ -89,6 +92,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export(command) => export::export(command).await,
         Command::Reporting(command) => reporting::reporting(command).await,
         Command::Reconcile(args) => reporting::reconcile(args).await,
+        Command::Token(command) => token::token(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -96,5 +100,19 @@ async fn main() -> std::process::ExitCode {
             output::print_error(&error);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every service's flags live side by side in `up`: a flag or argument
+    /// id used twice would make `corebank up` panic at start.
+    #[test]
+    fn every_command_and_flag_is_well_formed_and_unique() {
+        Cli::command().debug_assert();
     }
 }

@@ -112,7 +112,7 @@ enum TransactionAction {
 
 async fn client(
     args: &ClientArgs,
-) -> anyhow::Result<TransactionServiceClient<tonic::transport::Channel>> {
+) -> anyhow::Result<TransactionServiceClient<corebank_platform::auth::AuthedChannel>> {
     Ok(TransactionServiceClient::new(
         channel(&args.transaction_endpoint).await?,
     ))

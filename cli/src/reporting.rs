@@ -3,9 +3,9 @@
 //! reporting service.
 
 use chrono::{DateTime, Utc};
+use corebank_platform::auth::AuthedChannel;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::reporting_service_client::ReportingServiceClient;
-use tonic::transport::Channel;
 
 use crate::client::channel;
 use crate::export::ExportClientArgs;
@@ -79,7 +79,7 @@ pub struct ReconcileArgs {
     as_of: i64,
 }
 
-async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<Channel>> {
+async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<AuthedChannel>> {
     Ok(ReportingServiceClient::new(
         channel(&args.reporting_endpoint).await?,
     ))

@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use corebank_cli::services::{self, EveryServiceArgs, SERVICES};
+use corebank_platform::auth::AuthArgs;
 use corebank_platform::clock;
 use corebank_platform::config::{AmqpArgs, DatabaseArgs, RequestArgs, TelemetryArgs};
 use corebank_platform::db;
@@ -34,6 +35,8 @@ pub struct ServiceArgs {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     requests: RequestArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     #[command(flatten)]
     each: EveryServiceArgs,
 }
@@ -146,6 +149,7 @@ async fn start(
         broker: args.amqp.broker(name),
         // The endpoint flags (e.g. `--customer-endpoint`) say where callees are.
         peers: Peers::default(),
+        auth: args.auth.service_auth(name)?,
     };
     let settings = service.settings(context, own_args)?;
     let addr = service.listen_addr(own_args)?;

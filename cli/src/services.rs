@@ -17,6 +17,7 @@ pub static SERVICES: &[&dyn AnyService] = &[
     &corebank_fraud::FraudService,
     &corebank_orchestrator::OrchestratorService,
     &corebank_reporting::ReportingService,
+    &corebank_gateway::GatewayService,
 ];
 
 /// The service named `name`.

@@ -2,10 +2,14 @@
 //! flight and started again: every saga ends and no money is lost or made.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
+use corebank_platform::auth::{
+    Audience, Credentials, DevKey, PARTNER_SCOPES, STAFF_SCOPES, TokenSpec,
+};
 use corebank_platform::service::Peers;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
@@ -15,6 +19,7 @@ use corebank_tests::harness::{
     TestDb, admin_url, amqp_url, delete_namespace, fresh_namespace, usd,
 };
 use tokio::process::{Child, Command};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 fn free_port() -> SocketAddr {
@@ -36,7 +41,7 @@ fn port(ports: &Peers, service: &str) -> SocketAddr {
     ports.addr(service).expect("a port for every service")
 }
 
-fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers) -> Child {
+fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers, key: &Path) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_corebank"));
     command.arg("up").args([
         "--database-url",
@@ -62,6 +67,8 @@ fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers) -> Child {
             "1000",
         ])
         .env("RUST_LOG", "warn")
+        // Its services trust, and sign their own tokens with, the test's key.
+        .env("COREBANK_DEV_SIGNING_KEY", key)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -94,12 +101,23 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
         .unwrap();
     let database_url = format!("{base}/{}", db.name);
     let ports = free_ports();
-    let mut corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
+    let key_path = std::env::temp_dir().join(format!("{}-signing.key.pem", db.name));
+    let signing_key = DevKey::load_or_create_at(&key_path).expect("a token signing key");
+    let operator = Credentials::signed(
+        signing_key,
+        TokenSpec::new(
+            "operator-crash-test",
+            [STAFF_SCOPES, PARTNER_SCOPES].concat().join(" "),
+            Audience::Internal,
+        ),
+    );
+    let authed = |channel| InterceptedService::new(channel, operator.clone());
+    let mut corebank = spawn_corebank(&database_url, namespace.as_str(), &ports, &key_path);
 
-    let mut customers = CustomerServiceClient::new(connect(port(&ports, "customer")).await);
-    let mut accounts = AccountServiceClient::new(connect(port(&ports, "account")).await);
+    let mut customers = CustomerServiceClient::new(authed(connect(port(&ports, "customer")).await));
+    let mut accounts = AccountServiceClient::new(authed(connect(port(&ports, "account")).await));
     let mut transactions =
-        TransactionServiceClient::new(connect(port(&ports, "transaction")).await);
+        TransactionServiceClient::new(authed(connect(port(&ports, "transaction")).await));
     for service in SERVICES {
         connect(port(&ports, service.name())).await;
     }
@@ -187,7 +205,7 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
     .unwrap();
     assert!(in_flight > 0, "the kill should catch sagas in flight");
 
-    let _corebank = spawn_corebank(&database_url, namespace.as_str(), &ports);
+    let _corebank = spawn_corebank(&database_url, namespace.as_str(), &ports, &key_path);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let unfinished: i64 = sqlx::query_scalar(
@@ -229,4 +247,5 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
     assert_eq!(customer_money, rust_decimal::Decimal::from(3000));
     drop(_corebank);
     delete_namespace(namespace).await;
+    let _ = std::fs::remove_file(&key_path);
 }

@@ -4,6 +4,8 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use corebank_platform::Violations;
 use uuid::Uuid;
 
+pub mod country;
+
 /// Where a customer stands in know-your-customer checks. Only VERIFIED
 /// customers may open accounts or be debited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,8 @@ pub struct Customer {
     pub kyc_status: KycStatus,
     /// Increases with every KYC transition.
     pub kyc_version: i64,
+    /// The partner that created the customer; `None` for the bank's own.
+    pub partner_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -257,7 +261,7 @@ fn age_on(born: NaiveDate, today: NaiveDate) -> i32 {
 
 pub fn parse_country(text: &str) -> Result<String, &'static str> {
     let country = text.trim();
-    if country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if country::is_assigned(country) {
         Ok(country.to_owned())
     } else {
         Err("must be an ISO 3166-1 alpha-2 code such as DE")
@@ -276,10 +280,18 @@ pub fn parse_national_id(text: &str) -> Result<String, &'static str> {
     }
 }
 
-/// The national id as shown by default: all but the last four characters masked.
+/// The most characters of a national id the mask ever shows.
+pub const MASK_VISIBLE_MAX: usize = 4;
+
+/// The national id as shown by default: at most its last four characters, and
+/// never more than a third of it, the rest masked.
 pub fn mask_national_id(id: &str) -> String {
-    let visible = id.len().saturating_sub(4);
-    format!("{}{}", "*".repeat(visible), &id[visible..])
+    let length = id.chars().count();
+    let visible = (length / 3).min(MASK_VISIBLE_MAX);
+    id.chars()
+        .enumerate()
+        .map(|(index, c)| if index < length - visible { '*' } else { c })
+        .collect()
 }
 
 /// Validates a KYC transition request's actor and reason.
@@ -396,8 +408,36 @@ mod tests {
     }
 
     #[test]
-    fn the_national_id_is_masked_but_its_last_four_characters() {
-        assert_eq!(mask_national_id("AB123456C"), "*****456C");
-        assert_eq!(mask_national_id("12"), "12");
+    fn the_mask_shows_at_most_the_last_four_characters() {
+        assert_eq!(mask_national_id("AB1234567890"), "********7890");
+        assert_eq!(mask_national_id("AB1234567890123456"), "**************3456");
+    }
+
+    #[test]
+    fn the_mask_never_shows_more_than_a_third_of_the_id() {
+        assert_eq!(mask_national_id("1234"), "***4");
+        assert_eq!(mask_national_id("12345"), "****5");
+        assert_eq!(mask_national_id("AB123456C"), "******56C");
+        assert_eq!(mask_national_id("12"), "**");
+        assert_eq!(mask_national_id(""), "");
+    }
+
+    #[test]
+    fn the_mask_keeps_the_length_and_never_reveals_a_third() {
+        for length in 0..=40 {
+            let id: String = "A1B2C3D4E5".chars().cycle().take(length).collect();
+            let masked = mask_national_id(&id);
+            assert_eq!(masked.chars().count(), length);
+            let shown = masked.chars().filter(|c| *c != '*').count();
+            assert!(shown <= 4 && shown * 3 <= length, "{id} -> {masked}");
+        }
+    }
+
+    #[test]
+    fn only_assigned_country_codes_are_accepted() {
+        assert_eq!(parse_country(" DE "), Ok("DE".to_owned()));
+        for code in ["XX", "ZZ", "gb", "GBR", ""] {
+            assert!(parse_country(code).is_err(), "{code}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! `corebank.v1.CustomerService`: proto ⇄ domain, validation at the edge.
 
+use corebank_platform::auth::Principal;
 use corebank_platform::clock::SharedClock;
-use corebank_platform::idempotency::fingerprint;
+use corebank_platform::idempotency::{fingerprint, required_key};
 use corebank_platform::paging::Page;
+use corebank_platform::tenancy::Tenancy;
 use corebank_platform::time::to_timestamp;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
@@ -35,6 +37,7 @@ impl CustomerApi {
     ) -> Result<pb::Customer, ApiError> {
         let mut violations = Violations::default();
         let customer_id = violations.take("customer_id", parse_id(&request.customer_id));
+        let key = required_key(&mut violations, &request.idempotency_key);
         let decision = domain::parse_decision(&request.actor, &request.reason);
         let (actor, reason) = match decision {
             Ok(decision) if violations.is_empty() => decision,
@@ -48,7 +51,6 @@ impl CustomerApi {
             }
         };
         let customer_id = customer_id.ok_or_else(|| violations_error("customer_id"))?;
-        let key = key(&request.idempotency_key);
         let fingerprint = fingerprint(
             operation,
             &pb::KycTransitionRequest {
@@ -58,7 +60,7 @@ impl CustomerApi {
         );
         let now = self.clock.now();
         self.store
-            .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
                 Box::pin(async move {
                     let customer = store::transition(conn, customer_id, action, &actor, &reason, now).await?;
                     tracing::info!(%customer_id, to = customer.kyc_status.as_str(), %actor, "kyc status changed");
@@ -80,18 +82,6 @@ pub fn parse_id(text: &str) -> Result<Uuid, &'static str> {
     Uuid::parse_str(text).map_err(|_| "must be a UUID")
 }
 
-fn key(text: &str) -> Option<String> {
-    (!text.is_empty()).then(|| text.to_owned())
-}
-
-fn check_key(violations: &mut Violations, text: &str) {
-    violations.check(
-        text.len() <= 200,
-        "idempotency_key",
-        "must be at most 200 characters",
-    );
-}
-
 pub fn status_to_proto(status: KycStatus) -> pb::KycStatus {
     match status {
         KycStatus::Pending => pb::KycStatus::Pending,
@@ -111,6 +101,28 @@ fn status_from_proto(status: pb::KycStatus) -> Option<KycStatus> {
     }
 }
 
+/// The scope that may see a national id in clear.
+const KYC_SCOPE: &str = "kyc:write";
+
+/// The request with `actor` set to the authenticated caller: the free-text
+/// field a client sends is never recorded.
+fn with_actor(
+    request: Request<pb::KycTransitionRequest>,
+) -> Result<pb::KycTransitionRequest, Status> {
+    let actor = Principal::actor_of(&request)?;
+    let mut request = request.into_inner();
+    request.actor = actor;
+    Ok(request)
+}
+
+/// What an unknown customer, or another partner's, is answered with.
+fn customer_not_found(customer_id: Uuid) -> ApiError {
+    ApiError::not_found(
+        store::CUSTOMER_NOT_FOUND,
+        format!("customer {customer_id} not found"),
+    )
+}
+
 fn to_proto(customer: &Customer, reveal_national_id: bool) -> pb::Customer {
     pb::Customer {
         customer_id: customer.customer_id.to_string(),
@@ -128,6 +140,7 @@ fn to_proto(customer: &Customer, reveal_national_id: bool) -> pb::Customer {
         kyc_version: customer.kyc_version,
         create_time: Some(to_timestamp(customer.created_at)),
         update_time: Some(to_timestamp(customer.updated_at)),
+        partner_id: customer.partner_id.clone().unwrap_or_default(),
     }
 }
 
@@ -150,6 +163,8 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::CreateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
+        // The customer belongs to the partner whose token created it.
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let now = self.clock.now();
         let input = NewCustomerInput {
@@ -162,7 +177,7 @@ impl CustomerService for CustomerApi {
         };
         let parsed = NewCustomer::parse(input, now.date_naive());
         let mut violations = Violations::default();
-        check_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         let new = match parsed {
             Ok(new) => new,
             Err(field_errors) => {
@@ -174,9 +189,8 @@ impl CustomerService for CustomerApi {
             }
         };
         violations.into_result()?;
-        let key = key(&request.idempotency_key);
         let fingerprint = fingerprint(
-            "CreateCustomer",
+            &tenancy.scoped("CreateCustomer"),
             &pb::CreateCustomerRequest {
                 idempotency_key: String::new(),
                 ..request
@@ -184,9 +198,10 @@ impl CustomerService for CustomerApi {
         );
         let customer = self
             .store
-            .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
                 Box::pin(async move {
-                    let customer = store::insert(conn, Uuid::now_v7(), &new, now).await?;
+                    let customer =
+                        store::insert(conn, Uuid::now_v7(), &new, tenancy.owner(), now).await?;
                     tracing::info!(customer_id = %customer.customer_id, "customer created");
                     Ok(to_proto(&customer, false))
                 })
@@ -199,10 +214,20 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
+        if request.get_ref().reveal_national_id {
+            // A national id in clear is for KYC staff only.
+            Principal::of(&request)
+                .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?
+                .require_scope(KYC_SCOPE)?;
+        }
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let customer_id = parse_id(&request.customer_id)
             .map_err(|why| ApiError::invalid_field("customer_id", why))?;
         let customer = self.store.get(customer_id).await?;
+        tenancy.check(customer.partner_id.as_deref(), || {
+            customer_not_found(customer_id)
+        })?;
         Ok(Response::new(to_proto(
             &customer,
             request.reveal_national_id,
@@ -213,6 +238,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let status = pb::KycStatus::try_from(request.kyc_status)
             .map_err(|_| ApiError::invalid_field("kyc_status", "is not a known KYC status"))?;
@@ -222,7 +248,7 @@ impl CustomerService for CustomerApi {
             status.map(KycStatus::as_str).unwrap_or("any")
         );
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
-        let mut customers = self.store.list(status, &page).await?;
+        let mut customers = self.store.list(status, tenancy.owner(), &page).await?;
         let next_page_token = page.finish(&mut customers, |c| c.customer_id.to_string(), &filter);
         Ok(Response::new(pb::ListCustomersResponse {
             customers: customers.iter().map(|c| to_proto(c, false)).collect(),
@@ -234,6 +260,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::UpdateCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let customer_id = violations.take("customer_id", parse_id(&request.customer_id));
@@ -250,13 +277,14 @@ impl CustomerService for CustomerApi {
             "email",
             "give email or phone to update",
         );
-        check_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let customer_id = customer_id.ok_or_else(|| violations_error("customer_id"))?;
+        let owner = self.store.get(customer_id).await?.partner_id;
+        tenancy.check(owner.as_deref(), || customer_not_found(customer_id))?;
         let now = self.clock.now();
-        let key = key(&request.idempotency_key);
         let fingerprint = fingerprint(
-            "UpdateCustomer",
+            &tenancy.scoped("UpdateCustomer"),
             &pb::UpdateCustomerRequest {
                 idempotency_key: String::new(),
                 ..request
@@ -264,7 +292,7 @@ impl CustomerService for CustomerApi {
         );
         let customer = self
             .store
-            .idempotent(key.as_deref(), &fingerprint, now, move |conn| {
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
                 Box::pin(async move {
                     let customer = store::update_contact(
                         conn,
@@ -286,7 +314,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::KycTransitionRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         Ok(Response::new(
-            self.transition(request.into_inner(), KycAction::Verify, "VerifyCustomer")
+            self.transition(with_actor(request)?, KycAction::Verify, "VerifyCustomer")
                 .await?,
         ))
     }
@@ -296,7 +324,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::KycTransitionRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         Ok(Response::new(
-            self.transition(request.into_inner(), KycAction::Reject, "RejectCustomer")
+            self.transition(with_actor(request)?, KycAction::Reject, "RejectCustomer")
                 .await?,
         ))
     }
@@ -306,7 +334,7 @@ impl CustomerService for CustomerApi {
         request: Request<pb::KycTransitionRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
         Ok(Response::new(
-            self.transition(request.into_inner(), KycAction::Suspend, "SuspendCustomer")
+            self.transition(with_actor(request)?, KycAction::Suspend, "SuspendCustomer")
                 .await?,
         ))
     }
@@ -317,7 +345,7 @@ impl CustomerService for CustomerApi {
     ) -> Result<Response<pb::Customer>, Status> {
         Ok(Response::new(
             self.transition(
-                request.into_inner(),
+                with_actor(request)?,
                 KycAction::Reinstate,
                 "ReinstateCustomer",
             )
@@ -329,9 +357,12 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ListKycEventsRequest>,
     ) -> Result<Response<pb::ListKycEventsResponse>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let customer_id = parse_id(&request.customer_id)
             .map_err(|why| ApiError::invalid_field("customer_id", why))?;
+        let owner = self.store.get(customer_id).await?.partner_id;
+        tenancy.check(owner.as_deref(), || customer_not_found(customer_id))?;
         let filter = format!("customer_id={customer_id}");
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
         let mut events = self.store.kyc_events(customer_id, &page).await?;

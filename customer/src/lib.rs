@@ -8,6 +8,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
@@ -68,6 +69,7 @@ impl Service for CustomerService {
 
     fn settings(context: Context, _args: &CustomerArgs) -> anyhow::Result<Settings> {
         Ok(Settings {
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             requests: context.requests,
@@ -97,6 +99,8 @@ pub struct Settings {
     pub requests: RequestArgs,
     /// Where KYC events go (through the outbox).
     pub broker: Broker,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// A bound, ready-to-run customer service.
@@ -107,6 +111,7 @@ pub struct Application {
     clock: SharedClock,
     pool: PgPool,
     broker: Broker,
+    auth: ServiceAuth,
 }
 
 impl Application {
@@ -116,6 +121,7 @@ impl Application {
         let store = CustomerStore::new(settings.pool.clone(), settings.requests.idempotency());
         let api = CustomerApi::new(store.clone(), settings.clock.clone());
         Ok(Self {
+            auth: settings.auth,
             listener,
             api,
             clock: settings.clock,
@@ -145,6 +151,7 @@ impl Application {
         let server = GrpcServer {
             name: "customer",
             services: vec![GRPC_SERVICE],
+            auth: self.auth,
         };
         let result = server
             .serve(

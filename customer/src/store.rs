@@ -1,6 +1,9 @@
 //! SQL for the `customer` schema. The pool is private: callers get
 //! transactions through [`CustomerStore::idempotent`] and pass the connection
 //! to the write functions, so one request composes its writes atomically.
+//! Their errors are traced at INFO: most are the caller's (a duplicate, an
+//! illegal KYC move), and an internal one is logged at ERROR where it becomes
+//! a status.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use corebank_platform::error::{ApiError, constraint};
@@ -37,6 +40,7 @@ struct CustomerRow {
     national_id: String,
     kyc_status: String,
     kyc_version: i64,
+    partner_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -55,6 +59,7 @@ impl TryFrom<CustomerRow> for Customer {
             national_id: row.national_id,
             kyc_status: status(&row.kyc_status)?,
             kyc_version: row.kyc_version,
+            partner_id: row.partner_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -78,7 +83,7 @@ fn status(text: &str) -> Result<KycStatus, ApiError> {
     })
 }
 
-const CUSTOMER_COLUMNS: &str = "customer_id, legal_name, email, phone, date_of_birth, country, national_id, kyc_status, kyc_version, created_at, updated_at";
+const CUSTOMER_COLUMNS: &str = "customer_id, legal_name, email, phone, date_of_birth, country, national_id, kyc_status, kyc_version, partner_id, created_at, updated_at";
 
 impl CustomerStore {
     pub fn new(pool: PgPool, idempotency: IdempotencyConfig) -> Self {
@@ -105,9 +110,11 @@ impl CustomerStore {
         get(&mut conn, customer_id, false).await
     }
 
+    /// Customers by status, keyset-paged; for a partner, only its own.
     pub async fn list(
         &self,
         status: Option<KycStatus>,
+        partner_id: Option<&str>,
         page: &Page,
     ) -> Result<Vec<Customer>, ApiError> {
         let after = page
@@ -121,11 +128,13 @@ impl CustomerStore {
         let rows: Vec<CustomerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {CUSTOMER_COLUMNS} from customer
              where ($1::text is null or kyc_status = $1) and ($2::uuid is null or customer_id > $2)
+               and ($4::text is null or partner_id = $4)
              order by customer_id limit $3"
         )))
         .bind(status.map(KycStatus::as_str))
         .bind(after)
         .bind(page.fetch_limit())
+        .bind(partner_id)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(Customer::try_from).collect()
@@ -194,17 +203,18 @@ pub async fn get(
     .try_into()
 }
 
-#[tracing::instrument(skip_all, fields(customer_id = %customer_id), err)]
+#[tracing::instrument(skip_all, fields(customer_id = %customer_id), err(level = "info"))]
 pub async fn insert(
     conn: &mut PgConnection,
     customer_id: Uuid,
     new: &NewCustomer,
+    partner_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Customer, ApiError> {
     let row: CustomerRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into customer (customer_id, legal_name, email, phone, date_of_birth, country, national_id,
-                               kyc_status, created_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+                               kyc_status, partner_id, created_at, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, 'pending', $9, $8, $8)
          returning {CUSTOMER_COLUMNS}"
     )))
     .bind(customer_id)
@@ -215,6 +225,7 @@ pub async fn insert(
     .bind(&new.country)
     .bind(&new.national_id)
     .bind(now)
+    .bind(partner_id)
     .fetch_one(&mut *conn)
     .await
     .map_err(|error| match constraint(&error) {
@@ -223,12 +234,18 @@ pub async fn insert(
             CUSTOMER_ALREADY_EXISTS,
             "a customer with this email already exists",
         ),
+        // The message names the fields, never their values: the id is PII.
+        Some("customer_national_id_unique") => ApiError::new(
+            corebank_platform::ErrorCode::AlreadyExists,
+            CUSTOMER_ALREADY_EXISTS,
+            "a customer with this national id and country already exists",
+        ),
         _ => ApiError::from(error),
     })?;
     row.try_into()
 }
 
-#[tracing::instrument(skip_all, fields(customer_id = %customer_id), err)]
+#[tracing::instrument(skip_all, fields(customer_id = %customer_id), err(level = "info"))]
 pub async fn update_contact(
     conn: &mut PgConnection,
     customer_id: Uuid,
@@ -266,7 +283,7 @@ pub async fn update_contact(
 /// Moves a customer as `action` says, appends the history row and enqueues the
 /// `customer.kyc.changed` event, all in the caller's transaction; an illegal
 /// move changes nothing.
-#[tracing::instrument(skip_all, fields(customer_id = %customer_id, action = ?action), err)]
+#[tracing::instrument(skip_all, fields(customer_id = %customer_id, action = ?action), err(level = "info"))]
 pub async fn transition(
     conn: &mut PgConnection,
     customer_id: Uuid,

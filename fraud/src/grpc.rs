@@ -6,6 +6,7 @@
 pub mod convert;
 mod views;
 
+use corebank_platform::auth::Principal;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::error::required_uuid as id_field;
 use corebank_platform::idempotency::fingerprint;
@@ -62,13 +63,11 @@ fn actor_and_reason(violations: &mut Violations, actor: &str, reason: &str) {
     );
 }
 
-fn optional_key(violations: &mut Violations, key: &str) -> Option<String> {
-    violations.check(
-        key.len() <= 200,
-        "idempotency_key",
-        "must be at most 200 characters",
-    );
-    (!key.is_empty()).then(|| key.to_owned())
+/// The idempotency key every mutating method requires.
+fn required_key(violations: &mut Violations, key: &str) -> Option<String> {
+    Some(corebank_platform::idempotency::required_key(
+        violations, key,
+    ))
 }
 
 #[tonic::async_trait]
@@ -118,7 +117,10 @@ impl FraudService for FraudApi {
         &self,
         request: Request<pb::DecideReviewRequest>,
     ) -> Result<Response<pb::Review>, Status> {
-        let request = request.into_inner();
+        // The authenticated caller is the actor, whatever the request says.
+        let actor = Principal::actor_of(&request)?;
+        let mut request = request.into_inner();
+        request.actor = actor;
         let mut violations = Violations::default();
         let review_id = violations.take(
             "review_id",
@@ -136,7 +138,7 @@ impl FraudService for FraudApi {
             }
         };
         actor_and_reason(&mut violations, &request.actor, &request.reason);
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let (Some(review_id), Some(approve)) = (review_id, approve) else {
             return Err(ApiError::invalid_field("review_id", "is invalid").into());
@@ -263,9 +265,12 @@ impl FraudService for FraudApi {
         &self,
         request: Request<pb::UpdateRuleSetRequest>,
     ) -> Result<Response<pb::RuleSet>, Status> {
-        let request = request.into_inner();
+        // The authenticated caller is the actor, whatever the request says.
+        let actor = Principal::actor_of(&request)?;
+        let mut request = request.into_inner();
+        request.actor = actor;
         let mut violations = Violations::default();
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let draft = convert::parse_update_rule_set(&request).map_err(ApiError::from)?;
         let fingerprint = fingerprint(
@@ -304,7 +309,10 @@ impl FraudService for FraudApi {
         &self,
         request: Request<pb::AddToWatchlistRequest>,
     ) -> Result<Response<pb::WatchlistEntry>, Status> {
-        let request = request.into_inner();
+        // The authenticated caller is the actor, whatever the request says.
+        let actor = Principal::actor_of(&request)?;
+        let mut request = request.into_inner();
+        request.actor = actor;
         let mut violations = Violations::default();
         let subject = match pb::WatchlistSubject::try_from(request.subject) {
             Ok(pb::WatchlistSubject::Account) => Some("account"),
@@ -332,7 +340,7 @@ impl FraudService for FraudApi {
             }
         };
         actor_and_reason(&mut violations, &request.actor, &request.reason);
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let (Some(subject), Some(subject_id)) = (subject, subject_id) else {
             return Err(ApiError::invalid_field("subject_id", "is invalid").into());
@@ -381,14 +389,17 @@ impl FraudService for FraudApi {
         &self,
         request: Request<pb::RemoveFromWatchlistRequest>,
     ) -> Result<Response<pb::WatchlistEntry>, Status> {
-        let request = request.into_inner();
+        // The authenticated caller is the actor, whatever the request says.
+        let actor = Principal::actor_of(&request)?;
+        let mut request = request.into_inner();
+        request.actor = actor;
         let mut violations = Violations::default();
         let entry_id = violations.take(
             "entry_id",
             id_field("entry_id", &request.entry_id).map_err(|error| error.message().to_owned()),
         );
         actor_and_reason(&mut violations, &request.actor, &request.reason);
-        let key = optional_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let Some(entry_id) = entry_id else {
             return Err(ApiError::invalid_field("entry_id", "is invalid").into());

@@ -17,6 +17,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
@@ -110,6 +111,7 @@ impl Service for FraudService {
 
     fn settings(context: Context, args: &FraudArgs) -> anyhow::Result<Settings> {
         Ok(Settings {
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             requests: context.requests,
@@ -142,6 +144,8 @@ pub struct Settings {
     pub broker: Broker,
     /// The review deadline when the rule that asked for a review sets none.
     pub review_deadline: Duration,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// A bound, ready-to-run fraud service.
@@ -154,6 +158,7 @@ pub struct Application {
     pool: PgPool,
     broker: Broker,
     review_deadline: Duration,
+    auth: ServiceAuth,
 }
 
 impl Application {
@@ -164,6 +169,7 @@ impl Application {
         store.ensure_rule_set(settings.clock.now()).await?;
         let api = FraudApi::new(store.clone(), settings.clock.clone());
         Ok(Self {
+            auth: settings.auth,
             listener,
             store,
             api,
@@ -216,6 +222,7 @@ impl Application {
         let server = GrpcServer {
             name: "fraud",
             services: vec![GRPC_SERVICE],
+            auth: self.auth,
         };
         let result = server
             .serve(

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use corebank_platform::auth::Principal;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::paging::Page;
 use corebank_platform::time::to_timestamp;
@@ -263,7 +264,7 @@ impl SagaAdminService for SagaAdminApi {
         request: Request<pb::SagaActionRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         Ok(Response::new(
-            self.act(request.into_inner(), Action::Retry).await?,
+            self.act(with_actor(request)?, Action::Retry).await?,
         ))
     }
 
@@ -272,7 +273,16 @@ impl SagaAdminService for SagaAdminApi {
         request: Request<pb::SagaActionRequest>,
     ) -> Result<Response<pb::Saga>, Status> {
         Ok(Response::new(
-            self.act(request.into_inner(), Action::Abort).await?,
+            self.act(with_actor(request)?, Action::Abort).await?,
         ))
     }
+}
+
+/// The request with `actor` set to the authenticated caller: the free-text
+/// field a client sends is never recorded.
+fn with_actor(request: Request<pb::SagaActionRequest>) -> Result<pb::SagaActionRequest, Status> {
+    let actor = Principal::actor_of(&request)?;
+    let mut request = request.into_inner();
+    request.actor = actor;
+    Ok(request)
 }

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
@@ -144,6 +145,7 @@ impl Service for OrchestratorService {
 
     fn settings(context: Context, args: &OrchestratorArgs) -> anyhow::Result<Settings> {
         Ok(Settings {
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             broker: context.broker,
@@ -173,6 +175,8 @@ pub struct Settings {
     /// The broker handle; the caller owns (and eventually closes) it.
     pub broker: Broker,
     pub engine: EngineConfig,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// A bound, ready-to-run orchestrator.
@@ -204,6 +208,7 @@ impl Application {
             clock,
             broker,
             engine,
+            auth,
         } = self.settings;
         let config = Arc::new(engine);
         let stop = shutdown.child_token();
@@ -243,6 +248,7 @@ impl Application {
         let server = GrpcServer {
             name: "orchestrator",
             services: vec![GRPC_SERVICE],
+            auth,
         };
         let served = server
             .serve(

@@ -193,7 +193,8 @@ impl ApiError {
     /// The gRPC status with `ErrorInfo`, `BadRequest` and `RetryInfo` details.
     pub fn into_status(self) -> tonic::Status {
         if let Some(source) = &self.source {
-            tracing::error!(error = ?source, reason = %self.reason, "internal error");
+            // The cause chain, without a backtrace.
+            tracing::error!(error = format!("{source:#}"), reason = %self.reason, "internal error");
         }
         let mut details = ErrorDetails::new();
         details.set_error_info(self.reason.to_string(), ERROR_DOMAIN, self.metadata);
@@ -271,6 +272,17 @@ impl From<sqlx::Error> for ApiError {
                     "concurrent update, retry",
                 )
                 .with_retry_after(Duration::from_millis(100))
+            }
+            // 22021 invalid byte sequence (a NUL in text), 22P05 untranslatable
+            // character: the request carried what PostgreSQL cannot store.
+            // The input layer refuses these first; this is the second line.
+            _ if matches!(sqlstate(&error).as_deref(), Some("22021" | "22P05")) => {
+                tracing::info!(%error, "request refused by the database encoding");
+                Self::new(
+                    ErrorCode::InvalidArgument,
+                    reason::VALIDATION_FAILED,
+                    "invalid request: a text field holds a character that cannot be stored",
+                )
             }
             _ => Self::internal(error),
         }

@@ -13,6 +13,7 @@ use tonic_health::ServingStatus;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{AuthLayer, ServiceAuth};
 use crate::telemetry::GrpcMetricsLayer;
 
 /// The longest a request may run when the client sets no shorter deadline.
@@ -25,6 +26,8 @@ pub struct GrpcServer {
     pub name: &'static str,
     /// Fully qualified gRPC service names reported SERVING by health.
     pub services: Vec<&'static str>,
+    /// Authenticates every caller (health excepted) and serves TLS when set.
+    pub auth: ServiceAuth,
 }
 
 impl GrpcServer {
@@ -61,9 +64,12 @@ impl GrpcServer {
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or_default();
                 tracing::info_span!("grpc", service = name, method = %request.uri().path(), request_id)
-            }))
+            }).on_failure(crate::telemetry::GrpcFailureLog))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(GrpcMetricsLayer::new(name));
+            .layer(GrpcMetricsLayer::new(name))
+            .layer(crate::idempotency::ReplayMarkerLayer)
+            .layer(AuthLayer::new(self.auth.authenticator.clone()))
+            .layer(crate::input::InputCheckLayer::new());
 
         let address = listener.local_addr()?;
         tracing::info!(service = name, %address, "grpc listening");
@@ -80,7 +86,11 @@ impl GrpcServer {
                     .await;
             }
         };
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.auth.tls.clone() {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .timeout(DEFAULT_DEADLINE)
             .layer(layers)
             .add_routes(routes)

@@ -21,6 +21,39 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::error::{ApiError, ErrorCode, reason, sqlstate};
 
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 200;
+
+/// Validates the idempotency key every mutating RPC requires: present, at most
+/// [`MAX_KEY_LEN`] bytes, not only whitespace, and free of control characters
+/// other than tab and newline.
+pub fn parse_key(text: &str) -> Result<String, &'static str> {
+    if text.is_empty() {
+        return Err("is required");
+    }
+    if text.len() > MAX_KEY_LEN {
+        return Err("must be at most 200 characters");
+    }
+    if text.trim().is_empty() {
+        return Err("must not be blank");
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\t' && c != '\n')
+    {
+        return Err("must not contain control characters");
+    }
+    Ok(text.to_owned())
+}
+
+/// [`parse_key`] for the request field `idempotency_key`, recording its
+/// violation; the key as given (empty when invalid).
+pub fn required_key(violations: &mut crate::Violations, text: &str) -> String {
+    violations
+        .take("idempotency_key", parse_key(text))
+        .unwrap_or_default()
+}
+
 /// How long a key is remembered, and how long a request waits for another
 /// request holding the same key.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +182,7 @@ where
     if let Some(key) = key
         && let Claim::Replay(bytes) = claim(&mut tx, key, fingerprint, now, config).await?
     {
+        mark_replayed();
         return Resp::decode(bytes.as_slice()).map_err(ApiError::internal);
     }
     let response = effect(&mut tx).await?;
@@ -199,4 +233,107 @@ pub fn spawn_purge(
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_key_is_required_and_must_be_printable() {
+        assert_eq!(parse_key("order-42"), Ok("order-42".to_owned()));
+        assert_eq!(
+            parse_key("tab\tand\nnewline"),
+            Ok("tab\tand\nnewline".to_owned())
+        );
+        assert_eq!(parse_key(""), Err("is required"));
+        assert_eq!(parse_key("   "), Err("must not be blank"));
+        assert_eq!(parse_key("\t\n "), Err("must not be blank"));
+        assert_eq!(
+            parse_key("a\0b"),
+            Err("must not contain control characters")
+        );
+        assert_eq!(
+            parse_key("a\rb"),
+            Err("must not contain control characters")
+        );
+        assert_eq!(
+            parse_key("a\u{7f}b"),
+            Err("must not contain control characters")
+        );
+        assert!(parse_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
+        assert!(parse_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn an_invalid_key_is_named_idempotency_key() {
+        let mut violations = crate::Violations::default();
+        required_key(&mut violations, " ");
+        let error = violations.into_error();
+        assert_eq!(error.violations()[0].field, "idempotency_key");
+    }
+}
+
+/// The response metadata saying a response is a replay of a stored one; the
+/// REST gateway passes it on as `Idempotent-Replayed: true`.
+pub const REPLAYED_METADATA: &str = "idempotent-replayed";
+
+tokio::task_local! {
+    static REPLAYED: std::sync::Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Notes, for [`ReplayMarkerLayer`], that this request's response is a replay.
+fn mark_replayed() {
+    let _ = REPLAYED.try_with(|flag| flag.store(true, std::sync::atomic::Ordering::Relaxed));
+}
+
+/// A server layer that adds `idempotent-replayed: true` to the response
+/// metadata of every request [`run`] answered from a stored response, so
+/// no handler has to say it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayMarkerLayer;
+
+impl<S> tower::Layer<S> for ReplayMarkerLayer {
+    type Service = ReplayMarker<S>;
+
+    fn layer(&self, inner: S) -> ReplayMarker<S> {
+        ReplayMarker { inner }
+    }
+}
+
+/// The service of [`ReplayMarkerLayer`].
+#[derive(Debug, Clone)]
+pub struct ReplayMarker<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for ReplayMarker<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let response = REPLAYED.scope(flag.clone(), self.inner.call(request));
+        Box::pin(async move {
+            let mut response = response.await?;
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                response
+                    .headers_mut()
+                    .insert(REPLAYED_METADATA, http::HeaderValue::from_static("true"));
+            }
+            Ok(response)
+        })
+    }
 }

@@ -2,12 +2,14 @@
 //! telemetry, PostgreSQL, the gRPC server, the error model, money, paging and
 //! idempotency. No domain logic lives here.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod idempotency;
+pub mod input;
 pub mod messaging;
 pub mod money;
 pub mod paging;
@@ -15,6 +17,7 @@ pub mod schedule;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenancy;
 pub mod time;
 
 pub use error::{ApiError, ErrorCode, Violations};

@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::ServiceAuth;
 use crate::clock::SharedClock;
 use crate::config::RequestArgs;
 use crate::db::SchemaSpec;
@@ -38,6 +39,8 @@ pub struct Context {
     /// harness binds free ports); otherwise the service's own endpoint flags
     /// decide.
     pub peers: Peers,
+    /// Who the service trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// Where running services listen, by name.

@@ -157,3 +157,78 @@ where
         })
     }
 }
+
+/// Whether a gRPC code is the server's fault. A client error (bad input, an
+/// unknown id, a refused business rule, a missing credential) is an outcome,
+/// not a failure of the service, and is never logged as an error.
+pub fn is_server_error(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+            | tonic::Code::Unimplemented
+            | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// The trace layer's failure log: a server error at ERROR, a client error at
+/// INFO, each with its code and latency.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcFailureLog;
+
+impl tower_http::trace::OnFailure<tower_http::classify::GrpcFailureClass> for GrpcFailureLog {
+    fn on_failure(
+        &mut self,
+        failure: tower_http::classify::GrpcFailureClass,
+        latency: std::time::Duration,
+        _span: &tracing::Span,
+    ) {
+        let latency_ms = latency.as_millis();
+        match failure {
+            tower_http::classify::GrpcFailureClass::Code(code) => {
+                let code = tonic::Code::from_i32(code.get());
+                if is_server_error(code) {
+                    tracing::error!(?code, latency_ms, "grpc request failed");
+                } else {
+                    tracing::info!(?code, latency_ms, "grpc request refused");
+                }
+            }
+            tower_http::classify::GrpcFailureClass::Error(error) => {
+                tracing::error!(%error, latency_ms, "grpc request failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_server_codes_are_server_errors() {
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::AlreadyExists,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Aborted,
+            tonic::Code::PermissionDenied,
+            tonic::Code::Unauthenticated,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::OutOfRange,
+            tonic::Code::Cancelled,
+        ] {
+            assert!(!is_server_error(code), "{code:?}");
+        }
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unavailable,
+            tonic::Code::Unknown,
+            tonic::Code::DataLoss,
+        ] {
+            assert!(is_server_error(code), "{code:?}");
+        }
+    }
+}

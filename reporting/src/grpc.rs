@@ -13,6 +13,7 @@ use corebank_platform::error::required_uuid as id_field;
 use corebank_platform::idempotency::fingerprint;
 use corebank_platform::messaging::Broker;
 use corebank_platform::paging::Page;
+use corebank_platform::tenancy::Tenancy;
 use corebank_platform::time::from_timestamp;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
@@ -43,6 +44,18 @@ pub struct ReportingApi {
 }
 
 impl ReportingApi {
+    /// Another partner's account, or an unknown one, is answered alike.
+    async fn require_reach(&self, tenancy: &Tenancy, account_id: Uuid) -> Result<(), ApiError> {
+        if self.ledger.reaches(tenancy, account_id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(
+                "ACCOUNT_NOT_FOUND",
+                format!("account {account_id} not found"),
+            ))
+        }
+    }
+
     pub fn new(
         store: ReportingStore,
         ledger: Ledger,
@@ -130,6 +143,7 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::GetStatementRequest>,
     ) -> Result<Response<pb::Statement>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let account_id = uuid_field(&mut violations, "account_id", &request.account_id, true);
@@ -143,6 +157,7 @@ impl ReportingService for ReportingApi {
         let Some(account_id) = account_id else {
             return Err(ApiError::invalid_field("account_id", "is required").into());
         };
+        self.require_reach(&tenancy, account_id).await?;
         let filter = format!("statement:{account_id}:{start}:{end}");
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
         let after: i64 = match page.after.as_deref() {
@@ -175,9 +190,12 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::ListDailyTotalsRequest>,
     ) -> Result<Response<pb::ListDailyTotalsResponse>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let account_id = uuid_field(&mut violations, "account_id", &request.account_id, false);
+        // A partner reads the totals of one of its accounts, never the bank's.
+        let required = tenancy != Tenancy::All;
+        let account_id = uuid_field(&mut violations, "account_id", &request.account_id, required);
         let currency = if request.currency.is_empty() {
             None
         } else {
@@ -198,6 +216,9 @@ impl ReportingService for ReportingApi {
             request.account_id, request.currency, request.start_date, request.end_date
         );
         violations.into_result()?;
+        if let Some(account_id) = account_id {
+            self.require_reach(&tenancy, account_id).await?;
+        }
         let page = Page::parse(request.page_size, &request.page_token, &filter)?;
         let after = match page.after.as_deref() {
             None => None,
@@ -244,11 +265,8 @@ impl ReportingService for ReportingApi {
         let request = request.into_inner();
         let now = self.clock.now();
         let mut violations = Violations::default();
-        violations.check(
-            request.idempotency_key.len() <= 200,
-            "idempotency_key",
-            "must be at most 200 characters",
-        );
+        let key =
+            corebank_platform::idempotency::required_key(&mut violations, &request.idempotency_key);
         let start = time_field(
             &mut violations,
             "period_start",
@@ -292,14 +310,13 @@ impl ReportingService for ReportingApi {
             accounts,
         };
         runs::check_complete(&self.store, &self.ledger, &export_request).await?;
-        let key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key.as_str());
         let mut keyless = request.clone();
         keyless.idempotency_key.clear();
         let signer = self.signer.clone();
         let export = self
             .store
             .idempotent(
-                key,
+                Some(&key),
                 &fingerprint("CreateExport", &keyless),
                 now,
                 move |conn| {

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use corebank_platform::ApiError;
+use corebank_platform::auth::{AuthedChannel, Credentials};
+use corebank_platform::tenancy::Tenancy;
 use corebank_platform::time::{from_timestamp, to_timestamp};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use rust_decimal::Decimal;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use uuid::Uuid;
 
 use crate::domain::reconcile::{AccountFigures, CurrencyFigures, EntryFigures, Figures};
@@ -24,7 +26,7 @@ pub const PAGE_SIZE: i32 = 1000;
 /// A lazily connected, read-only client of the ledger.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    client: AccountServiceClient<Channel>,
+    client: AccountServiceClient<AuthedChannel>,
 }
 
 /// The ledger's figures as of one sequence.
@@ -113,14 +115,33 @@ pub fn posted_entry(entry: &pb::LedgerEntry) -> Result<PostedEntry, ApiError> {
 impl Ledger {
     /// Connects on first use, so reporting starts even while the account
     /// service is down.
-    pub fn connect_lazy(endpoint: &str) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())?
+    pub fn connect_lazy(endpoint: &str, credentials: &Credentials) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(endpoint.to_owned())?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+            .timeout(CALL_TIMEOUT);
+        let channel = credentials.connect_lazy(endpoint)?;
         Ok(Self {
             client: AccountServiceClient::new(channel),
         })
+    }
+
+    /// Whether `tenancy` reaches `account_id` (staff and services reach
+    /// every account without asking; an unknown account is reached by none).
+    pub async fn reaches(&self, tenancy: &Tenancy, account_id: Uuid) -> Result<bool, ApiError> {
+        if *tenancy == Tenancy::All {
+            return Ok(true);
+        }
+        let request = pb::GetAccountRequest {
+            account_id: account_id.to_string(),
+        };
+        match self.client.clone().get_account(request).await {
+            Ok(account) => {
+                let owner = account.into_inner().partner_id;
+                Ok(tenancy.reaches(Some(owner.as_str()).filter(|owner| !owner.is_empty())))
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => Err(ApiError::from_status(&status)),
+        }
     }
 
     /// Per account and per currency, as of `as_of` (0: the head), of entries

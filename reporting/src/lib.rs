@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
@@ -127,6 +128,7 @@ impl Service for ReportingService {
             .endpoint("account")
             .unwrap_or_else(|| args.account_endpoint.clone());
         Ok(Settings {
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             requests: context.requests,
@@ -248,6 +250,8 @@ pub struct Settings {
     pub signing_key: KeySource,
     /// Zero: no scheduled reconciliation.
     pub reconcile_every: Duration,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
 }
 
 /// A bound, ready-to-run reporting service.
@@ -261,6 +265,7 @@ pub struct Application {
     pool: PgPool,
     broker: Broker,
     reconcile_every: Duration,
+    auth: ServiceAuth,
 }
 
 impl Application {
@@ -279,7 +284,7 @@ impl Application {
             )
             .await?;
         }
-        let ledger = Ledger::connect_lazy(&settings.account_endpoint)?;
+        let ledger = Ledger::connect_lazy(&settings.account_endpoint, &settings.auth.credentials)?;
         let api = ReportingApi::new(
             store.clone(),
             ledger.clone(),
@@ -288,6 +293,7 @@ impl Application {
             settings.clock.clone(),
         );
         Ok(Self {
+            auth: settings.auth,
             listener,
             store,
             api,
@@ -339,6 +345,7 @@ impl Application {
         let server = GrpcServer {
             name: "reporting",
             services: vec![GRPC_SERVICE],
+            auth: self.auth,
         };
         let result = server
             .serve(

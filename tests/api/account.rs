@@ -4,7 +4,9 @@
 use corebank_proto::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{TestApp, key, reason, usd, violated_fields};
+use crate::helpers::{
+    SagaCommands, TestApp, key, reason, rejected, succeeded, usd, violated_fields,
+};
 
 fn open_request(customer_id: &str, currency: &str) -> pb::OpenAccountRequest {
     pb::OpenAccountRequest {
@@ -230,14 +232,10 @@ async fn a_frozen_account_takes_no_deposit_until_unfrozen() {
         .into_inner();
     assert_eq!(frozen.status, pb::AccountStatus::Frozen as i32);
 
-    let deposit = pb::PostDepositRequest {
-        account_id: account.account_id.clone(),
-        idempotency_key: key(),
-        amount: Some(usd("10")),
-        reference: String::new(),
-    };
-    let status = app.account.clone().post_deposit(deposit).await.unwrap_err();
-    assert_eq!(reason(&status), "ACCOUNT_FROZEN");
+    let reply = app
+        .command(&SagaCommands::new().deposit(&account.account_id, usd("10")))
+        .await;
+    assert_eq!(rejected(&reply), "ACCOUNT_FROZEN");
 
     let again = app
         .account
@@ -268,7 +266,8 @@ async fn a_frozen_account_takes_no_deposit_until_unfrozen() {
         .map(|(action, _, _)| action.as_str())
         .collect();
     assert_eq!(actions, ["open", "freeze", "unfreeze"]);
-    assert_eq!(history[1].1, "ops-3");
+    // The caller's token subject, not the request's `actor`.
+    assert_eq!(history[1].1, corebank_tests::harness::OPERATOR);
     assert_eq!(history[1].2, "court order 12");
 }
 
@@ -279,7 +278,7 @@ async fn a_lifecycle_request_without_actor_or_reason_is_refused() {
     let account = app.open_account(&customer_id, "USD").await;
     let request = pb::AccountActionRequest {
         account_id: account.account_id.clone(),
-        idempotency_key: String::new(),
+        idempotency_key: key(),
         actor: String::new(),
         reason: " ".to_owned(),
     };
@@ -289,7 +288,8 @@ async fn a_lifecycle_request_without_actor_or_reason_is_refused() {
         .freeze_account(request)
         .await
         .unwrap_err();
-    assert_eq!(violated_fields(&status), ["actor", "reason"]);
+    // The actor comes from the token, so only the reason can be missing.
+    assert_eq!(violated_fields(&status), ["reason"]);
     assert_eq!(app.count("account.account_event").await, 1);
 }
 
@@ -308,29 +308,13 @@ async fn only_an_empty_account_can_be_closed_and_a_closed_one_refuses_everything
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(reason(&status), "ACCOUNT_NOT_EMPTY");
 
-    let hold = app
-        .account
-        .clone()
-        .place_hold(pb::PlaceHoldRequest {
-            account_id: account.account_id.clone(),
-            idempotency_key: key(),
-            amount: Some(usd("10")),
-            reference: String::new(),
-            ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    app.account
-        .clone()
-        .capture_hold(pb::CaptureHoldRequest {
-            hold_id: hold.hold_id,
-            idempotency_key: key(),
-            destination_account_id: String::new(),
-            reference: "cash out".to_owned(),
-        })
-        .await
-        .unwrap();
+    let cash_out = SagaCommands::new();
+    let reply = app
+        .command(&cash_out.reserve(&account.account_id, usd("10")))
+        .await;
+    assert!(succeeded(&reply), "{reply:?}");
+    let reply = app.command(&cash_out.post(&account.account_id, "")).await;
+    assert!(succeeded(&reply), "{reply:?}");
     let closed = app
         .account
         .clone()
@@ -340,27 +324,14 @@ async fn only_an_empty_account_can_be_closed_and_a_closed_one_refuses_everything
         .into_inner();
     assert_eq!(closed.status, pb::AccountStatus::Closed as i32);
 
-    let deposit = pb::PostDepositRequest {
-        account_id: account.account_id.clone(),
-        idempotency_key: key(),
-        amount: Some(usd("1")),
-        reference: String::new(),
-    };
-    assert_eq!(
-        reason(&app.account.clone().post_deposit(deposit).await.unwrap_err()),
-        "ACCOUNT_CLOSED"
-    );
-    let hold = pb::PlaceHoldRequest {
-        account_id: account.account_id.clone(),
-        idempotency_key: key(),
-        amount: Some(usd("1")),
-        reference: String::new(),
-        ttl: None,
-    };
-    assert_eq!(
-        reason(&app.account.clone().place_hold(hold).await.unwrap_err()),
-        "ACCOUNT_CLOSED"
-    );
+    let reply = app
+        .command(&SagaCommands::new().deposit(&account.account_id, usd("1")))
+        .await;
+    assert_eq!(rejected(&reply), "ACCOUNT_CLOSED");
+    let reply = app
+        .command(&SagaCommands::new().reserve(&account.account_id, usd("1")))
+        .await;
+    assert_eq!(rejected(&reply), "ACCOUNT_CLOSED");
     for result in [
         app.account
             .clone()
@@ -392,17 +363,11 @@ async fn an_account_with_an_active_hold_cannot_be_closed() {
         .await
         .unwrap()
         .into_inner();
-    app.account
-        .clone()
-        .place_hold(pb::PlaceHoldRequest {
-            account_id: account.account_id.clone(),
-            idempotency_key: key(),
-            amount: Some(usd("20")),
-            reference: String::new(),
-            ttl: None,
-        })
-        .await
-        .unwrap();
+    app.kyc_mirrored(&customer_id).await;
+    let reply = app
+        .command(&SagaCommands::new().reserve(&account.account_id, usd("20")))
+        .await;
+    assert!(succeeded(&reply), "{reply:?}");
     let status = app
         .account
         .clone()
@@ -428,6 +393,7 @@ async fn opening_an_account_while_the_customer_service_is_down_is_unavailable_an
             requests: Default::default(),
             customer_endpoint: format!("http://{unused}"),
             broker: corebank_tests::harness::broker(&app.namespace, "isolated-account"),
+            auth: corebank_platform::auth::ServiceAuth::development(&app.auth_key, "account"),
         },
         "127.0.0.1:0".parse().unwrap(),
     )
@@ -435,10 +401,10 @@ async fn opening_an_account_while_the_customer_service_is_down_is_unavailable_an
     .expect("the service starts without the customer service");
     let addr = isolated.local_addr();
     tokio::spawn(isolated.run_until_stopped(app.shutdown.clone()));
-    let mut client =
-        pb::account_service_client::AccountServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let mut client = pb::account_service_client::AccountServiceClient::new(
+        app.credentials.connect_lazy(endpoint).unwrap(),
+    );
     let status = client
         .open_account(open_request(&customer_id, "USD"))
         .await

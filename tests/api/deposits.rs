@@ -1,10 +1,10 @@
-//! AccountService's ledger side: deposits from the settlement account, entries
-//! with running balances, and a ledger nobody can rewrite or unbalance.
+//! The ledger side of deposits (a saga's deposit command): credits from the
+//! settlement account, entries with running balances, and a ledger nobody can
+//! rewrite or unbalance.
 
 use corebank_proto::v1 as pb;
-use tonic::Code;
 
-use crate::helpers::{TestApp, key, reason, usd, violated_fields};
+use crate::helpers::{SagaCommands, TestApp, rejected, usd};
 
 fn amount(money: &Option<pb::Money>) -> &str {
     &money.as_ref().expect("money is set").amount
@@ -86,103 +86,32 @@ async fn one_settlement_account_serves_every_deposit_in_a_currency() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deposit_with_bad_fields_names_each_field_and_writes_nothing() {
+async fn a_deposit_command_that_is_malformed_in_another_currency_or_for_no_account_writes_nothing()
+{
     let app = TestApp::spawn().await;
-    let status = app
-        .account
-        .clone()
-        .post_deposit(pb::PostDepositRequest {
-            account_id: String::new(),
-            idempotency_key: String::new(),
-            amount: Some(pb::Money {
-                currency: "XXX".to_owned(),
-                amount: String::new(),
-            }),
-            reference: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(
-        violated_fields(&status),
-        [
-            "account_id",
-            "idempotency_key",
-            "amount.currency",
-            "amount.amount"
-        ]
-    );
-
     let customer_id = app.verified_customer().await;
-    let account = app.open_account(&customer_id, "USD").await;
-    for bad in ["0", "-1", "1.005", "1e3", "abc"] {
-        let status = app
-            .account
-            .clone()
-            .post_deposit(pb::PostDepositRequest {
-                account_id: account.account_id.clone(),
-                idempotency_key: key(),
-                amount: Some(usd(bad)),
-                reference: String::new(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(violated_fields(&status), ["amount.amount"], "{bad}");
+    let euros = app.open_account(&customer_id, "EUR").await.account_id;
+    let deposit =
+        |account_id: &str, money: pb::Money| SagaCommands::new().deposit(account_id, money);
+    for bad in ["0", "-1", "1.005", "1e3", "abc", ""] {
+        let eur = pb::Money {
+            currency: "EUR".to_owned(),
+            amount: bad.to_owned(),
+        };
+        let reply = app.command(&deposit(&euros, eur)).await;
+        assert_eq!(rejected(&reply), "INVALID_COMMAND", "{bad}");
+        assert!(reply.detail.contains("amount.amount"), "{bad}: {reply:?}");
     }
-    let status = app
-        .account
-        .clone()
-        .post_deposit(pb::PostDepositRequest {
-            account_id: account.account_id.clone(),
-            idempotency_key: key(),
-            amount: None,
-            reference: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&status), ["amount"]);
+    let reply = app.command(&deposit("", usd("10"))).await;
+    assert_eq!(rejected(&reply), "INVALID_COMMAND");
+    assert!(reply.detail.contains("account_id"), "{reply:?}");
+    let reply = app.command(&deposit(&euros, usd("10"))).await;
+    assert_eq!(rejected(&reply), "CURRENCY_MISMATCH");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let reply = app.command(&deposit(&unknown, usd("10"))).await;
+    assert_eq!(rejected(&reply), "ACCOUNT_NOT_FOUND");
     assert_eq!(app.count("account.journal").await, 0);
     assert_eq!(app.count("account.entry").await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_deposit_in_another_currency_than_the_account_is_refused() {
-    let app = TestApp::spawn().await;
-    let customer_id = app.verified_customer().await;
-    let account = app.open_account(&customer_id, "EUR").await;
-    let status = app
-        .account
-        .clone()
-        .post_deposit(pb::PostDepositRequest {
-            account_id: account.account_id.clone(),
-            idempotency_key: key(),
-            amount: Some(usd("10")),
-            reference: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&status), "CURRENCY_MISMATCH");
-    assert_eq!(app.count("account.journal").await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_deposit_to_an_unknown_account_is_not_found() {
-    let app = TestApp::spawn().await;
-    let status = app
-        .account
-        .clone()
-        .post_deposit(pb::PostDepositRequest {
-            account_id: uuid::Uuid::now_v7().to_string(),
-            idempotency_key: key(),
-            amount: Some(usd("10")),
-            reference: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(reason(&status), "ACCOUNT_NOT_FOUND");
-    assert_eq!(app.count("account.journal").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

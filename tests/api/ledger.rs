@@ -1,6 +1,7 @@
 //! The ledger's invariants (every journal balances, every balance is the sum
-//! of its entries) under any sequence of operations, and idempotency of the
-//! methods that move money.
+//! of its entries) under any sequence of saga commands, and each command
+//! applied once per command id however often and however concurrently it
+//! arrives. Money moves only through these commands; no RPC moves it.
 
 use std::collections::HashMap;
 
@@ -8,26 +9,8 @@ use corebank_proto::v1 as pb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use sqlx::PgPool;
-use tonic::Code;
 
-use crate::helpers::{TestApp, key, reason};
-
-fn usd(amount: &str) -> Option<pb::Money> {
-    Some(pb::Money {
-        currency: "USD".to_owned(),
-        amount: amount.to_owned(),
-    })
-}
-
-fn hold_request(account_id: &str, amount: &str) -> pb::PlaceHoldRequest {
-    pb::PlaceHoldRequest {
-        account_id: account_id.to_owned(),
-        idempotency_key: key(),
-        amount: usd(amount),
-        reference: String::new(),
-        ttl: None,
-    }
-}
+use crate::helpers::{SagaCommands, TestApp, key, reason, succeeded, usd};
 
 /// Every way the ledger could disagree with itself, as readable lines; empty
 /// when it is consistent.
@@ -107,23 +90,11 @@ async fn every_journal_balances_and_every_balance_is_the_sum_of_its_entries() {
     let destination = app.open_account(&customer_id, "USD").await.account_id;
     app.deposit(&source, "500").await;
     for (amount, to) in [("120", destination.as_str()), ("30.5", "")] {
-        let hold = app
-            .account
-            .clone()
-            .place_hold(hold_request(&source, amount))
-            .await
-            .unwrap()
-            .into_inner();
-        app.account
-            .clone()
-            .capture_hold(pb::CaptureHoldRequest {
-                hold_id: hold.hold_id,
-                idempotency_key: key(),
-                destination_account_id: to.to_owned(),
-                reference: String::new(),
-            })
-            .await
-            .unwrap();
+        let saga = SagaCommands::new();
+        assert!(succeeded(
+            &app.command(&saga.reserve(&source, usd(amount))).await
+        ));
+        assert!(succeeded(&app.command(&saga.post(&source, to)).await));
     }
     assert_eq!(app.count("account.journal").await, 3);
     assert_eq!(app.count("account.entry").await, 6);
@@ -158,19 +129,47 @@ fn format_cents(cents: i64) -> String {
     format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
 }
 
-/// What the ledger should say, in cents, from the operations that succeeded.
+fn dollars(cents: i64) -> pb::Money {
+    usd(&format_cents(cents))
+}
+
+/// What the ledger should say, in cents, from the commands that succeeded.
 #[derive(Debug, Default)]
 struct Model {
     ledger: HashMap<String, i64>,
     held: HashMap<String, i64>,
 }
 
-/// A business refusal is part of the game; anything else is a bug.
-fn refused(status: &tonic::Status) -> Result<(), TestCaseError> {
-    match (status.code(), reason(status).as_str()) {
-        (Code::FailedPrecondition, "INSUFFICIENT_FUNDS" | "HOLD_NOT_ACTIVE") => Ok(()),
-        _ => Err(TestCaseError::fail(format!("unexpected error: {status:?}"))),
-    }
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HoldState {
+    Active,
+    Captured,
+    Released,
+}
+
+/// One reserve that succeeded: its saga, account, amount and what became of it.
+struct Placed {
+    saga: SagaCommands,
+    account: String,
+    cents: i64,
+    state: HoldState,
+}
+
+/// A refusal must be one the model expects; anything else is a bug.
+fn expect_refusal(reply: &pb::CommandReply, expected: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        reply.outcome,
+        pb::CommandOutcome::Rejected as i32,
+        "{:?}",
+        reply
+    );
+    prop_assert_eq!(&reply.reason_code, expected);
+    Ok(())
+}
+
+fn expect_success(reply: &pb::CommandReply) -> Result<(), TestCaseError> {
+    prop_assert!(succeeded(reply), "unexpected refusal: {:?}", reply);
+    Ok(())
 }
 
 async fn run_case(app: &TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -194,104 +193,91 @@ async fn run_case(app: &TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     let overdraft = [0_i64, 10_000, 0];
     let mut model = Model::default();
-    let mut holds: Vec<(String, String, i64)> = Vec::new();
-    let mut client = app.account.clone();
+    let mut holds: Vec<Placed> = Vec::new();
     for op in ops {
         match op {
             Op::Deposit { account, cents } => {
-                app.deposit(&accounts[account], &format_cents(cents)).await;
+                let saga = SagaCommands::new();
+                let reply = app
+                    .command(&saga.deposit(&accounts[account], dollars(cents)))
+                    .await;
+                expect_success(&reply)?;
                 *model.ledger.entry(accounts[account].clone()).or_default() += cents;
             }
-            Op::Hold { account, cents } => {
-                let account_id = &accounts[account];
-                let available = model.ledger.get(account_id).copied().unwrap_or(0)
-                    - model.held.get(account_id).copied().unwrap_or(0)
+            Op::Hold { account, cents } | Op::Withdraw { account, cents } => {
+                let account_id = accounts[account].clone();
+                let available = model.ledger.get(&account_id).copied().unwrap_or(0)
+                    - model.held.get(&account_id).copied().unwrap_or(0)
                     + overdraft[account];
-                match client
-                    .place_hold(hold_request(account_id, &format_cents(cents)))
-                    .await
-                {
-                    Ok(hold) => {
-                        prop_assert!(
-                            cents <= available,
-                            "hold of {cents} granted with {available} available"
-                        );
-                        holds.push((hold.into_inner().hold_id, account_id.clone(), cents));
-                        *model.held.entry(account_id.clone()).or_default() += cents;
-                    }
-                    Err(status) => {
-                        refused(&status)?;
-                        prop_assert!(
-                            cents > available,
-                            "hold of {cents} refused with {available} available"
-                        );
-                    }
+                let saga = SagaCommands::new();
+                let reply = app
+                    .command(&saga.reserve(&account_id, dollars(cents)))
+                    .await;
+                if cents > available {
+                    expect_refusal(&reply, "INSUFFICIENT_FUNDS")?;
+                    continue;
+                }
+                expect_success(&reply)?;
+                if matches!(op, Op::Withdraw { .. }) {
+                    expect_success(&app.command(&saga.post(&account_id, "")).await)?;
+                    *model.ledger.entry(account_id).or_default() -= cents;
+                } else {
+                    *model.held.entry(account_id.clone()).or_default() += cents;
+                    holds.push(Placed {
+                        saga,
+                        account: account_id,
+                        cents,
+                        state: HoldState::Active,
+                    });
                 }
             }
             Op::Capture { .. } | Op::Release { .. } if holds.is_empty() => {}
             Op::Capture { hold, to } => {
-                let (hold_id, source, cents) = holds[hold % holds.len()].clone();
-                let destination = to.map(|to| accounts[to].clone()).filter(|to| *to != source);
-                let request = pb::CaptureHoldRequest {
-                    hold_id,
-                    idempotency_key: key(),
-                    destination_account_id: destination.clone().unwrap_or_default(),
-                    reference: String::new(),
-                };
-                match client.capture_hold(request).await {
-                    Ok(_) => {
-                        *model.held.entry(source.clone()).or_default() -= cents;
-                        *model.ledger.entry(source).or_default() -= cents;
+                let count = holds.len();
+                let placed = &mut holds[hold % count];
+                let destination = to
+                    .map(|to| accounts[to].clone())
+                    .filter(|to| *to != placed.account);
+                let reply = app
+                    .command(
+                        &placed
+                            .saga
+                            .post(&placed.account, destination.as_deref().unwrap_or_default()),
+                    )
+                    .await;
+                match placed.state {
+                    HoldState::Active => {
+                        expect_success(&reply)?;
+                        placed.state = HoldState::Captured;
+                        *model.held.entry(placed.account.clone()).or_default() -= placed.cents;
+                        *model.ledger.entry(placed.account.clone()).or_default() -= placed.cents;
                         if let Some(destination) = destination {
-                            *model.ledger.entry(destination).or_default() += cents;
+                            *model.ledger.entry(destination).or_default() += placed.cents;
                         }
                     }
-                    Err(status) => refused(&status)?,
+                    // A post re-sent: its first reply again, no second journal.
+                    HoldState::Captured => expect_success(&reply)?,
+                    HoldState::Released => expect_refusal(&reply, "HOLD_NOT_ACTIVE")?,
                 }
             }
             Op::Release { hold } => {
-                let (hold_id, source, cents) = holds[hold % holds.len()].clone();
-                let request = pb::ReleaseHoldRequest {
-                    hold_id,
-                    idempotency_key: key(),
-                    reason: String::new(),
-                };
-                match client.release_hold(request).await {
-                    Ok(_) => *model.held.entry(source).or_default() -= cents,
-                    Err(status) => refused(&status)?,
-                }
-            }
-            Op::Withdraw { account, cents } => {
-                let account_id = accounts[account].clone();
-                let placed = client
-                    .place_hold(hold_request(&account_id, &format_cents(cents)))
-                    .await;
-                if let Err(status) = &placed {
-                    refused(status)?;
-                }
-                if let Ok(hold) = placed {
-                    let request = pb::CaptureHoldRequest {
-                        hold_id: hold.into_inner().hold_id,
-                        idempotency_key: key(),
-                        destination_account_id: String::new(),
-                        reference: "atm".to_owned(),
-                    };
-                    client.capture_hold(request).await.map_err(|status| {
-                        TestCaseError::fail(format!("withdrawal capture: {status:?}"))
-                    })?;
-                    *model.ledger.entry(account_id).or_default() -= cents;
+                let count = holds.len();
+                let placed = &mut holds[hold % count];
+                let reply = app.command(&placed.saga.release(&placed.account)).await;
+                match placed.state {
+                    HoldState::Active => {
+                        expect_success(&reply)?;
+                        placed.state = HoldState::Released;
+                        *model.held.entry(placed.account.clone()).or_default() -= placed.cents;
+                    }
+                    HoldState::Released => expect_success(&reply)?,
+                    HoldState::Captured => expect_refusal(&reply, "HOLD_ALREADY_CAPTURED")?,
                 }
             }
         }
     }
     for account_id in &accounts {
-        let balance = client
-            .get_balance(pb::GetBalanceRequest {
-                account_id: account_id.clone(),
-            })
-            .await
-            .map_err(|status| TestCaseError::fail(format!("get balance: {status:?}")))?
-            .into_inner();
+        let balance = app.balance(account_id).await;
         let ledger = model.ledger.get(account_id).copied().unwrap_or(0);
         let held = model.held.get(account_id).copied().unwrap_or(0);
         prop_assert_eq!(&balance.ledger.unwrap().amount, &format_cents(ledger));
@@ -307,8 +293,7 @@ async fn run_case(app: &TestApp, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 #[test]
-fn any_sequence_of_operations_keeps_every_journal_balanced_and_every_balance_equal_to_its_entries()
-{
+fn any_sequence_of_commands_keeps_every_journal_balanced_and_every_balance_equal_to_its_entries() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let app = runtime.block_on(TestApp::spawn());
     let config = ProptestConfig {
@@ -326,98 +311,32 @@ fn any_sequence_of_operations_keeps_every_journal_balanced_and_every_balance_equ
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn replaying_a_hold_with_the_same_key_returns_the_first_hold_and_reserves_once() {
+async fn a_deposit_command_delivered_twice_credits_once_and_answers_alike() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
     let account_id = app.open_account(&customer_id, "USD").await.account_id;
-    app.deposit(&account_id, "100").await;
-    let request = hold_request(&account_id, "40");
-    let first = app
-        .account
-        .clone()
-        .place_hold(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let second = app
-        .account
-        .clone()
-        .place_hold(request)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first, second);
-    assert_eq!(app.count("account.hold").await, 1);
-    let balance = app
-        .account
-        .clone()
-        .get_balance(pb::GetBalanceRequest {
-            account_id: account_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(balance.held.unwrap().amount, "40.00");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn replaying_a_deposit_with_the_same_key_returns_the_first_journal_and_credits_once() {
-    let app = TestApp::spawn().await;
-    let customer_id = app.verified_customer().await;
-    let account_id = app.open_account(&customer_id, "USD").await.account_id;
-    let request = pb::PostDepositRequest {
-        account_id: account_id.clone(),
-        idempotency_key: key(),
-        amount: usd("75"),
-        reference: "payroll".to_owned(),
-    };
-    let first = app
-        .account
-        .clone()
-        .post_deposit(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let second = app
-        .account
-        .clone()
-        .post_deposit(request)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first, second);
+    let saga = SagaCommands::new();
+    let command = saga.deposit(&account_id, usd("100"));
+    app.send_command(&command).await;
+    let first = app.command(&command).await;
+    assert!(succeeded(&first), "{first:?}");
+    app.send_command(&command).await;
+    app.wait_for_count(
+        &format!(
+            "select count(*) from account.outbox where message_type = 'corebank.v1.CommandReply' \
+             and correlation_id = '{}'",
+            saga.saga_id
+        ),
+        3,
+        "every copy answered",
+    )
+    .await;
+    assert_eq!(app.command_reply(&command.command_id).await, first);
     assert_eq!(app.count("account.journal").await, 1);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_key_reused_with_another_request_is_refused_and_changes_nothing() {
-    let app = TestApp::spawn().await;
-    let customer_id = app.verified_customer().await;
-    let account_id = app.open_account(&customer_id, "USD").await.account_id;
-    app.deposit(&account_id, "100").await;
-    let request = hold_request(&account_id, "40");
-    app.account
-        .clone()
-        .place_hold(request.clone())
-        .await
-        .unwrap();
-    let other = pb::PlaceHoldRequest {
-        amount: usd("41"),
-        ..request.clone()
-    };
-    let status = app.account.clone().place_hold(other).await.unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&status), "IDEMPOTENCY_KEY_REUSED");
-    let deposit = pb::PostDepositRequest {
-        account_id: account_id.clone(),
-        idempotency_key: request.idempotency_key.clone(),
-        amount: usd("40"),
-        reference: String::new(),
-    };
-    let status = app.account.clone().post_deposit(deposit).await.unwrap_err();
-    assert_eq!(reason(&status), "IDEMPOTENCY_KEY_REUSED");
-    assert_eq!(app.count("account.hold").await, 1);
-    assert_eq!(app.count("account.journal").await, 1);
+    assert_eq!(
+        app.balance(&account_id).await.ledger.unwrap().amount,
+        "100.00"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,29 +375,25 @@ async fn a_lifecycle_key_reused_for_another_action_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ten_concurrent_holds_with_one_key_place_exactly_one_hold() {
+async fn ten_copies_of_one_reserve_at_once_place_exactly_one_hold() {
     let app = TestApp::spawn().await;
-    let customer_id = app.verified_customer().await;
-    let account_id = app.open_account(&customer_id, "USD").await.account_id;
-    app.deposit(&account_id, "100").await;
-    let request = hold_request(&account_id, "10");
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let mut client = app.account.clone();
-        let request = request.clone();
-        tasks.push(tokio::spawn(
-            async move { client.place_hold(request).await },
-        ));
-    }
-    let mut hold_ids = Vec::new();
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(hold) => hold_ids.push(hold.into_inner().hold_id),
-            Err(status) => assert_eq!(reason(&status), "IDEMPOTENCY_KEY_IN_USE", "{status:?}"),
-        }
-    }
-    assert!(!hold_ids.is_empty());
-    assert!(hold_ids.iter().all(|id| *id == hold_ids[0]));
+    let account_id = app.funded_account("100").await.account_id;
+    let saga = SagaCommands::new();
+    let command = saga.reserve(&account_id, usd("10"));
+    let sends: Vec<_> = (0..10).map(|_| app.send_command(&command)).collect();
+    futures::future::join_all(sends).await;
+    app.wait_for_count(
+        &format!(
+            "select count(*) from account.outbox where message_type = 'corebank.v1.CommandReply' \
+             and correlation_id = '{}'",
+            saga.saga_id
+        ),
+        10,
+        "every copy answered",
+    )
+    .await;
+    let reply = app.command_reply(&command.command_id).await;
+    assert!(succeeded(&reply), "{reply:?}");
     assert_eq!(app.count("account.hold").await, 1);
     let held: rust_decimal::Decimal =
         sqlx::query_scalar("select held_amount from account.account where account_id = $1::uuid")
@@ -490,54 +405,28 @@ async fn ten_concurrent_holds_with_one_key_place_exactly_one_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_transfers_in_both_directions_neither_deadlock_nor_lose_an_update() {
+async fn concurrent_posts_in_both_directions_neither_deadlock_nor_lose_an_update() {
     let app = TestApp::spawn().await;
-    let customer_id = app.verified_customer().await;
-    let first = app.open_account(&customer_id, "USD").await.account_id;
-    let second = app.open_account(&customer_id, "USD").await.account_id;
-    app.deposit(&first, "1000").await;
-    app.deposit(&second, "1000").await;
-    let mut captures = Vec::new();
+    let first = app.funded_account("1000").await.account_id;
+    let second = app.funded_account("1000").await.account_id;
+    let mut posts = Vec::new();
     for round in 0..20 {
         let (from, to) = if round % 2 == 0 {
             (&first, &second)
         } else {
             (&second, &first)
         };
-        let hold = app
-            .account
-            .clone()
-            .place_hold(hold_request(from, "7"))
-            .await
-            .unwrap()
-            .into_inner();
-        captures.push(pb::CaptureHoldRequest {
-            hold_id: hold.hold_id,
-            idempotency_key: key(),
-            destination_account_id: to.clone(),
-            reference: format!("round {round}"),
-        });
+        let saga = SagaCommands::new();
+        assert!(succeeded(&app.command(&saga.reserve(from, usd("7"))).await));
+        posts.push(saga.post(from, to));
     }
-    let tasks: Vec<_> = captures
-        .into_iter()
-        .map(|request| {
-            let mut client = app.account.clone();
-            tokio::spawn(async move { client.capture_hold(request).await })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().expect("every capture succeeds");
+    futures::future::join_all(posts.iter().map(|post| app.send_command(post))).await;
+    for post in &posts {
+        let reply = app.command_reply(&post.command_id).await;
+        assert!(succeeded(&reply), "every post succeeds: {reply:?}");
     }
     for account_id in [&first, &second] {
-        let balance = app
-            .account
-            .clone()
-            .get_balance(pb::GetBalanceRequest {
-                account_id: account_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let balance = app.balance(account_id).await;
         assert_eq!(balance.ledger.unwrap().amount, "1000.00");
         assert_eq!(balance.held.unwrap().amount, "0.00");
     }
@@ -548,28 +437,21 @@ async fn concurrent_transfers_in_both_directions_neither_deadlock_nor_lose_an_up
 async fn concurrent_first_deposits_in_a_currency_create_one_settlement_account() {
     let app = TestApp::spawn().await;
     let customer_id = app.verified_customer().await;
-    let mut accounts = Vec::new();
+    let mut deposits = Vec::new();
     for _ in 0..5 {
-        accounts.push(app.open_account(&customer_id, "CHF").await.account_id);
+        let account_id = app.open_account(&customer_id, "CHF").await.account_id;
+        deposits.push(SagaCommands::new().deposit(
+            &account_id,
+            pb::Money {
+                currency: "CHF".to_owned(),
+                amount: "10".to_owned(),
+            },
+        ));
     }
-    let tasks: Vec<_> = accounts
-        .iter()
-        .map(|account_id| {
-            let mut client = app.account.clone();
-            let request = pb::PostDepositRequest {
-                account_id: account_id.clone(),
-                idempotency_key: key(),
-                amount: Some(pb::Money {
-                    currency: "CHF".to_owned(),
-                    amount: "10".to_owned(),
-                }),
-                reference: String::new(),
-            };
-            tokio::spawn(async move { client.post_deposit(request).await })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().expect("every deposit succeeds");
+    futures::future::join_all(deposits.iter().map(|deposit| app.send_command(deposit))).await;
+    for deposit in &deposits {
+        let reply = app.command_reply(&deposit.command_id).await;
+        assert!(succeeded(&reply), "every deposit succeeds: {reply:?}");
     }
     let settlement: (i64, rust_decimal::Decimal) = sqlx::query_as(
         "select count(*), sum(ledger_balance) from account.account where product = 'settlement' and currency = 'CHF'",

@@ -700,7 +700,8 @@ async fn freeze_unfreeze_and_close_each_publish_one_status_event_and_a_replay_pu
             (event.from_status.as_str(), event.to_status.as_str()),
             (from, to)
         );
-        assert_eq!(event.actor, "ops-3");
+        // The caller's token subject, not the request's `actor`.
+        assert_eq!(event.actor, crate::helpers::OPERATOR);
         assert_eq!(event.reason, reason);
         assert!(event.change_time.is_some());
     }

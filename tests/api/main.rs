@@ -1,10 +1,14 @@
 //! The API suite: every test spawns the services on a fresh database.
 
 mod account;
+mod audit;
+mod auth;
 mod conflicts;
 mod customer;
 mod deposits;
 mod fraud;
+mod gateway;
+mod hardening;
 mod helpers;
 mod holds;
 mod ledger;
@@ -13,4 +17,5 @@ mod platform;
 mod reporting;
 mod saga;
 mod saga_engine;
+mod tenancy;
 mod transaction;

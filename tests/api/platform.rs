@@ -46,7 +46,11 @@ async fn health_reports_serving_for_every_service() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services() {
     let app = TestApp::spawn().await;
-    let mut reflection = ServerReflectionClient::new(channel(app.account_addr).await);
+    // Reflection, unlike health, answers authenticated callers only.
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.account_addr)).unwrap();
+    let mut reflection =
+        ServerReflectionClient::new(app.credentials.connect_lazy(endpoint).unwrap());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -86,12 +86,12 @@ pub fn test_engine() -> EngineConfig {
 pub struct TestApp {
     pub db: TestDb,
     pub owner: PgPool,
-    pub customer: CustomerServiceClient<Channel>,
-    pub account: AccountServiceClient<Channel>,
-    pub transaction: TransactionServiceClient<Channel>,
-    pub sagas: SagaAdminServiceClient<Channel>,
-    pub fraud: FraudServiceClient<Channel>,
-    pub reporting: ReportingServiceClient<Channel>,
+    pub customer: CustomerServiceClient<AuthedChannel>,
+    pub account: AccountServiceClient<AuthedChannel>,
+    pub transaction: TransactionServiceClient<AuthedChannel>,
+    pub sagas: SagaAdminServiceClient<AuthedChannel>,
+    pub fraud: FraudServiceClient<AuthedChannel>,
+    pub reporting: ReportingServiceClient<AuthedChannel>,
     pub customer_addr: SocketAddr,
     pub account_addr: SocketAddr,
     pub transaction_addr: SocketAddr,
@@ -109,6 +109,11 @@ pub struct TestApp {
     /// The key the reporting service signs exports with.
     pub signing_key: corebank_reporting::domain::export::SigningKey,
     pub shutdown: CancellationToken,
+    /// Signs every token of this app; every service trusts it alone.
+    pub auth_key: DevKey,
+    /// What `customer`, `account`, … present: an operator token with every
+    /// staff and partner scope.
+    pub credentials: Credentials,
     /// Where each service of the list listens.
     peers: Peers,
     running: Mutex<HashMap<Service, Running>>,
@@ -122,6 +127,9 @@ impl TestApp {
     pub async fn spawn_with(requests: RequestArgs, engine: EngineConfig) -> TestApp {
         let db = TestDb::create(&services::schemas()).await;
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        let auth_key = DevKey::generate().expect("a token signing key");
+        let credentials = operator_credentials(&auth_key);
+        let lazy_channel = |addr| lazy_channel(addr, &credentials);
         let mut app = TestApp {
             owner: db.owner.clone(),
             db,
@@ -145,6 +153,8 @@ impl TestApp {
             signing_key: corebank_reporting::domain::export::generate_signing_key()
                 .expect("a signing key"),
             shutdown: CancellationToken::new(),
+            auth_key: auth_key.clone(),
+            credentials: credentials.clone(),
             peers: Peers::default(),
             running: Mutex::new(HashMap::new()),
         };
@@ -163,12 +173,13 @@ impl TestApp {
         app.fraud_addr = app.addr_of(Service::Fraud);
         app.orchestrator_addr = app.addr_of(Service::Orchestrator);
         app.reporting_addr = app.addr_of(Service::Reporting);
-        app.customer = CustomerServiceClient::new(channel(app.customer_addr).await);
-        app.account = AccountServiceClient::new(channel(app.account_addr).await);
-        app.transaction = TransactionServiceClient::new(channel(app.transaction_addr).await);
-        app.sagas = SagaAdminServiceClient::new(channel(app.orchestrator_addr).await);
-        app.fraud = FraudServiceClient::new(channel(app.fraud_addr).await);
-        app.reporting = ReportingServiceClient::new(channel(app.reporting_addr).await);
+        let clients = app.clients(&credentials).await;
+        app.customer = clients.customer;
+        app.account = clients.account;
+        app.transaction = clients.transaction;
+        app.sagas = clients.sagas;
+        app.fraud = clients.fraud;
+        app.reporting = clients.reporting;
         app
     }
 
@@ -215,6 +226,7 @@ impl TestApp {
             requests: self.requests.clone(),
             broker: broker(&self.namespace, name),
             peers: self.peers.clone(),
+            auth: ServiceAuth::development(&self.auth_key, name),
         };
         let args = descriptor
             .parse_args(&[])
@@ -240,6 +252,10 @@ impl TestApp {
     fn adjust(&self, settings: &mut (dyn Any + Send)) {
         if let Some(orchestrator) = settings.downcast_mut::<corebank_orchestrator::Settings>() {
             orchestrator.engine = self.engine.clone();
+        }
+        if let Some(gateway) = settings.downcast_mut::<corebank_gateway::Settings>() {
+            // Trust the test's key and sign the gateway's delegate token with it.
+            gateway.use_development_key(&self.auth_key);
         }
         if let Some(fraud) = settings.downcast_mut::<corebank_fraud::Settings>() {
             fraud.review_deadline = self.review_deadline;
@@ -310,7 +326,8 @@ impl TestApp {
             .into_inner()
     }
 
-    /// Credits `amount` (decimal string) from the settlement account.
+    /// Credits `amount` (decimal string, in the account's currency) from the
+    /// settlement account through a deposit saga; the journal it posted.
     pub async fn deposit(&self, account_id: &str, amount: &str) -> pb::Journal {
         let currency = self
             .account
@@ -322,19 +339,23 @@ impl TestApp {
             .expect("get account")
             .into_inner()
             .currency;
+        let money = pb::Money {
+            currency,
+            amount: amount.to_owned(),
+        };
+        let transaction = self.deposit_money(account_id, money).await;
+        assert_eq!(
+            transaction.status,
+            pb::TransactionStatus::Completed as i32,
+            "deposit: {transaction:?}"
+        );
         self.account
             .clone()
-            .post_deposit(pb::PostDepositRequest {
-                account_id: account_id.to_owned(),
-                idempotency_key: key(),
-                amount: Some(pb::Money {
-                    currency,
-                    amount: amount.to_owned(),
-                }),
-                reference: "test deposit".to_owned(),
+            .get_journal(pb::GetJournalRequest {
+                journal_id: transaction.journal_id,
             })
             .await
-            .expect("deposit")
+            .expect("get journal")
             .into_inner()
     }
 
@@ -355,18 +376,10 @@ impl Drop for TestApp {
     }
 }
 
-fn lazy_channel(addr: SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect_lazy()
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to test server")
+fn lazy_channel(addr: SocketAddr, credentials: &Credentials) -> AuthedChannel {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    credentials.connect_lazy(endpoint).expect("channel")
 }
 
 /// A fresh idempotency key.
@@ -387,13 +400,18 @@ impl TestApp {
 
     /// A deposit through the transaction service (a saga), waited for.
     pub async fn deposit_saga(&self, account_id: &str, amount: &str) -> pb::Transaction {
+        self.deposit_money(account_id, usd(amount)).await
+    }
+
+    /// A deposit saga of `money`, waited for until terminal.
+    pub async fn deposit_money(&self, account_id: &str, money: pb::Money) -> pb::Transaction {
         let created = self
             .transaction
             .clone()
             .create_deposit(pb::CreateDepositRequest {
                 idempotency_key: key(),
                 account_id: account_id.to_owned(),
-                amount: Some(usd(amount)),
+                amount: Some(money),
                 description: "test deposit".to_owned(),
                 wait: Some(prost_types::Duration {
                     seconds: 20,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use corebank_cli::services::{self, SERVICES};
 use corebank_orchestrator::EngineConfig;
+use corebank_platform::auth::{AuthedChannel, Credentials, DevKey, ServiceAuth};
 use corebank_platform::clock::{ManualClock, SharedClock};
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::{self, SchemaSpec};
@@ -34,15 +35,18 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
 mod app;
+mod auth;
 mod broker;
+mod commands;
 
 pub use app::*;
+pub use auth::*;
 pub use broker::*;
+pub use commands::*;
 
 /// The password test roles log in with (trust auth ignores it locally).
 pub const ROLE_PASSWORD: &str = "corebank-dev";

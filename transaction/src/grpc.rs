@@ -9,6 +9,7 @@ use corebank_platform::idempotency::fingerprint;
 use corebank_platform::messaging;
 use corebank_platform::money::AmountLimits;
 use corebank_platform::paging::Page;
+use corebank_platform::tenancy::Tenancy;
 use corebank_platform::time::{from_timestamp, to_timestamp};
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
@@ -19,6 +20,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::accounts::AccountDirectory;
 use crate::domain::{
     self, MoneyInput, NewTransaction, NewTransactionInput, Transaction, TransactionKind,
     TransactionStatus,
@@ -27,9 +29,6 @@ use crate::messages::{self, kind_to_proto};
 use crate::store::{self, ListFilter, TransactionStore};
 use crate::watch::{self, StatusHub};
 
-/// The longest idempotency key accepted.
-const MAX_KEY_LEN: usize = 200;
-
 /// Time kept back from a caller's deadline to answer before it expires.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
@@ -37,6 +36,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub struct TransactionApi {
     store: TransactionStore,
+    accounts: AccountDirectory,
     hub: StatusHub,
     clock: SharedClock,
     limits: AmountLimits,
@@ -46,6 +46,7 @@ pub struct TransactionApi {
 /// A create request, whatever its kind, after the proto is taken apart.
 struct CreateRequest<'a> {
     operation: &'static str,
+    tenancy: Tenancy,
     idempotency_key: &'a str,
     input: NewTransactionInput<'a>,
     wait: Option<&'a prost_types::Duration>,
@@ -54,8 +55,33 @@ struct CreateRequest<'a> {
 }
 
 impl TransactionApi {
+    /// A partner reads a transaction that touches one of its accounts;
+    /// any other is answered as unknown.
+    async fn check_reach(
+        &self,
+        tenancy: &Tenancy,
+        transaction: &Transaction,
+    ) -> Result<(), ApiError> {
+        let accounts = [
+            transaction.source_account_id,
+            transaction.destination_account_id,
+        ];
+        if self
+            .accounts
+            .reaches_any(tenancy, accounts.into_iter().flatten())
+            .await?
+        {
+            return Ok(());
+        }
+        Err(ApiError::not_found(
+            store::TRANSACTION_NOT_FOUND,
+            format!("transaction {} not found", transaction.transaction_id),
+        ))
+    }
+
     pub fn new(
         store: TransactionStore,
+        accounts: AccountDirectory,
         hub: StatusHub,
         clock: SharedClock,
         limits: AmountLimits,
@@ -63,6 +89,7 @@ impl TransactionApi {
     ) -> Self {
         Self {
             store,
+            accounts,
             hub,
             clock,
             limits,
@@ -88,6 +115,22 @@ impl TransactionApi {
                 "a valid create request did not parse"
             )));
         };
+        // A partner moves money only from (or, for a deposit, into) its own
+        // accounts; another's is answered as unknown.
+        let (field, debited) = match new.kind {
+            TransactionKind::Deposit => ("account_id", new.destination_account_id),
+            TransactionKind::Withdrawal => ("account_id", new.source_account_id),
+            TransactionKind::Transfer => ("source_account_id", new.source_account_id),
+        };
+        if let Some(account_id) = debited
+            && !self.accounts.reaches(&request.tenancy, account_id).await?
+        {
+            return Err(ApiError::not_found(
+                "ACCOUNT_NOT_FOUND",
+                format!("account {account_id} not found"),
+            )
+            .with_metadata("field", field));
+        }
 
         let now = self.clock.now();
         let created = self
@@ -128,14 +171,8 @@ impl TransactionApi {
     }
 }
 
-fn parse_key(text: &str) -> Result<(), &'static str> {
-    if text.is_empty() {
-        return Err("is required");
-    }
-    if text.len() > MAX_KEY_LEN {
-        return Err("must be at most 200 characters");
-    }
-    Ok(())
+fn parse_key(text: &str) -> Result<String, &'static str> {
+    corebank_platform::idempotency::parse_key(text)
 }
 
 fn parse_id(field: &str, text: &str) -> Result<Uuid, ApiError> {
@@ -235,10 +272,11 @@ impl TransactionService for TransactionApi {
         request: Request<pb::CreateTransferRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let caller_timeout = caller_timeout(request.metadata());
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
-        // The key and the wait do not change what is asked for.
+        // The key and the wait do not change what is asked for; who asks does.
         let fingerprint = fingerprint(
-            "CreateTransfer",
+            &tenancy.scoped("CreateTransfer"),
             &pb::CreateTransferRequest {
                 idempotency_key: String::new(),
                 wait: None,
@@ -248,6 +286,7 @@ impl TransactionService for TransactionApi {
         let created = self
             .create(CreateRequest {
                 operation: "CreateTransfer",
+                tenancy,
                 idempotency_key: &request.idempotency_key,
                 input: NewTransactionInput {
                     kind: TransactionKind::Transfer,
@@ -270,9 +309,11 @@ impl TransactionService for TransactionApi {
         request: Request<pb::CreateDepositRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let caller_timeout = caller_timeout(request.metadata());
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
+        // The key and the wait do not change what is asked for; who asks does.
         let fingerprint = fingerprint(
-            "CreateDeposit",
+            &tenancy.scoped("CreateDeposit"),
             &pb::CreateDepositRequest {
                 idempotency_key: String::new(),
                 wait: None,
@@ -282,6 +323,7 @@ impl TransactionService for TransactionApi {
         let created = self
             .create(CreateRequest {
                 operation: "CreateDeposit",
+                tenancy,
                 idempotency_key: &request.idempotency_key,
                 input: NewTransactionInput {
                     kind: TransactionKind::Deposit,
@@ -304,9 +346,11 @@ impl TransactionService for TransactionApi {
         request: Request<pb::CreateWithdrawalRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
         let caller_timeout = caller_timeout(request.metadata());
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
+        // The key and the wait do not change what is asked for; who asks does.
         let fingerprint = fingerprint(
-            "CreateWithdrawal",
+            &tenancy.scoped("CreateWithdrawal"),
             &pb::CreateWithdrawalRequest {
                 idempotency_key: String::new(),
                 wait: None,
@@ -316,6 +360,7 @@ impl TransactionService for TransactionApi {
         let created = self
             .create(CreateRequest {
                 operation: "CreateWithdrawal",
+                tenancy,
                 idempotency_key: &request.idempotency_key,
                 input: NewTransactionInput {
                     kind: TransactionKind::Withdrawal,
@@ -336,8 +381,10 @@ impl TransactionService for TransactionApi {
         &self,
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<pb::Transaction>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let transaction_id = parse_id("transaction_id", &request.get_ref().transaction_id)?;
         let transaction = self.store.get(transaction_id).await?;
+        self.check_reach(&tenancy, &transaction).await?;
         Ok(Response::new(to_proto(&transaction)))
     }
 
@@ -345,6 +392,7 @@ impl TransactionService for TransactionApi {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let account_id =
@@ -374,6 +422,13 @@ impl TransactionService for TransactionApi {
         let Some(account_id) = account_id else {
             return Err(ApiError::invalid_field("account_id", "must be a UUID").into());
         };
+        if !self.accounts.reaches(&tenancy, account_id).await? {
+            return Err(ApiError::not_found(
+                "ACCOUNT_NOT_FOUND",
+                format!("account {account_id} not found"),
+            )
+            .into());
+        }
         let filter = ListFilter {
             account_id,
             status: status.and_then(status_from_proto),
@@ -394,7 +449,12 @@ impl TransactionService for TransactionApi {
         &self,
         request: Request<pb::GetTransactionRequest>,
     ) -> Result<Response<Self::WatchTransactionStream>, Status> {
+        let tenancy = Tenancy::of(&request)?;
         let transaction_id = parse_id("transaction_id", &request.get_ref().transaction_id)?;
+        if tenancy != Tenancy::All {
+            let transaction = self.store.get(transaction_id).await?;
+            self.check_reach(&tenancy, &transaction).await?;
+        }
         let changes = watch::follow(
             self.store.clone(),
             &self.hub,

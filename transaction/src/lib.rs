@@ -8,6 +8,7 @@
 //! COMPLETED or FAILED, each change announced as an event and, for the
 //! terminal ones, answered with a reply.
 
+pub mod accounts;
 pub mod consumer;
 pub mod domain;
 pub mod grpc;
@@ -18,9 +19,12 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::config::RequestArgs;
 use corebank_platform::db::SchemaSpec;
+
+use crate::accounts::AccountDirectory;
 use corebank_platform::grpc::GrpcServer;
 use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
 use corebank_platform::service::{Bound, Context, Service};
@@ -65,6 +69,15 @@ pub struct TransactionArgs {
         default_value = TransactionService::DEFAULT_ADDR
     )]
     pub addr: SocketAddr,
+
+    /// The account service, asked who owns an account (tenancy).
+    #[arg(
+        id = "transaction_account_endpoint",
+        long = "transaction-account-endpoint",
+        env = "COREBANK_TRANSACTION_ACCOUNT_ENDPOINT",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub account_endpoint: String,
 }
 
 /// The transaction service as `corebank up`, `serve` and the test harness run it.
@@ -75,6 +88,7 @@ impl Service for TransactionService {
     const NAME: &'static str = "transaction";
     const SCHEMA: SchemaSpec = SCHEMA;
     const DEFAULT_ADDR: &'static str = "127.0.0.1:50053";
+    const CALLS: &'static [&'static str] = &["account"];
     type Args = TransactionArgs;
     type Settings = Settings;
 
@@ -86,8 +100,14 @@ impl Service for TransactionService {
         args.addr
     }
 
-    fn settings(context: Context, _args: &TransactionArgs) -> anyhow::Result<Settings> {
+    fn settings(context: Context, args: &TransactionArgs) -> anyhow::Result<Settings> {
+        let account_endpoint = context
+            .peers
+            .endpoint("account")
+            .unwrap_or_else(|| args.account_endpoint.clone());
         Ok(Settings {
+            account_endpoint,
+            auth: context.auth,
             pool: context.pool,
             clock: context.clock,
             requests: context.requests,
@@ -117,6 +137,10 @@ pub struct Settings {
     pub requests: RequestArgs,
     /// The broker the outbox relay publishes to and the command consumer reads from.
     pub broker: Broker,
+    /// Who it trusts, what it presents to its peers, and its TLS.
+    pub auth: ServiceAuth,
+    /// The account service's gRPC endpoint, asked who owns an account.
+    pub account_endpoint: String,
 }
 
 /// A bound, ready-to-run transaction service.
@@ -155,6 +179,8 @@ impl Application {
             clock,
             requests,
             broker,
+            auth,
+            account_endpoint,
         } = self.settings;
         let intake = shutdown.child_token();
         let relay_stop = CancellationToken::new();
@@ -182,8 +208,10 @@ impl Application {
         );
         tasks.spawn(purge(self.store.clone(), clock.clone(), intake.clone()));
 
+        let accounts = AccountDirectory::connect_lazy(&account_endpoint, &auth.credentials)?;
         let api = TransactionApi::new(
             self.store,
+            accounts,
             hub,
             clock,
             requests.amount_limits(),
@@ -192,6 +220,7 @@ impl Application {
         let server = GrpcServer {
             name: "transaction",
             services: vec![GRPC_SERVICE],
+            auth,
         };
         let result = server
             .serve(

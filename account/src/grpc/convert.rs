@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use corebank_platform::Violations;
 use corebank_platform::messaging::OutgoingMessage;
-use corebank_platform::money::{self, AmountLimits, Currency};
+use corebank_platform::money::Currency;
 use corebank_platform::time::to_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
@@ -25,75 +25,9 @@ pub fn parse_id(text: &str) -> Result<Uuid, &'static str> {
     Uuid::parse_str(text).map_err(|_| "must be a UUID")
 }
 
-/// An optional idempotency key (lifecycle methods).
-pub fn optional_key(violations: &mut Violations, key: &str) -> Option<String> {
-    violations.check(
-        key.len() <= 200,
-        "idempotency_key",
-        "must be at most 200 characters",
-    );
-    (!key.is_empty()).then(|| key.to_owned())
-}
-
-/// A required idempotency key (methods that move money).
+/// The idempotency key every mutating method requires.
 pub fn required_key(violations: &mut Violations, key: &str) -> String {
-    violations.check(!key.is_empty(), "idempotency_key", "is required");
-    violations.check(
-        key.len() <= 200,
-        "idempotency_key",
-        "must be at most 200 characters",
-    );
-    key.to_owned()
-}
-
-/// A positive `Money` field named `field`; violations name `field.currency`
-/// and `field.amount`.
-pub fn parse_money(
-    violations: &mut Violations,
-    field: &str,
-    money: Option<&pb::Money>,
-    limits: AmountLimits,
-) -> Option<(Currency, Decimal)> {
-    let Some(money) = money else {
-        violations.add(field, "is required");
-        return None;
-    };
-    let currency_field = format!("{field}.currency");
-    let amount_field = format!("{field}.amount");
-    let currency = if money.currency.is_empty() {
-        violations.add(&currency_field, "is required");
-        None
-    } else {
-        violations.take(&currency_field, Currency::parse(&money.currency))
-    };
-    let Some(currency) = currency else {
-        violations.check(!money.amount.is_empty(), &amount_field, "is required");
-        return None;
-    };
-    let amount = violations.take(
-        &amount_field,
-        money::parse_amount(currency, &money.amount, limits),
-    )?;
-    Some((currency, amount))
-}
-
-/// An optional protobuf duration as a chrono duration.
-pub fn parse_duration(
-    duration: Option<&prost_types::Duration>,
-) -> Result<Option<chrono::Duration>, &'static str> {
-    let Some(duration) = duration else {
-        return Ok(None);
-    };
-    let same_sign = (duration.seconds >= 0 && duration.nanos >= 0)
-        || (duration.seconds <= 0 && duration.nanos <= 0);
-    if !same_sign || duration.nanos.abs() >= 1_000_000_000 {
-        return Err("must be a valid duration");
-    }
-    let seconds =
-        chrono::Duration::try_seconds(duration.seconds).ok_or("must be a valid duration")?;
-    Ok(Some(
-        seconds + chrono::Duration::nanoseconds(i64::from(duration.nanos)),
-    ))
+    corebank_platform::idempotency::required_key(violations, key)
 }
 
 /// An optional protobuf timestamp as UTC time.
@@ -180,6 +114,7 @@ pub fn account_to_proto(account: &Account) -> pb::Account {
         overdraft_limit: money_out(account.currency, account.overdraft_limit),
         create_time: Some(to_timestamp(account.created_at)),
         update_time: Some(to_timestamp(account.updated_at)),
+        partner_id: account.partner_id.clone().unwrap_or_default(),
     }
 }
 
@@ -313,78 +248,6 @@ pub fn status_changed(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(violations: Violations) -> Vec<String> {
-        violations
-            .into_error()
-            .violations()
-            .iter()
-            .map(|v| v.field.clone())
-            .collect()
-    }
-
-    #[test]
-    fn a_missing_money_field_is_named_as_a_whole() {
-        let mut violations = Violations::default();
-        assert!(parse_money(&mut violations, "amount", None, AmountLimits::default()).is_none());
-        assert_eq!(fields(violations), ["amount"]);
-    }
-
-    #[test]
-    fn a_bad_currency_and_an_empty_amount_are_both_named() {
-        let mut violations = Violations::default();
-        let money = pb::Money {
-            currency: "usd".to_owned(),
-            amount: String::new(),
-        };
-        assert!(
-            parse_money(
-                &mut violations,
-                "amount",
-                Some(&money),
-                AmountLimits::default()
-            )
-            .is_none()
-        );
-        assert_eq!(fields(violations), ["amount.currency", "amount.amount"]);
-    }
-
-    #[test]
-    fn an_amount_finer_than_the_currency_is_named() {
-        let mut violations = Violations::default();
-        let money = pb::Money {
-            currency: "JPY".to_owned(),
-            amount: "10.5".to_owned(),
-        };
-        assert!(
-            parse_money(
-                &mut violations,
-                "amount",
-                Some(&money),
-                AmountLimits::default()
-            )
-            .is_none()
-        );
-        assert_eq!(fields(violations), ["amount.amount"]);
-    }
-
-    #[test]
-    fn durations_convert_and_malformed_ones_are_refused() {
-        let hour = prost_types::Duration {
-            seconds: 3600,
-            nanos: 0,
-        };
-        assert_eq!(
-            parse_duration(Some(&hour)),
-            Ok(Some(chrono::Duration::hours(1)))
-        );
-        assert_eq!(parse_duration(None), Ok(None));
-        let mixed = prost_types::Duration {
-            seconds: 1,
-            nanos: -5,
-        };
-        assert!(parse_duration(Some(&mixed)).is_err());
-    }
 
     #[test]
     fn timestamps_parse_and_malformed_ones_are_refused() {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::{Account, AccountStatus, Direction, Entry, Hold, HoldStatus, Product};
 
 pub(super) const ACCOUNT_COLUMNS: &str = "account_id, customer_id, currency, product, status, overdraft_limit, ledger_balance, \
-                               held_amount, created_at, updated_at";
+                               held_amount, partner_id, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct AccountRow {
@@ -22,6 +22,7 @@ pub(super) struct AccountRow {
     pub(super) overdraft_limit: Decimal,
     pub(super) ledger_balance: Decimal,
     pub(super) held_amount: Decimal,
+    pub(super) partner_id: Option<String>,
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,
 }
@@ -39,6 +40,7 @@ impl TryFrom<AccountRow> for Account {
             overdraft_limit: row.overdraft_limit,
             ledger_balance: row.ledger_balance,
             held_amount: row.held_amount,
+            partner_id: row.partner_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

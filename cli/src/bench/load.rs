@@ -82,7 +82,7 @@ pub(super) enum Followed {
 /// Follows a transaction to its terminal status: the stream of status
 /// changes when the service offers it, polling otherwise.
 pub(super) async fn follow(
-    client: &mut TransactionServiceClient<Channel>,
+    client: &mut TransactionServiceClient<AuthedChannel>,
     current: pb::Transaction,
     deadline: Instant,
 ) -> Followed {
@@ -238,7 +238,7 @@ pub(super) enum Outcome {
 
 /// Sends one transfer and follows it to its end, noting when that end was seen.
 pub(super) async fn transfer(
-    mut client: TransactionServiceClient<Channel>,
+    mut client: TransactionServiceClient<AuthedChannel>,
     accounts: &[String],
     planned: Planned,
     deadline: Instant,

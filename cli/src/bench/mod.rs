@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use corebank_platform::auth::AuthedChannel;
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -25,7 +26,6 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use corebank_audit::InvariantReport;
@@ -97,9 +97,9 @@ pub struct BenchArgs {
 
 #[derive(Clone)]
 struct Clients {
-    customers: CustomerServiceClient<Channel>,
-    accounts: AccountServiceClient<Channel>,
-    transactions: Vec<TransactionServiceClient<Channel>>,
+    customers: CustomerServiceClient<AuthedChannel>,
+    accounts: AccountServiceClient<AuthedChannel>,
+    transactions: Vec<TransactionServiceClient<AuthedChannel>>,
 }
 
 impl Clients {
@@ -117,7 +117,7 @@ impl Clients {
         })
     }
 
-    fn transactions(&self, index: usize) -> TransactionServiceClient<Channel> {
+    fn transactions(&self, index: usize) -> TransactionServiceClient<AuthedChannel> {
         self.transactions[index % self.transactions.len()].clone()
     }
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
+use corebank_platform::auth::AuthedChannel;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::reporting_service_client::ReportingServiceClient;
 use corebank_reporting::domain::export::{FILE_NAMES, SIGNATURE_FILE};
-use tonic::transport::Channel;
 
 use super::ExportClientArgs;
 use crate::client::channel;
@@ -51,7 +51,7 @@ pub(crate) fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<Channel>> {
+async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<AuthedChannel>> {
     Ok(ReportingServiceClient::new(
         channel(&args.reporting_endpoint).await?,
     ))

@@ -83,7 +83,7 @@ async fn a_reviewed_transfer_approved_by_an_analyst_completes_and_watch_shows_ev
         .await
         .expect("approve");
     assert_eq!(decided.state, pb::ReviewState::Approved as i32);
-    assert_eq!(decided.decided_by, "analyst-7");
+    assert_eq!(decided.decided_by, crate::helpers::OPERATOR);
     assert!(!decided.automatic);
     assert_eq!(
         next(&mut watch).await.status,

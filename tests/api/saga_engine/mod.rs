@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use corebank_orchestrator::{Application, EngineConfig, Settings};
+use corebank_platform::auth::{
+    Audience, AuthedChannel, Credentials, DevKey, ServiceAuth, TokenSpec,
+};
 use corebank_platform::clock::{self, ManualClock, SharedClock};
 use corebank_platform::messaging::{
     Broker, BrokerConfig, Namespace, OutgoingMessage, declare_exchanges, declare_queue,
@@ -26,10 +29,12 @@ use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::helpers::{TestDb, reason};
+
+/// The subject of the admin client's token: the actor saga admin records.
+const OPERATOR: &str = "ops-test";
 
 mod flows;
 mod operators;
@@ -80,7 +85,15 @@ struct SagaTest {
     clock: SharedClock,
     config: EngineConfig,
     orchestrator: Option<Running>,
-    admin: Option<SagaAdminServiceClient<Channel>>,
+    admin: Option<SagaAdminServiceClient<AuthedChannel>>,
+    /// The orchestrator's auth (a fresh key per test).
+    auth: ServiceAuth,
+    /// What the admin client presents: an operator token.
+    operator: Credentials,
+    /// Signs the tokens of this test.
+    key: DevKey,
+    /// Where the orchestrator listens, while it runs.
+    orchestrator_addr: Option<std::net::SocketAddr>,
     publisher: lapin::Channel,
     _connection: Connection,
     commands: mpsc::UnboundedReceiver<Received>,
@@ -121,7 +134,16 @@ impl SagaTest {
             .await
             .expect("confirms");
         let commands = participants(&connection, &namespace).await;
+        let key = DevKey::generate().expect("a token signing key");
+        let operator = Credentials::signed(
+            key.clone(),
+            TokenSpec::new(OPERATOR, "ops:admin", Audience::Internal),
+        );
         let mut test = SagaTest {
+            auth: ServiceAuth::development(&key, "orchestrator"),
+            operator,
+            key,
+            orchestrator_addr: None,
             db,
             namespace,
             clock,
@@ -154,6 +176,7 @@ impl SagaTest {
                 clock: self.clock.clone(),
                 broker,
                 engine: self.config.clone(),
+                auth: self.auth.clone(),
             },
             "127.0.0.1:0".parse().expect("loopback"),
         )
@@ -162,12 +185,14 @@ impl SagaTest {
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to orchestrator");
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+        let channel = self
+            .operator
+            .connect_lazy(endpoint)
+            .expect("channel to the orchestrator");
         self.admin = Some(SagaAdminServiceClient::new(channel));
+        self.orchestrator_addr = Some(addr);
         self.orchestrator = Some(Running { shutdown, handle });
     }
 
@@ -186,7 +211,19 @@ impl SagaTest {
         self.admin = None;
     }
 
-    fn admin(&self) -> SagaAdminServiceClient<Channel> {
+    /// An admin client acting as operator `subject`.
+    fn admin_as(&self, subject: &str) -> SagaAdminServiceClient<AuthedChannel> {
+        let addr = self.orchestrator_addr.expect("an orchestrator is running");
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+        let credentials = Credentials::signed(
+            self.key.clone(),
+            TokenSpec::new(subject, "ops:admin", Audience::Internal),
+        );
+        SagaAdminServiceClient::new(credentials.connect_lazy(endpoint).expect("channel"))
+    }
+
+    fn admin(&self) -> SagaAdminServiceClient<AuthedChannel> {
         self.admin.clone().expect("an orchestrator is running")
     }
 

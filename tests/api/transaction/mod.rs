@@ -24,7 +24,6 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::helpers::{TestDb, key, reason, violated_fields};
@@ -39,7 +38,7 @@ const PATIENCE: Duration = Duration::from_secs(15);
 /// The transaction service, a client, and the orchestrator's side of the broker.
 struct TransactionApp {
     db: TestDb,
-    client: TransactionServiceClient<Channel>,
+    client: TransactionServiceClient<corebank_platform::auth::AuthedChannel>,
     clock: Arc<ManualClock>,
     namespace: Namespace,
     broker: Broker,
@@ -113,12 +112,19 @@ impl TransactionApp {
         .expect("broker");
         let clock = ManualClock::new(Utc::now());
         let shared: SharedClock = clock.clone();
+        let auth = corebank_platform::auth::ServiceAuth::development(
+            &corebank_platform::auth::DevKey::generate().expect("a token signing key"),
+            "transaction",
+        );
         let app = corebank_transaction::Application::build(
             corebank_transaction::Settings {
                 pool: db.service_pool(&corebank_transaction::SCHEMA, 10).await,
                 clock: shared,
                 requests,
                 broker: broker.clone(),
+                auth: auth.clone(),
+                // Never asked: a service caller reaches every account.
+                account_endpoint: "http://127.0.0.1:1".to_owned(),
             },
             "127.0.0.1:0".parse().expect("loopback address"),
         )
@@ -130,7 +136,9 @@ impl TransactionApp {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
         let client = TransactionServiceClient::new(
-            endpoint.connect().await.expect("connect to the service"),
+            auth.credentials
+                .connect_lazy(endpoint)
+                .expect("channel to the service"),
         );
         TransactionApp {
             db,
