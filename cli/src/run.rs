@@ -132,6 +132,7 @@ async fn start(
     service: &dyn AnyService,
     owner: &PgConnectOptions,
     args: &ServiceArgs,
+    peers: &mut Peers,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -147,14 +148,17 @@ async fn start(
         clock: clock::system(),
         requests: args.requests.clone(),
         broker: args.amqp.broker(name),
-        // The endpoint flags (e.g. `--customer-endpoint`) say where callees are.
-        peers: Peers::default(),
+        // Callees start first and are told to their callers; a callee this
+        // process does not run is found through the endpoint flags.
+        peers: peers.clone(),
         auth: args.auth.service_auth(name)?,
     };
     let settings = service.settings(context, own_args)?;
     let addr = service.listen_addr(own_args)?;
     let bound = service.start(settings, addr, shutdown.clone()).await?;
-    println!("{name:<13} grpc://{}", bound.local_addr);
+    let scheme = if name == "gateway" { "http" } else { "grpc" };
+    println!("{name:<13} {scheme}://{}", bound.local_addr);
+    peers.insert(name, bound.local_addr);
     tasks.spawn(bound.run);
     Ok(())
 }
@@ -193,8 +197,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("metrics       http://{addr}/metrics");
     }
     let mut tasks = JoinSet::new();
+    let mut peers = Peers::default();
     for service in SERVICES {
-        start(*service, &owner, flags, &mut tasks, &shutdown).await?;
+        start(*service, &owner, flags, &mut peers, &mut tasks, &shutdown).await?;
     }
     println!(
         "corebank is up (database {}, broker namespace {}); ctrl-c stops it",
@@ -211,7 +216,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     telemetry::spawn_metrics(flags.telemetry.metrics_addr, shutdown.clone()).await;
     let mut tasks = JoinSet::new();
-    start(args.service, &owner, flags, &mut tasks, &shutdown).await?;
+    start(
+        args.service,
+        &owner,
+        flags,
+        &mut Peers::default(),
+        &mut tasks,
+        &shutdown,
+    )
+    .await?;
     wait(tasks, shutdown).await
 }
 
