@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod conflicts;
 mod customer;
+mod customer_identity;
 mod deposits;
 mod fraud;
 mod gateway;
