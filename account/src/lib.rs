@@ -93,8 +93,7 @@ impl Service for AccountService {
 
     fn settings(context: Context, args: &AccountArgs) -> anyhow::Result<Settings> {
         let customer_endpoint = context
-            .peers
-            .endpoint("customer")
+            .peer_endpoint("customer")
             .unwrap_or_else(|| args.customer_endpoint.clone());
         Ok(Settings {
             auth: context.auth,

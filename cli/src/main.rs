@@ -56,6 +56,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Measure completed transfer sagas per second and their latency.
     Bench(bench::BenchArgs),
+    /// Measure the REST gateway's cost: GetBalance through it beside direct gRPC, same run.
+    BenchGateway(bench::edge::EdgeArgs),
     /// Check the ledger and saga invariants (money conserved, no double posting, every saga ended).
     Audit(audit::AuditArgs),
     /// Make an Ed25519 key pair for signing auditor exports.
@@ -87,6 +89,7 @@ async fn main() -> std::process::ExitCode {
         Command::Fraud(command) => fraud::fraud(command).await,
         Command::Dlq(command) => dlq::dlq(command).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchGateway(args) => bench::edge::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Keygen(args) => export::keygen(args),
         Command::Export(command) => export::export(command).await,

@@ -57,7 +57,10 @@ enum ReportingAction {
     /// How far the projection is behind the event stream.
     Status,
     /// Throw the read models away and build them again from the ledger.
-    Rebuild,
+    Rebuild {
+        #[command(flatten)]
+        key: IdempotencyKeyArg,
+    },
     /// Stored reconciliation reports, newest first.
     Reconciliations {
         #[arg(long, default_value_t = 20)]
@@ -77,6 +80,24 @@ pub struct ReconcileArgs {
     /// The ledger sequence to compare as of; the projection's position when absent.
     #[arg(long, default_value_t = 0)]
     as_of: i64,
+    #[command(flatten)]
+    key: IdempotencyKeyArg,
+}
+
+/// `--idempotency-key` of a command that starts a run.
+#[derive(Debug, clap::Args)]
+struct IdempotencyKeyArg {
+    /// Idempotency key; a fresh one when omitted. Run again with the same
+    /// key, the command replays the first answer instead of running again.
+    #[arg(long, env = "COREBANK_IDEMPOTENCY_KEY")]
+    idempotency_key: Option<String>,
+}
+
+impl IdempotencyKeyArg {
+    fn key(self) -> String {
+        self.idempotency_key
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+    }
 }
 
 async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClient<AuthedChannel>> {
@@ -136,9 +157,11 @@ pub async fn reporting(command: ReportingCommand) -> anyhow::Result<()> {
                 .into_inner();
             print(&status, json)
         }
-        ReportingAction::Rebuild => {
+        ReportingAction::Rebuild { key } => {
             let rebuilt = client
-                .rebuild_read_models(pb::RebuildReadModelsRequest {})
+                .rebuild_read_models(pb::RebuildReadModelsRequest {
+                    idempotency_key: key.key(),
+                })
                 .await?
                 .into_inner();
             print(&rebuilt, json)
@@ -173,6 +196,7 @@ pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     let report = client
         .reconcile(pb::ReconcileRequest {
             as_of_ledger_seq: args.as_of,
+            idempotency_key: args.key.key(),
         })
         .await?
         .into_inner();

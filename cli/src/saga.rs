@@ -64,11 +64,14 @@ struct Decision {
 }
 
 impl Decision {
-    fn request(self) -> pb::SagaActionRequest {
+    /// The action's request under `key` (`--idempotency-key`, a fresh one by
+    /// default): run again with the same key, it replays the first answer.
+    fn request(self, key: String) -> pb::SagaActionRequest {
         pb::SagaActionRequest {
             saga_id: self.saga_id,
             actor: self.actor,
             reason: self.reason,
+            idempotency_key: key,
         }
     }
 }
@@ -77,6 +80,7 @@ pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
     let mut client =
         SagaAdminServiceClient::new(channel(&command.client.orchestrator_endpoint).await?);
     let json = command.client.json;
+    let key = command.client.key();
     match command.action {
         SagaAction::List {
             state,
@@ -114,11 +118,11 @@ pub async fn saga(command: SagaCommand) -> anyhow::Result<()> {
             json,
         ),
         SagaAction::Retry(decision) => print(
-            &client.retry_saga(decision.request()).await?.into_inner(),
+            &client.retry_saga(decision.request(key)).await?.into_inner(),
             json,
         ),
         SagaAction::Abort(decision) => print(
-            &client.abort_saga(decision.request()).await?.into_inner(),
+            &client.abort_saga(decision.request(key)).await?.into_inner(),
             json,
         ),
     }

@@ -74,6 +74,23 @@ pub fn token(command: TokenCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A token for `subject` with `scopes`, signed with the development key for
+/// the audience and issuer the services expect (`COREBANK_*` as `token issue`).
+pub fn development_token(
+    subject: &str,
+    scopes: &str,
+    audience: Audience,
+) -> anyhow::Result<String> {
+    let key = dev_key(env_path("COREBANK_DEV_SIGNING_KEY").as_ref())?;
+    let mut spec = TokenSpec::new(subject, scopes, audience);
+    spec.issuer = env_or("COREBANK_JWT_ISSUER", DEFAULT_ISSUER);
+    spec.audience = match audience {
+        Audience::Partner => env_or("COREBANK_PARTNER_AUDIENCE", DEFAULT_PARTNER_AUDIENCE),
+        Audience::Internal => env_or("COREBANK_INTERNAL_AUDIENCE", DEFAULT_INTERNAL_AUDIENCE),
+    };
+    key.issue(&spec)
+}
+
 fn dev_key(path: Option<&PathBuf>) -> anyhow::Result<DevKey> {
     DevKey::load_or_create_at(&path.cloned().unwrap_or_else(development_key_path))
 }

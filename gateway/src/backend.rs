@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Encodes requests and decodes responses of one method.
@@ -78,19 +78,29 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Channels to `endpoints` (proto service name → `http://host:port`);
-    /// nothing connects until the first call.
+    /// Channels to `endpoints` (proto service name → `http://host:port`,
+    /// or `https://` with `tls`); nothing connects until the first call.
     pub fn new(
         endpoints: &HashMap<String, String>,
         connect_timeout: Duration,
+        tls: Option<&ClientTlsConfig>,
     ) -> anyhow::Result<Self> {
         let mut channels = HashMap::new();
         for (service, endpoint) in endpoints {
-            let channel = Endpoint::from_shared(endpoint.clone())
+            let mut target = Endpoint::from_shared(endpoint.clone())
                 .map_err(|error| anyhow::anyhow!("{service} endpoint {endpoint:?}: {error}"))?
                 .connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
+                .tcp_nodelay(true);
+            if let Some(tls) = tls {
+                // tonic applies TLS by the scheme: an http:// endpoint would
+                // carry partners' tokens in plain text.
+                anyhow::ensure!(
+                    target.uri().scheme_str() == Some("https"),
+                    "TLS is configured (--tls-ca) but the {service} endpoint {endpoint:?} is not https://"
+                );
+                target = target.tls_config(tls.clone())?;
+            }
+            let channel = target.connect_lazy();
             channels.insert(service.clone(), channel);
         }
         Ok(Self { channels })
@@ -142,4 +152,40 @@ fn grpc_path(path: &str) -> Result<PathAndQuery, Status> {
 
 fn unavailable(error: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("backend not ready: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(url: &str) -> HashMap<String, String> {
+        HashMap::from([("corebank.v1.AccountService".to_owned(), url.to_owned())])
+    }
+
+    #[tokio::test]
+    async fn with_tls_a_plain_http_backend_is_refused_at_start() {
+        let tls = ClientTlsConfig::new();
+        let error = Backends::new(
+            &endpoints("http://127.0.0.1:50052"),
+            Duration::from_secs(1),
+            Some(&tls),
+        )
+        .expect_err("plain http with TLS configured");
+        assert!(
+            error.to_string().contains("AccountService"),
+            "names the backend: {error}"
+        );
+        Backends::new(
+            &endpoints("https://127.0.0.1:50052"),
+            Duration::from_secs(1),
+            Some(&tls),
+        )
+        .expect("https with TLS");
+        Backends::new(
+            &endpoints("http://127.0.0.1:50052"),
+            Duration::from_secs(1),
+            None,
+        )
+        .expect("plain http without TLS");
+    }
 }

@@ -47,6 +47,7 @@ use crate::auth::{EdgeAuth, PlatformAuth};
 use crate::backend::Backends;
 use crate::handler::Gateway;
 use crate::routes::RouteTable;
+use tonic::transport::ClientTlsConfig;
 
 /// The gateway keeps no state: its migrator is empty, so `migrate` creates
 /// an empty schema and a role it never uses.
@@ -177,8 +178,7 @@ impl Service for GatewayService {
             .iter()
             .map(|(service, peer)| {
                 let endpoint = context
-                    .peers
-                    .endpoint(peer)
+                    .peer_endpoint(peer)
                     .unwrap_or_else(|| args.endpoint_flag(peer).to_owned());
                 ((*service).to_owned(), endpoint)
             })
@@ -189,6 +189,7 @@ impl Service for GatewayService {
             )?,
             None => PlatformAuth::development(&development_key()?).credentials,
         };
+        let tls = context.auth.credentials.tls().cloned();
         let auth = PlatformAuth {
             authenticator: context.auth.authenticator.clone(),
             credentials,
@@ -196,6 +197,7 @@ impl Service for GatewayService {
         Ok(Settings {
             pool: DescriptorPool::decode(corebank_proto::FILE_DESCRIPTOR_SET)?,
             endpoints,
+            backend_tls: tls,
             auth: Some(Arc::new(auth)),
             request_timeout: args.request_timeout,
             rate_limit_per_second: args.rate_limit_per_second,
@@ -233,6 +235,9 @@ pub struct Settings {
     pub pool: DescriptorPool,
     /// Proto service name → gRPC endpoint.
     pub endpoints: HashMap<String, String>,
+    /// TLS (and the client certificate) for the backends, from `--tls-ca`,
+    /// `--tls-cert` and `--tls-key`; the endpoints are then `https://`.
+    pub backend_tls: Option<ClientTlsConfig>,
     /// `None` turns authentication off (tests of the transcoding alone).
     pub auth: Option<Arc<dyn EdgeAuth>>,
     pub request_timeout: Duration,
@@ -291,7 +296,11 @@ impl Application {
 pub fn router(settings: Settings) -> anyhow::Result<Router> {
     let routes = RouteTable::from_pool(&settings.pool)?;
     let document = Arc::new(serde_json::to_vec(&openapi::document(&routes))?);
-    let backends = Backends::new(&settings.endpoints, Duration::from_secs(5))?;
+    let backends = Backends::new(
+        &settings.endpoints,
+        Duration::from_secs(5),
+        settings.backend_tls.as_ref(),
+    )?;
     let governor =
         limits::governor_config(settings.rate_limit_per_second, settings.rate_limit_burst)?;
     let gateway = Arc::new(Gateway {

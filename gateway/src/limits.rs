@@ -82,6 +82,9 @@ pub fn governor_config(
 pub fn rate_limited(error: GovernorError) -> Response {
     match error {
         GovernorError::TooManyRequests { wait_time, headers } => {
+            // The limiter rounds a sub-second wait down to 0, which tells a
+            // client to retry at once; a whole second is the least to ask.
+            let wait_time = wait_time.max(1);
             let mut gateway_error = GatewayError::new(
                 tonic::Code::ResourceExhausted,
                 gateway_reason::RATE_LIMITED,
@@ -92,8 +95,7 @@ pub fn rate_limited(error: GovernorError) -> Response {
             }
             gateway_error
                 .headers
-                .entry(http::header::RETRY_AFTER)
-                .or_insert_with(|| HeaderValue::from(wait_time.max(1)));
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(wait_time));
             gateway_error.into_response()
         }
         other => {

@@ -54,6 +54,7 @@ async fn gateway_with(adjust: impl FnOnce(&mut Settings)) -> Gateway {
     let mut settings = Settings {
         pool,
         endpoints: HashMap::from([(ECHO_SERVICE.to_owned(), format!("http://{echo}"))]),
+        backend_tls: None,
         auth: None,
         request_timeout: Duration::from_secs(10),
         rate_limit_per_second: 1000,

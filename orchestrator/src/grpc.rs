@@ -1,11 +1,14 @@
 //! `corebank.v1.SagaAdminService`: proto ⇄ domain, validation at the edge.
 //! Operator actions go through the same engine as replies and timers, so each
 //! is one transition recorded in the saga's log with its actor and reason.
+//! Each is guarded by its idempotency key in the same transaction, so a
+//! repeated action replays its first answer instead of logging a second one.
 
 use std::sync::Arc;
 
 use corebank_platform::auth::Principal;
 use corebank_platform::clock::SharedClock;
+use corebank_platform::idempotency::{fingerprint, required_key};
 use corebank_platform::paging::Page;
 use corebank_platform::time::to_timestamp;
 use corebank_platform::{ApiError, Violations};
@@ -40,6 +43,16 @@ enum Action {
     Abort,
 }
 
+impl Action {
+    /// The RPC's name, which keeps one key's retry and abort apart.
+    fn operation(self) -> &'static str {
+        match self {
+            Self::Retry => "RetrySaga",
+            Self::Abort => "AbortSaga",
+        }
+    }
+}
+
 impl SagaAdminApi {
     pub fn new(store: SagaStore, config: Arc<EngineConfig>, clock: SharedClock) -> Self {
         Self {
@@ -49,6 +62,9 @@ impl SagaAdminApi {
         }
     }
 
+    /// Applies an operator action. `request.actor` is the authenticated
+    /// caller, so the fingerprint is the caller's: another operator reusing
+    /// a key is refused, never answered with the first one's response.
     async fn act(
         &self,
         request: pb::SagaActionRequest,
@@ -70,6 +86,7 @@ impl SagaAdminApi {
             "reason",
             "must be at most 1000 characters",
         );
+        let key = required_key(&mut violations, &request.idempotency_key);
         violations.into_result()?;
         let saga_id =
             saga_id.ok_or_else(|| ApiError::invalid_field("saga_id", "must be a UUID"))?;
@@ -84,18 +101,32 @@ impl SagaAdminApi {
                 reason,
             },
         };
+        let fingerprint = fingerprint(
+            action.operation(),
+            &pb::SagaActionRequest {
+                idempotency_key: String::new(),
+                ..request
+            },
+        );
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let saga = store::lock(&mut tx, saga_id)
-            .await?
-            .ok_or_else(|| store::not_found(saga_id))?;
-        let transition = runtime::apply(&mut tx, &self.config, &saga, event, now, None)
-            .await?
-            .map_err(|refusal| refused(&saga, refusal))?;
-        tx.commit().await?;
-        tracing::info!(%saga_id, %actor, action = ?action, state = transition.saga.state.as_str(), "operator acted on saga");
-        let history = self.store.history(saga_id).await?;
-        Ok(to_proto(&transition.saga, &history))
+        let config = self.config.clone();
+        self.store
+            .idempotent(Some(&key), &fingerprint, now, move |conn| {
+                Box::pin(async move {
+                    let saga = store::lock(conn, saga_id)
+                        .await?
+                        .ok_or_else(|| store::not_found(saga_id))?;
+                    let transition = runtime::apply(conn, &config, &saga, event, now, None)
+                        .await?
+                        .map_err(|refusal| refused(&saga, refusal))?;
+                    // Read in the transaction, so the stored (and replayed)
+                    // answer holds the log row this action wrote.
+                    let history = store::history(conn, saga_id).await?;
+                    tracing::info!(%saga_id, %actor, action = ?action, state = transition.saga.state.as_str(), "operator acted on saga");
+                    Ok(to_proto(&transition.saga, &history))
+                })
+            })
+            .await
     }
 }
 

@@ -22,6 +22,7 @@ use corebank_platform::auth::ServiceAuth;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::db::SchemaSpec;
 use corebank_platform::grpc::GrpcServer;
+use corebank_platform::idempotency::IdempotencyConfig;
 use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
 use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::saga_admin_service_server::SagaAdminServiceServer;
@@ -124,7 +125,8 @@ impl OrchestratorArgs {
 }
 
 /// The orchestrator as `corebank up`, `serve` and the test harness run it.
-/// It takes no request rules: it serves no money-carrying requests of its own.
+/// Of the request rules it takes only how long idempotency keys are kept: it
+/// serves no money-carrying requests of its own.
 #[derive(Debug, Clone, Copy)]
 pub struct OrchestratorService;
 
@@ -150,6 +152,7 @@ impl Service for OrchestratorService {
             clock: context.clock,
             broker: context.broker,
             engine: args.engine(),
+            idempotency: context.requests.idempotency(),
         })
     }
 
@@ -175,6 +178,8 @@ pub struct Settings {
     /// The broker handle; the caller owns (and eventually closes) it.
     pub broker: Broker,
     pub engine: EngineConfig,
+    /// How long the keys of operator actions are kept.
+    pub idempotency: IdempotencyConfig,
     /// Who it trusts, what it presents to its peers, and its TLS.
     pub auth: ServiceAuth,
 }
@@ -199,24 +204,27 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Runs the admin API, the outbox relay, both consumers and the timer
-    /// loop until `shutdown` is cancelled (or one of them fails), then waits
-    /// for all of them to stop.
+    /// Runs the admin API, the outbox relay, both consumers, the timer loop
+    /// and the purge of old messages and idempotency keys until `shutdown` is
+    /// cancelled (or one of them fails), then waits for all of them to stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Settings {
             pool,
             clock,
             broker,
             engine,
+            idempotency,
             auth,
         } = self.settings;
         let config = Arc::new(engine);
         let stop = shutdown.child_token();
-        let store = SagaStore::new(pool.clone());
+        let store = SagaStore::new(pool.clone(), idempotency);
 
         let relay = tokio::spawn(OutboxRelay::new(pool.clone(), broker.clone()).run(stop.clone()));
         let purge =
             corebank_platform::messaging::spawn_purge(pool.clone(), clock.clone(), stop.clone());
+        let key_purge =
+            corebank_platform::idempotency::spawn_purge(pool.clone(), clock.clone(), stop.clone());
         let requests = QueueConsumer::new(
             broker.clone(),
             pool.clone(),
@@ -259,6 +267,7 @@ impl Application {
             .await;
         stop.cancel();
         purge.abort();
+        key_purge.abort();
 
         let (relay, requests, replies, timers) = tokio::join!(relay, requests, replies, timers);
         requests?;

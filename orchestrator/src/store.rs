@@ -1,11 +1,14 @@
 //! SQL for the `orchestrator` schema. The pool is private: reads go through
 //! [`SagaStore`], writes take the caller's `&mut PgConnection` so a saga's new
-//! state, its log row and its outgoing commands commit together.
+//! state, its log row and its outgoing commands commit together (with the
+//! idempotency key of the operator action that caused them, if any).
 
 use chrono::{DateTime, Utc};
 use corebank_platform::error::ApiError;
+use corebank_platform::idempotency::{self, IdempotencyConfig};
 use corebank_platform::paging::Page;
 use corebank_proto::wire::Direction;
+use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -18,6 +21,7 @@ pub const SAGA_NOT_FOUND: &str = "SAGA_NOT_FOUND";
 #[derive(Debug, Clone)]
 pub struct SagaStore {
     pool: PgPool,
+    idempotency: IdempotencyConfig,
 }
 
 /// Which sagas `ListSagas` wants.
@@ -129,12 +133,27 @@ impl TryFrom<SagaRow> for Saga {
 }
 
 impl SagaStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, idempotency: IdempotencyConfig) -> Self {
+        Self { pool, idempotency }
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// Runs `effect` in one transaction, guarded by the idempotency key.
+    pub async fn idempotent<Resp, F>(
+        &self,
+        key: Option<&str>,
+        fingerprint: &[u8],
+        now: DateTime<Utc>,
+        effect: F,
+    ) -> Result<Resp, ApiError>
+    where
+        Resp: prost::Message + Default,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Resp, ApiError>>,
+    {
+        idempotency::run(&self.pool, key, fingerprint, now, self.idempotency, effect).await
     }
 
     pub async fn get(&self, saga_id: Uuid) -> Result<Saga, ApiError> {
@@ -150,13 +169,8 @@ impl SagaStore {
 
     /// The step log of a saga, oldest first.
     pub async fn history(&self, saga_id: Uuid) -> Result<Vec<LogRecord>, ApiError> {
-        Ok(sqlx::query_as(
-            "select saga_log_id, step, direction, event, state, command_id, attempt, detail, actor, created_at
-             from saga_log where saga_id = $1 order by saga_log_id",
-        )
-        .bind(saga_id)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut conn = self.pool.acquire().await?;
+        Ok(history(&mut conn, saga_id).await?)
     }
 
     pub async fn list(&self, filter: &SagaFilter, page: &Page) -> Result<Vec<Saga>, ApiError> {
@@ -196,6 +210,20 @@ impl SagaStore {
 
 pub fn not_found(saga_id: Uuid) -> ApiError {
     ApiError::not_found(SAGA_NOT_FOUND, format!("saga {saga_id} not found"))
+}
+
+/// The step log of a saga, oldest first, as the caller's transaction sees it.
+pub async fn history(
+    conn: &mut PgConnection,
+    saga_id: Uuid,
+) -> Result<Vec<LogRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "select saga_log_id, step, direction, event, state, command_id, attempt, detail, actor, created_at
+         from saga_log where saga_id = $1 order by saga_log_id",
+    )
+    .bind(saga_id)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Reads one saga and locks it until the caller's transaction ends.

@@ -88,6 +88,7 @@ impl GrpcServer {
         };
         let mut builder = Server::builder();
         if let Some(tls) = self.auth.tls.clone() {
+            install_crypto_provider();
             builder = builder.tls_config(tls)?;
         }
         builder
@@ -98,5 +99,17 @@ impl GrpcServer {
             .await?;
         tracing::info!(service = name, "grpc stopped");
         Ok(())
+    }
+}
+
+/// Makes ring rustls's process-wide crypto provider, unless one is already
+/// installed. tonic builds its server TLS config from that default, and this
+/// binary links rustls with both ring (tonic's `tls-ring`) and aws-lc-rs
+/// (lapin's AMQP TLS): with two and none chosen, rustls panics on the first
+/// TLS server start.
+fn install_crypto_provider() {
+    let ring = tokio_rustls::rustls::crypto::ring::default_provider();
+    if ring.install_default().is_err() {
+        tracing::debug!("a rustls crypto provider was already installed");
     }
 }

@@ -134,15 +134,54 @@ pub async fn claim(
     .fetch_one(&mut *conn)
     .await?;
     if stored_fingerprint != fingerprint {
-        return Err(ApiError::failed_precondition(
-            reason::IDEMPOTENCY_KEY_REUSED,
-            "idempotency key was already used with a different request",
-        ));
+        return Err(reused());
     }
     match response {
         Some(response) => Ok(Claim::Replay(response)),
         None => Err(in_use()),
     }
+}
+
+/// The stored response of `key` when it already answered this very request,
+/// read without claiming the key; `IDEMPOTENCY_KEY_REUSED` when it answered
+/// another request. For a handler that does slow work (a network hop) before
+/// its transaction: a replay skips that work. The claim inside [`run`] stays
+/// the guard: two first requests racing past this both do the work, and the
+/// second then replays the first's response.
+pub async fn replay<Resp>(
+    pool: &PgPool,
+    key: &str,
+    fingerprint: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<Resp>, ApiError>
+where
+    Resp: Message + Default,
+{
+    let stored: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "select fingerprint, response from idempotency_key
+         where idempotency_key = $1 and expires_at > $2",
+    )
+    .bind(key)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    match stored {
+        Some((stored, _)) if stored != fingerprint => Err(reused()),
+        Some((_, Some(response))) => {
+            mark_replayed();
+            Resp::decode(response.as_slice())
+                .map(Some)
+                .map_err(ApiError::internal)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn reused() -> ApiError {
+    ApiError::failed_precondition(
+        reason::IDEMPOTENCY_KEY_REUSED,
+        "idempotency key was already used with a different request",
+    )
 }
 
 /// Stores the response of a fresh claim, in the same transaction as the effect.

@@ -55,10 +55,21 @@ impl Peers {
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.0.get(name).copied()
     }
+}
 
-    /// The gRPC endpoint (`http://<addr>`) of the service named `name`, if known.
-    pub fn endpoint(&self, name: &str) -> Option<String> {
-        self.addr(name).map(|addr| format!("http://{addr}"))
+impl Context {
+    /// The gRPC endpoint of the peer `name` when the runner knows where it
+    /// listens: `https://` when this service's client TLS is configured
+    /// (tonic applies TLS by the scheme), `http://` otherwise.
+    pub fn peer_endpoint(&self, name: &str) -> Option<String> {
+        let scheme = if self.auth.credentials.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.peers
+            .addr(name)
+            .map(|addr| format!("{scheme}://{addr}"))
     }
 }
 

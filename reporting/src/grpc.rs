@@ -1,16 +1,18 @@
 //! `corebank.v1.ReportingService` (proto ⇄ domain): statements, daily
 //! totals, exports, signing keys, reconciliations, rebuilds and the
 //! projection's status. Read only, but for exports and reconciliation
-//! reports, which are append-only records.
+//! reports, which are append-only records, and rebuilds; those three take an
+//! idempotency key, claimed in the transaction that writes them.
 
 mod convert;
+mod runs_api;
 
 use std::pin::Pin;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::error::required_uuid as id_field;
-use corebank_platform::idempotency::fingerprint;
+use corebank_platform::idempotency::{fingerprint, required_key};
 use corebank_platform::messaging::Broker;
 use corebank_platform::paging::Page;
 use corebank_platform::tenancy::Tenancy;
@@ -265,8 +267,7 @@ impl ReportingService for ReportingApi {
         let request = request.into_inner();
         let now = self.clock.now();
         let mut violations = Violations::default();
-        let key =
-            corebank_platform::idempotency::required_key(&mut violations, &request.idempotency_key);
+        let key = required_key(&mut violations, &request.idempotency_key);
         let start = time_field(
             &mut violations,
             "period_start",
@@ -419,17 +420,7 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::Reconciliation>, Status> {
-        let as_of = request.into_inner().as_of_ledger_seq;
-        let report = runs::reconcile(
-            &self.store,
-            &self.ledger,
-            &self.broker,
-            &self.clock,
-            as_of,
-            "manual",
-        )
-        .await?;
-        Ok(Response::new(reconciliation_to_proto(&report.0, &report.1)))
+        Ok(Response::new(self.reconcile_once(request).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -471,14 +462,9 @@ impl ReportingService for ReportingApi {
     #[tracing::instrument(skip_all)]
     async fn rebuild_read_models(
         &self,
-        _request: Request<pb::RebuildReadModelsRequest>,
+        request: Request<pb::RebuildReadModelsRequest>,
     ) -> Result<Response<pb::RebuildReadModelsResponse>, Status> {
-        let rebuilt = runs::rebuild(&self.store, &self.ledger, &self.clock).await?;
-        Ok(Response::new(pb::RebuildReadModelsResponse {
-            entries: rebuilt.entries,
-            accounts: rebuilt.accounts,
-            ledger_head_seq: rebuilt.ledger_head_seq,
-        }))
+        Ok(Response::new(self.rebuild_once(request).await?))
     }
 
     #[tracing::instrument(skip_all)]

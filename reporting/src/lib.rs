@@ -124,8 +124,7 @@ impl Service for ReportingService {
 
     fn settings(context: Context, args: &ReportingArgs) -> anyhow::Result<Settings> {
         let account_endpoint = context
-            .peers
-            .endpoint("account")
+            .peer_endpoint("account")
             .unwrap_or_else(|| args.account_endpoint.clone());
         Ok(Settings {
             auth: context.auth,

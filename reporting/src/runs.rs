@@ -278,6 +278,24 @@ pub async fn reconcile(
     as_of: i64,
     trigger: &str,
 ) -> Result<Report, ApiError> {
+    let report = compare(store, ledger, broker, clock, as_of, trigger).await?;
+    let mut tx = store.begin().await?;
+    record(&mut tx, &report).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// The comparison of [`reconcile`], stored nowhere yet: it asks the ledger
+/// over gRPC, so it runs before (never inside) the transaction that
+/// [`record`]s it.
+pub async fn compare(
+    store: &ReportingStore,
+    ledger: &Ledger,
+    broker: &Broker,
+    clock: &SharedClock,
+    as_of: i64,
+    trigger: &str,
+) -> Result<Report, ApiError> {
     if as_of < 0 {
         return Err(ApiError::invalid_field(
             "as_of_ledger_seq",
@@ -329,10 +347,15 @@ pub async fn reconcile(
         lag: lag.encode_to_vec(),
         created_at: clock.now(),
     };
-    let mut tx = store.begin().await?;
-    reconciliations::insert(&mut tx, &run, &mismatches).await?;
-    tx.commit().await?;
-    metrics::counter!("reporting_reconciliations_total", "trigger" => trigger.to_owned())
+    Ok((run, mismatches))
+}
+
+/// Stores a report [`compare`] made, in the caller's transaction.
+pub async fn record(conn: &mut sqlx::PgConnection, report: &Report) -> Result<(), ApiError> {
+    let (run, mismatches) = report;
+    reconciliations::insert(conn, run, mismatches).await?;
+    let as_of = run.as_of_ledger_seq;
+    metrics::counter!("reporting_reconciliations_total", "trigger" => run.trigger.clone())
         .increment(1);
     metrics::gauge!("reporting_reconciliation_mismatches").set(mismatches.len() as f64);
     if mismatches.is_empty() {
@@ -348,7 +371,7 @@ pub async fn reconcile(
             "reconciliation found mismatches"
         );
     }
-    Ok((run, mismatches))
+    Ok(())
 }
 
 /// What a rebuild did.
@@ -360,17 +383,16 @@ pub struct Rebuilt {
 }
 
 /// Throws the ledger-derived read models away and builds them again from
-/// every ledger entry, in one transaction: readers see the old model until
-/// it commits, and events that arrive meanwhile wait for it, then apply as
-/// duplicates or successors.
+/// every ledger entry, in the caller's transaction (the one holding the
+/// request's idempotency key): readers see the old model until it commits,
+/// and events that arrive meanwhile wait for it, then apply as duplicates or
+/// successors.
 pub async fn rebuild(
-    store: &ReportingStore,
+    conn: &mut sqlx::PgConnection,
     ledger: &Ledger,
-    clock: &SharedClock,
+    now: DateTime<Utc>,
 ) -> Result<Rebuilt, ApiError> {
-    let now = clock.now();
-    let mut tx = store.begin().await?;
-    projection::clear_ledger_models(&mut tx).await?;
+    projection::clear_ledger_models(&mut *conn).await?;
     let mut entries = 0;
     let mut accounts = BTreeSet::new();
     let mut token = String::new();
@@ -379,7 +401,7 @@ pub async fn rebuild(
         let page = ledger.page(None, 0, &token).await?;
         head = head.max(page.head_ledger_seq);
         for entry in &page.entries {
-            projection::offer_entry(&mut tx, entry, now).await?;
+            projection::offer_entry(&mut *conn, entry, now).await?;
             accounts.insert(entry.account_id);
             entries += 1;
         }
@@ -388,7 +410,6 @@ pub async fn rebuild(
         }
         token = page.next_page_token;
     }
-    tx.commit().await?;
     tracing::info!(
         entries,
         accounts = accounts.len(),

@@ -102,8 +102,7 @@ impl Service for TransactionService {
 
     fn settings(context: Context, args: &TransactionArgs) -> anyhow::Result<Settings> {
         let account_endpoint = context
-            .peers
-            .endpoint("account")
+            .peer_endpoint("account")
             .unwrap_or_else(|| args.account_endpoint.clone());
         Ok(Settings {
             account_endpoint,

@@ -36,6 +36,7 @@ use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 
 use crate::client::{ClientArgs, channel};
 
+pub mod edge;
 mod load;
 mod report;
 

@@ -73,9 +73,14 @@ pub struct AuthArgs {
     /// development key when neither this nor `--jwks-url` is given.
     #[arg(long, env = "COREBANK_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
-    /// JWKS URL of the identity provider (e.g. Keycloak's certs endpoint).
+    /// JWKS URL of the identity provider (e.g. Keycloak's certs endpoint):
+    /// `https://`, or `http://` for a sidecar on loopback.
     #[arg(long, env = "COREBANK_JWKS_URL", conflicts_with = "jwt_public_key")]
     pub jwks_url: Option<String>,
+    /// PEM CA certificate(s) trusted for an `https://` `--jwks-url` besides
+    /// the system's roots: the provider's private PKI.
+    #[arg(long, env = "COREBANK_JWKS_CA_FILE", requires = "jwks_url")]
+    pub jwks_ca_file: Option<PathBuf>,
     /// Least time between two JWKS fetches.
     #[arg(long, env = "COREBANK_JWKS_REFRESH_FLOOR", default_value = "30s", value_parser = crate::config::parse_duration)]
     pub jwks_refresh_floor: Duration,
@@ -119,6 +124,7 @@ impl AuthArgs {
             KeySource::Jwks {
                 url: url.clone(),
                 floor: self.jwks_refresh_floor,
+                ca_file: self.jwks_ca_file.clone(),
             }
         } else {
             KeySource::Ed25519(self.dev_key()?.verifying_key())

@@ -94,6 +94,11 @@ impl Credentials {
         self
     }
 
+    /// The client TLS these credentials connect with, if any.
+    pub fn tls(&self) -> Option<&ClientTlsConfig> {
+        self.tls.as_ref()
+    }
+
     /// The `authorization` value presented now, if any.
     pub fn authorization(&self) -> Result<Option<AsciiMetadataValue>, tonic::Status> {
         match &*self.token {
@@ -121,10 +126,19 @@ impl Credentials {
     }
 
     /// A lazily connecting channel to `endpoint` that presents these
-    /// credentials (and TLS, when configured).
+    /// credentials (and TLS, when configured). With TLS configured the
+    /// endpoint must be `https://`: tonic applies TLS by the URL's scheme
+    /// and would otherwise send the bearer token in plain text.
     pub fn connect_lazy(&self, endpoint: Endpoint) -> anyhow::Result<AuthedChannel> {
         let endpoint = match &self.tls {
-            Some(tls) => endpoint.tls_config(tls.clone())?,
+            Some(tls) => {
+                anyhow::ensure!(
+                    endpoint.uri().scheme_str() == Some("https"),
+                    "TLS is configured (--tls-ca) but endpoint {} is not https://",
+                    endpoint.uri()
+                );
+                endpoint.tls_config(tls.clone())?
+            }
             None => endpoint,
         };
         Ok(InterceptedService::new(

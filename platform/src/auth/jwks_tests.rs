@@ -100,6 +100,7 @@ fn authenticator(url: &str, floor: Duration) -> Authenticator {
     Authenticator::new(KeySource::Jwks {
         url: url.to_owned(),
         floor,
+        ca_file: None,
     })
     .unwrap()
 }

@@ -9,6 +9,7 @@
 //! token in [`ON_BEHALF_OF`].
 
 mod args;
+mod cache;
 mod credentials;
 mod devkey;
 mod jwks;

@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::cache::VerifiedTokens;
 use super::jwks::JwksCache;
 use super::principal::Principal;
 use super::{DEFAULT_INTERNAL_AUDIENCE, DEFAULT_ISSUER, DEFAULT_PARTNER_AUDIENCE};
@@ -50,6 +51,7 @@ pub struct Claims {
 #[derive(Deserialize)]
 struct VerifiedClaims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     scope: String,
 }
@@ -91,8 +93,13 @@ pub enum KeySource {
     /// PEM text in hand.
     Pem(String),
     /// A JWKS URL (`--jwks-url`), refetched on an unknown `kid` at most once
-    /// per `floor`.
-    Jwks { url: String, floor: Duration },
+    /// per `floor`; an `https://` one is verified against the system's roots
+    /// plus the PEM certificates in `ca_file` (`--jwks-ca-file`).
+    Jwks {
+        url: String,
+        floor: Duration,
+        ca_file: Option<PathBuf>,
+    },
     /// An Ed25519 key in hand (the development key's public half, tests).
     Ed25519(VerifyingKey),
 }
@@ -170,6 +177,7 @@ enum Keys {
 /// Verifies bearer tokens and turns them into [`Principal`]s.
 pub struct Authenticator {
     keys: Keys,
+    verified: VerifiedTokens,
     issuer: String,
     partner_audience: String,
     internal_audience: String,
@@ -196,11 +204,16 @@ impl Authenticator {
                 Keys::Static(vec![PinnedKey::from_pem(&pem)?])
             }
             KeySource::Pem(pem) => Keys::Static(vec![PinnedKey::from_pem(pem.as_bytes())?]),
-            KeySource::Jwks { url, floor } => Keys::Jwks(JwksCache::new(&url, floor)?),
+            KeySource::Jwks {
+                url,
+                floor,
+                ca_file,
+            } => Keys::Jwks(JwksCache::new(&url, floor, ca_file.as_deref())?),
             KeySource::Ed25519(key) => Keys::Static(vec![PinnedKey::ed25519(&key)]),
         };
         Ok(Self {
             keys,
+            verified: VerifiedTokens::default(),
             issuer: DEFAULT_ISSUER.to_owned(),
             partner_audience: DEFAULT_PARTNER_AUDIENCE.to_owned(),
             internal_audience: DEFAULT_INTERNAL_AUDIENCE.to_owned(),
@@ -239,8 +252,33 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `token` (without the `Bearer ` prefix) for `audience`.
+    /// Verifies `token` (without the `Bearer ` prefix) for `audience`; a
+    /// token that verified in the last minute and has not expired is not
+    /// checked again.
     pub async fn verify(&self, token: &str, audience: Audience) -> Result<Principal, AuthError> {
+        if let Some(principal) = self.verified.get(token, audience) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.verify_signature(token, audience).await?;
+        self.verified.insert(token, audience, &principal, exp);
+        Ok(principal)
+    }
+
+    /// How many verified tokens are remembered.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.count()
+    }
+
+    /// The principal `token` is remembered as, if it verified recently.
+    pub fn verified_principal(&self, token: &str, audience: Audience) -> Option<Principal> {
+        self.verified.get(token, audience)
+    }
+
+    async fn verify_signature(
+        &self,
+        token: &str,
+        audience: Audience,
+    ) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         let candidates = match &self.keys {
             Keys::Static(keys) => keys
@@ -268,11 +306,9 @@ impl Authenticator {
         if data.claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty subject"));
         }
-        Ok(Principal::from_token(
-            data.claims.sub,
-            scopes,
-            audience == Audience::Internal,
-        ))
+        let principal =
+            Principal::from_token(data.claims.sub, scopes, audience == Audience::Internal);
+        Ok((principal, data.claims.exp))
     }
 
     fn validation(&self, algorithm: Algorithm, audience: Audience) -> Validation {

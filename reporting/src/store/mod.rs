@@ -50,4 +50,18 @@ impl ReportingStore {
     {
         idempotency::run(&self.pool, key, fingerprint, now, self.idempotency, effect).await
     }
+
+    /// The response `key` already stored for this very request, if any, so
+    /// a replay skips work done before the transaction (asking the ledger).
+    pub async fn replay<Resp>(
+        &self,
+        key: &str,
+        fingerprint: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Resp>, ApiError>
+    where
+        Resp: prost::Message + Default,
+    {
+        idempotency::replay(&self.pool, key, fingerprint, now).await
+    }
 }

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
+mod owasp;
+
 /// Every RPC the REST suite reaches; a new annotated RPC fails
 /// `every_annotated_rpc_is_reachable_through_rest` until it is listed here.
 const REACHED: &[&str] = &[
@@ -72,6 +74,7 @@ const REACHED: &[&str] = &[
     "corebank.v1.ReportingService.GetProjectionStatus",
 ];
 
+#[derive(Clone)]
 struct Rest {
     client: HttpClient,
     partner: String,

@@ -247,6 +247,7 @@ async fn reconcile(app: &TestApp) -> pb::Reconciliation {
         .clone()
         .reconcile(pb::ReconcileRequest {
             as_of_ledger_seq: 0,
+            idempotency_key: key(),
         })
         .await
         .expect("reconcile")

@@ -129,7 +129,9 @@ async fn a_rebuilt_read_model_equals_the_incrementally_built_one() {
     let rebuilt = app
         .reporting
         .clone()
-        .rebuild_read_models(pb::RebuildReadModelsRequest {})
+        .rebuild_read_models(pb::RebuildReadModelsRequest {
+            idempotency_key: key(),
+        })
         .await
         .expect("rebuild")
         .into_inner();
@@ -137,4 +139,63 @@ async fn a_rebuilt_read_model_equals_the_incrementally_built_one() {
     assert_eq!(snapshot(&app).await, incremental);
     let report = reconcile(&app).await;
     assert!(report.clean, "{:?}", report.mismatches);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_sent_again_with_its_key_replays_its_answer_without_rebuilding() {
+    let app = TestApp::spawn().await;
+    let source = app.funded_account("100.00").await.account_id;
+    let destination = app.funded_account("10.00").await.account_id;
+    app.transfer(&source, &destination, "25.00").await;
+    caught_up(&app).await;
+    let request = pb::RebuildReadModelsRequest {
+        idempotency_key: key(),
+    };
+    let first = app
+        .reporting
+        .clone()
+        .rebuild_read_models(request.clone())
+        .await
+        .expect("rebuild")
+        .into_inner();
+    let entries = app.count("account.entry").await;
+    assert_eq!(first.entries, entries);
+
+    // Damage a second rebuild would repair: the replay leaves it be.
+    sqlx::query("delete from reporting.entry where entry_id in (select entry_id from reporting.entry limit 2)")
+        .execute(&app.owner)
+        .await
+        .expect("damage the read model");
+    let replayed = app
+        .reporting
+        .clone()
+        .rebuild_read_models(request.clone())
+        .await
+        .expect("the same rebuild again")
+        .into_inner();
+    assert_eq!(replayed, first);
+    assert_eq!(app.count("reporting.entry").await, entries - 2);
+
+    let blank = app
+        .reporting
+        .clone()
+        .rebuild_read_models(pb::RebuildReadModelsRequest {
+            idempotency_key: " ".to_owned(),
+        })
+        .await
+        .expect_err("a blank key");
+    assert_eq!(blank.code(), tonic::Code::InvalidArgument);
+    assert_eq!(app.count("reporting.entry").await, entries - 2);
+
+    let repaired = app
+        .reporting
+        .clone()
+        .rebuild_read_models(pb::RebuildReadModelsRequest {
+            idempotency_key: key(),
+        })
+        .await
+        .expect("a rebuild under a new key")
+        .into_inner();
+    assert_eq!(repaired.entries, entries);
+    assert_eq!(app.count("reporting.entry").await, entries);
 }

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestDb, reason};
+use crate::helpers::{TestDb, key, reason};
 
 /// The subject of the admin client's token: the actor saga admin records.
 const OPERATOR: &str = "ops-test";
@@ -176,6 +176,7 @@ impl SagaTest {
                 clock: self.clock.clone(),
                 broker,
                 engine: self.config.clone(),
+                idempotency: Default::default(),
                 auth: self.auth.clone(),
             },
             "127.0.0.1:0".parse().expect("loopback"),

@@ -62,6 +62,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
         saga_id: saga_id.to_owned(),
         actor: actor.to_owned(),
         reason: "ticket OPS-42".to_owned(),
+        idempotency_key: key(),
     };
     // The actor recorded is the token's subject; the request's field is ignored.
     let retried = test
@@ -165,4 +166,139 @@ async fn the_step_log_cannot_be_edited() {
         as_owner.is_err(),
         "not even the owner can delete from the log"
     );
+}
+
+/// An operator action on `saga_id` under `key`.
+fn keyed(saga_id: &str, reason: &str, key: &str) -> pb::SagaActionRequest {
+    pb::SagaActionRequest {
+        saga_id: saga_id.to_owned(),
+        actor: String::new(),
+        reason: reason.to_owned(),
+        idempotency_key: key.to_owned(),
+    }
+}
+
+/// The events of the operator actions in a saga's log.
+fn admin_events(saga: &pb::Saga) -> Vec<&str> {
+    saga.history
+        .iter()
+        .filter(|entry| entry.event.starts_with("admin_"))
+        .map(|entry| entry.event.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_sent_twice_with_one_key_replays_its_answer_and_resends_once() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let awaited = test.next_awaited().await;
+    let request = keyed(&awaited.saga_id, "ticket OPS-7", &key());
+
+    let first = test
+        .admin()
+        .retry_saga(request.clone())
+        .await
+        .expect("retry");
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let again = test
+        .admin()
+        .retry_saga(request.clone())
+        .await
+        .expect("the same retry again");
+    assert_eq!(
+        again
+            .metadata()
+            .get("idempotent-replayed")
+            .and_then(|value| value.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(again.into_inner(), first.into_inner(), "the first answer");
+
+    let resent = test
+        .drain(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .filter(|command| command.command_id == awaited.command_id)
+        .count();
+    assert_eq!(resent, 1, "one retry, one resend");
+    let saga = test.saga(&awaited.saga_id).await;
+    assert_eq!(admin_events(&saga), ["admin_retry"]);
+    assert_eq!(saga.state, pb::SagaState::Running as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_used_for_one_saga_action_is_refused_for_any_other() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let awaited = test.next_awaited().await;
+    let used = key();
+    let request = keyed(&awaited.saga_id, "ticket OPS-7", &used);
+    test.admin()
+        .retry_saga(request.clone())
+        .await
+        .expect("retry");
+
+    let other_reason = test
+        .admin()
+        .retry_saga(keyed(&awaited.saga_id, "ticket OPS-8", &used))
+        .await
+        .expect_err("another reason under the key");
+    let abort = test
+        .admin()
+        .abort_saga(request.clone())
+        .await
+        .expect_err("an abort under the retry's key");
+    // The actor is the token's subject and part of the request a key stands
+    // for: another operator cannot replay (or reuse) this one's key.
+    let other_operator = test
+        .admin_as("ops-bob")
+        .retry_saga(request)
+        .await
+        .expect_err("another operator under the key");
+    for status in [other_reason, abort, other_operator] {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert_eq!(reason(&status), "IDEMPOTENCY_KEY_REUSED");
+    }
+    let saga = test.saga(&awaited.saga_id).await;
+    assert_eq!(
+        admin_events(&saga),
+        ["admin_retry"],
+        "nothing else was done"
+    );
+    assert_eq!(saga.state, pb::SagaState::Running as i32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_aborts_with_one_key_compensate_once_and_answer_alike() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Withdrawal, "20.00").await;
+    let awaited = test.next_awaited().await;
+    let request = keyed(&awaited.saga_id, "ticket OPS-9", &key());
+    let aborts = (0..6).map(|_| {
+        let mut admin = test.admin();
+        let request = request.clone();
+        tokio::spawn(async move { admin.abort_saga(request).await })
+    });
+    let answers: Vec<pb::Saga> = futures::future::join_all(aborts)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("task").expect("abort").into_inner())
+        .collect();
+    assert_eq!(answers[0].state, pb::SagaState::Compensating as i32);
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "every caller gets the one abort's answer"
+    );
+
+    let releases = test
+        .drain(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .filter(|command| {
+            command.is::<pb::ReleaseFundsCommand>() && command.saga_id == awaited.saga_id
+        })
+        .count();
+    assert_eq!(releases, 1, "one abort, one compensation");
+    let saga = test.saga(&awaited.saga_id).await;
+    assert_eq!(admin_events(&saga), ["admin_abort"]);
 }
