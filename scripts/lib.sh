@@ -172,6 +172,33 @@ stop_private_postgres() {
     PRIVATE_PG_DIR=""
 }
 
+# Runs `$1 up` in the background (its output in $2) in the broker namespace
+# corebank-bench (repeated runs reuse its queues instead of piling up new
+# ones), waits until 127.0.0.1:$3 listens, and stops it when the script exits.
+start_corebank() {
+    local bin="$1" log="$2" port="$3"
+    say "starting corebank (log: $log)"
+    COREBANK_NAMESPACE="${COREBANK_NAMESPACE:-corebank-bench}" "$bin" up >"$log" 2>&1 &
+    COREBANK_PID=$!
+    trap stop_corebank EXIT
+    for _ in $(seq 120); do
+        port_open 127.0.0.1 "$port" && return 0
+        kill -0 "$COREBANK_PID" 2>/dev/null || { tail -n 30 "$log" >&2; die "corebank exited during startup (log: $log)"; }
+        sleep 1
+    done
+    tail -n 30 "$log" >&2
+    die "corebank did not listen on :$port within 120 s (log: $log)"
+}
+
+stop_corebank() {
+    kill -TERM "$COREBANK_PID" 2>/dev/null || return 0
+    for _ in $(seq 20); do
+        kill -0 "$COREBANK_PID" 2>/dev/null || return 0
+        sleep 0.5
+    done
+    kill -KILL "$COREBANK_PID" 2>/dev/null || true
+}
+
 prepare() {
     ensure_rust
     ensure_postgres

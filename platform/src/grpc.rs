@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -95,7 +95,12 @@ impl GrpcServer {
             .timeout(DEFAULT_DEADLINE)
             .layer(layers)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(
+                // Small answers must not wait on Nagle's algorithm for the
+                // peer's delayed ACK (a 40 ms stall at the tail).
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            )
             .await?;
         tracing::info!(service = name, "grpc stopped");
         Ok(())
