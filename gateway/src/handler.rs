@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use corebank_platform::auth::Principal;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DynamicMessage, Kind, ReflectMessage};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 
 use crate::auth::{EdgeAuth, ON_BEHALF_OF_METADATA, forbidden};
@@ -71,15 +71,21 @@ pub async fn dispatch(State(gateway): State<Arc<Gateway>>, request: Request) -> 
     };
     let principal = parts.extensions.get::<Principal>().cloned();
     let idempotency_key = header_text(&parts.headers, "idempotency-key");
-    let resource_id = variables
-        .first()
-        .map(|(_, value)| value.clone())
-        .unwrap_or_default();
+    let path_id = variables.first().map(|(_, value)| value.clone());
     let response = match call(&gateway, route, variables, parts, body, principal.as_ref()).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
     if route.is_mutating() {
+        // The object acted on: named in the path, or made by this request.
+        let resource_id = path_id
+            .or_else(|| {
+                response
+                    .extensions()
+                    .get::<CreatedId>()
+                    .map(|id| id.0.clone())
+            })
+            .unwrap_or_default();
         tracing::info!(
             principal = principal.as_ref().map_or("anonymous", |p| p.subject.as_str()),
             route = %route.template,
@@ -148,6 +154,7 @@ async fn call(
         .get(IDEMPOTENT_REPLAYED)
         .is_some_and(|value| value.as_encoded_bytes() == b"true");
     let json = response_json(response.get_ref())?;
+    let created = created_id(response.get_ref());
     let mut http_response = (
         StatusCode::OK,
         [(
@@ -162,7 +169,28 @@ async fn call(
             .headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
+    if let Some(id) = created {
+        http_response.extensions_mut().insert(CreatedId(id));
+    }
     Ok(http_response)
+}
+
+/// The id of the object an answer describes, for the audit log line.
+#[derive(Clone)]
+struct CreatedId(String);
+
+/// The answer's first string field named `*_id` (`customer_id`,
+/// `transaction_id`, …): corebank's resources lead with their own id.
+fn created_id(message: &DynamicMessage) -> Option<String> {
+    let field = message
+        .descriptor()
+        .fields()
+        .find(|field| field.name().ends_with("_id") && field.kind() == Kind::String)?;
+    let value = message.get_field(&field);
+    value
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// The gRPC request: the message, the deadline, the request id, and the
@@ -230,4 +258,27 @@ pub fn too_large(limit: usize) -> GatewayError {
         format!("the request body exceeds {limit} bytes"),
     )
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::{DescriptorPool, Value};
+
+    use super::*;
+
+    fn message(name: &str) -> DynamicMessage {
+        let pool = DescriptorPool::decode(corebank_proto::FILE_DESCRIPTOR_SET).expect("pool");
+        DynamicMessage::new(pool.get_message_by_name(name).expect("message"))
+    }
+
+    #[test]
+    fn the_id_logged_for_a_create_is_the_answers_own_id() {
+        let mut customer = message("corebank.v1.Customer");
+        assert_eq!(created_id(&customer), None, "no id yet");
+        customer.set_field_by_name("customer_id", Value::String("c-1".to_owned()));
+        assert_eq!(created_id(&customer).as_deref(), Some("c-1"));
+        let mut transaction = message("corebank.v1.Transaction");
+        transaction.set_field_by_name("transaction_id", Value::String("t-1".to_owned()));
+        assert_eq!(created_id(&transaction).as_deref(), Some("t-1"));
+    }
 }

@@ -1,6 +1,6 @@
 //! Who a customer is, checked at creation: an ISO 3166 country, one customer
-//! per national id and country (never echoed back), and the idempotency key
-//! every create and update needs.
+//! per national id and country within its owner (never echoed back), and the
+//! idempotency key every create and update needs.
 
 use corebank_proto::v1 as pb;
 use tonic::Code;
@@ -71,6 +71,58 @@ async fn a_second_customer_with_the_same_national_id_and_country_is_refused_with
         })
         .await
         .unwrap();
+    assert_eq!(app.count("customer.customer").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_partner_cannot_learn_another_partners_customers_by_creating_them() {
+    let app = TestApp::spawn().await;
+    let scopes = "customers:read customers:write";
+    let (acme, globex) = (
+        app.partner("acme", scopes).await,
+        app.partner("globex", scopes).await,
+    );
+    let person = app.new_customer_request();
+    acme.customer
+        .clone()
+        .create_customer(person.clone())
+        .await
+        .expect("acme's customer");
+    // The same person (email and national id) signing up with another
+    // partner is that partner's customer: nothing tells it acme has them.
+    let globex_customer = globex
+        .customer
+        .clone()
+        .create_customer(pb::CreateCustomerRequest {
+            idempotency_key: key(),
+            ..person.clone()
+        })
+        .await
+        .expect("globex's customer, the same person")
+        .into_inner();
+    assert_eq!(globex_customer.partner_id, "globex");
+    // Within one partner the person is still one customer, by either field.
+    for duplicate in [
+        pb::CreateCustomerRequest {
+            national_id: app.new_customer_request().national_id,
+            ..person.clone()
+        },
+        pb::CreateCustomerRequest {
+            email: app.new_customer_request().email,
+            ..person.clone()
+        },
+    ] {
+        let status = globex
+            .customer
+            .clone()
+            .create_customer(pb::CreateCustomerRequest {
+                idempotency_key: key(),
+                ..duplicate
+            })
+            .await
+            .expect_err("a second customer of globex with one email or national id");
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    }
     assert_eq!(app.count("customer.customer").await, 2);
 }
 
