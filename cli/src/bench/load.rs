@@ -3,28 +3,13 @@
 
 use super::*;
 
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Planned {
-    pub(super) source: usize,
-    pub(super) destination: usize,
-    pub(super) cents: u32,
-}
-
-pub(super) fn plan(transfers: u64, accounts: usize, seed: u64) -> Vec<Planned> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..transfers)
-        .map(|_| {
-            let source = rng.random_range(0..accounts);
-            // Any other account: shift past the source.
-            let destination = (source + rng.random_range(1..accounts)) % accounts;
-            Planned {
-                source,
-                destination,
-                cents: rng.random_range(1..=500),
-            }
-        })
-        .collect()
-}
+/// A create call in flight, whichever movement it starts.
+type CreateCall = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<tonic::Response<pb::Transaction>, tonic::Status>>
+            + Send,
+    >,
+>;
 
 pub(super) fn usd(amount: String) -> Option<pb::Money> {
     Some(pb::Money {
@@ -236,26 +221,61 @@ pub(super) enum Outcome {
     },
 }
 
-/// Sends one transfer and follows it to its end, noting when that end was seen.
+/// Starts one planned movement (transfer, deposit or withdrawal) and follows
+/// it to its end, noting when that end was seen.
 pub(super) async fn transfer(
     mut client: TransactionServiceClient<AuthedChannel>,
     accounts: &[String],
     planned: Planned,
     deadline: Instant,
 ) -> Outcome {
-    let request = pb::CreateTransferRequest {
-        idempotency_key: key(),
-        source_account_id: accounts[planned.source].clone(),
-        destination_account_id: accounts[planned.destination].clone(),
-        amount: usd(format!(
-            "{}.{:02}",
-            planned.cents / 100,
-            planned.cents % 100
-        )),
-        description: "corebank bench".to_owned(),
-        wait: wait(),
+    let (idempotency_key, description) = (key(), "corebank bench".to_owned());
+    let amount = usd(format!(
+        "{}.{:02}",
+        planned.cents / 100,
+        planned.cents % 100
+    ));
+    let (source, destination) = (
+        accounts[planned.source].clone(),
+        accounts[planned.destination].clone(),
+    );
+    let (rpc, call) = match planned.kind {
+        Kind::Transfer => ("CreateTransfer", {
+            let request = pb::CreateTransferRequest {
+                idempotency_key,
+                source_account_id: source,
+                destination_account_id: destination,
+                amount,
+                description,
+                wait: wait(),
+            };
+            let mut client = client.clone();
+            Box::pin(async move { client.create_transfer(request).await }) as CreateCall
+        }),
+        Kind::Deposit => ("CreateDeposit", {
+            let request = pb::CreateDepositRequest {
+                idempotency_key,
+                account_id: destination,
+                amount,
+                description,
+                wait: wait(),
+            };
+            let mut client = client.clone();
+            Box::pin(async move { client.create_deposit(request).await }) as CreateCall
+        }),
+        Kind::Withdrawal => ("CreateWithdrawal", {
+            let request = pb::CreateWithdrawalRequest {
+                idempotency_key,
+                account_id: source,
+                amount,
+                description,
+                wait: wait(),
+            };
+            let mut client = client.clone();
+            Box::pin(async move { client.create_withdrawal(request).await }) as CreateCall
+        }),
     };
-    let created = match timeout_at(deadline, client.create_transfer(request)).await {
+    let created = match timeout_at(deadline, call).await {
         Err(_) => return Outcome::Unfinished { id: None },
         // Refused up front (a business rule): a terminal outcome like a failed saga.
         Ok(Err(status)) if status.code() == Code::FailedPrecondition => {
@@ -268,7 +288,7 @@ pub(super) async fn transfer(
         Ok(Err(status)) => {
             return Outcome::Error {
                 id: None,
-                message: describe("CreateTransfer", &status),
+                message: describe(rpc, &status),
             };
         }
         Ok(Ok(response)) => response.into_inner(),

@@ -126,6 +126,10 @@ pub(super) struct Report {
     pub(super) mode: &'static str,
     pub(super) transfers: u64,
     pub(super) accounts: u32,
+    /// Each saga's share (`--mix`).
+    pub(super) mix: String,
+    /// The Zipf exponent accounts were picked by; uniform when absent.
+    pub(super) zipf: Option<f64>,
     pub(super) concurrency: Option<u32>,
     pub(super) rate: Option<f64>,
     pub(super) started: u64,
@@ -186,10 +190,13 @@ impl Report {
                 self.concurrency.unwrap_or_default()
             ),
         };
+        let spread = self
+            .zipf
+            .map_or_else(|| "uniform".to_owned(), |s| format!("Zipf {s}"));
         writeln!(
             out,
-            "corebank bench: {} transfers over {} accounts, {load}",
-            self.transfers, self.accounts
+            "corebank bench: {} movements ({}) over {} accounts ({spread}), {load}",
+            self.transfers, self.mix, self.accounts
         )?;
         let reasons: Vec<String> = self
             .failure_reasons
