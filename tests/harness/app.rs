@@ -117,6 +117,9 @@ pub struct TestApp {
     /// Where each service of the list listens.
     peers: Peers,
     running: Mutex<HashMap<Service, Running>>,
+    /// The ports of stopped services, held so that no other test's service
+    /// binding port 0 is given one before the service starts again on it.
+    reserved: Mutex<HashMap<Service, tokio::net::TcpListener>>,
 }
 
 impl TestApp {
@@ -157,6 +160,7 @@ impl TestApp {
             credentials: credentials.clone(),
             peers: Peers::default(),
             running: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
         };
         // Like migrations for the schema: the whole topology exists before any
         // service publishes, so no event is unroutable for want of a queue.
@@ -200,11 +204,27 @@ impl TestApp {
         if let Some((token, task)) = running {
             token.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+            match hold_port(self.addr_of(service)) {
+                Ok(placeholder) => {
+                    self.reserved
+                        .lock()
+                        .expect("reserved ports")
+                        .insert(service, placeholder);
+                }
+                Err(error) => eprintln!("{} port not held while stopped: {error}", service.name()),
+            }
         }
     }
 
     /// Starts a stopped service again on its old address.
     pub async fn start(&self, service: Service) {
+        // Dropped just before the service binds the port again.
+        drop(
+            self.reserved
+                .lock()
+                .expect("reserved ports")
+                .remove(&service),
+        );
         self.start_at(service, self.addr_of(service)).await;
     }
 
@@ -528,4 +548,17 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Listens on `addr` (with SO_REUSEADDR, as the services bind, so the
+/// stopped service's connections in TIME_WAIT do not stand in the way).
+fn hold_port(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1)
 }
