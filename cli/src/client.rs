@@ -72,6 +72,27 @@ pub async fn channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
     crate::token::operator_credentials()?.connect_lazy(endpoint)
 }
 
+/// A channel to `endpoint` presenting `COREBANK_TOKEN`, or else a service
+/// token signed with the development key: every scope, no tenant, as one
+/// service calling another. The benches run as this; an operator's staff
+/// scopes do not open accounts or move money.
+pub fn service_channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
+    let token = match std::env::var("COREBANK_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => token,
+        _ => crate::token::development_token(
+            "service:bench",
+            corebank_platform::auth::SERVICE_SCOPE,
+            corebank_platform::auth::Audience::Internal,
+        )?,
+    };
+    let endpoint = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|error| anyhow::anyhow!("invalid endpoint {endpoint:?}: {error}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .tcp_nodelay(true);
+    corebank_platform::auth::Credentials::bearer(&token)?.connect_lazy(endpoint)
+}
+
 pub fn default_actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".to_owned())
 }

@@ -1,91 +1,21 @@
 //! The whole system as a real process, killed with SIGKILL while sagas are in
 //! flight and started again: every saga ends and no money is lost or made.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
 use corebank_platform::auth::{
     Audience, Credentials, DevKey, PARTNER_SCOPES, STAFF_SCOPES, TokenSpec,
 };
-use corebank_platform::service::Peers;
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
-use corebank_tests::harness::{
-    TestDb, admin_url, amqp_url, delete_namespace, fresh_namespace, usd,
-};
-use tokio::process::{Child, Command};
+use corebank_tests::harness::{TestDb, admin_url, delete_namespace, fresh_namespace, usd};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A free port for every service of the list.
-fn free_ports() -> Peers {
-    SERVICES
-        .iter()
-        .map(|service| (service.name(), free_port()))
-        .collect()
-}
-
-fn port(ports: &Peers, service: &str) -> SocketAddr {
-    ports.addr(service).expect("a port for every service")
-}
-
-fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers, key: &Path) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corebank"));
-    command.arg("up").args([
-        "--database-url",
-        database_url,
-        "--amqp-url",
-        &amqp_url(),
-        "--namespace",
-        namespace,
-    ]);
-    for service in SERVICES {
-        let flag = format!("--{}-addr", service.name());
-        command.args([flag, port(ports, service.name()).to_string()]);
-    }
-    command
-        .args([
-            "--customer-endpoint",
-            &format!("http://{}", port(ports, "customer")),
-        ])
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--saga-step-timeout-ms",
-            "1000",
-        ])
-        .env("RUST_LOG", "warn")
-        // Its services trust, and sign their own tokens with, the test's key.
-        .env("COREBANK_DEV_SIGNING_KEY", key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("corebank up starts")
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-    for _ in 0..600 {
-        if let Ok(channel) = endpoint.connect().await {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("corebank did not listen on {addr}");
-}
+mod common;
+use common::{connect, free_ports, port, spawn_corebank};
 
 fn key() -> String {
     uuid::Uuid::now_v7().to_string()

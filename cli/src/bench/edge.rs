@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corebank_gateway::testing::{HttpClient, HttpResponse};
-use corebank_platform::auth::{
-    Audience, AuthedChannel, Credentials, PARTNER_SCOPES, SERVICE_SCOPE, STAFF_SCOPES,
-};
+use corebank_platform::auth::{Audience, AuthedChannel, PARTNER_SCOPES, STAFF_SCOPES};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use hdrhistogram::Histogram;
@@ -21,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::ClientArgs;
+use crate::client::{ClientArgs, service_channel};
 
 #[derive(Debug, clap::Args)]
 pub struct EdgeArgs {
@@ -146,9 +144,12 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         grpc: grpc_report,
         rest: rest_report,
     };
-    print_table(&report);
+    // With --json the object is the only thing on stdout, the table on stderr.
     if args.client.json {
+        write_table(&mut std::io::stderr().lock(), &report)?;
         println!("{}", serde_json::to_string(&report)?);
+    } else {
+        write_table(&mut std::io::stdout().lock(), &report)?;
     }
     for (tally, path) in [(&over_grpc, "gRPC"), (&over_rest, "REST")] {
         anyhow::ensure!(
@@ -316,17 +317,6 @@ impl Rest {
     }
 }
 
-/// A channel presenting an internal service token, as one service calling
-/// another does: the direct path the gateway's overhead is measured against.
-fn service_channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
-    let token =
-        crate::token::development_token("service:bench", SERVICE_SCOPE, Audience::Internal)?;
-    let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
-        .tcp_nodelay(true);
-    Credentials::bearer(&token)?.connect_lazy(endpoint)
-}
-
 fn bearer(subject: &str, scopes: &str) -> anyhow::Result<String> {
     Ok(format!(
         "Bearer {}",
@@ -355,17 +345,20 @@ fn progress(message: &str) {
     eprintln!("bench-gateway: {message}");
 }
 
-fn print_table(report: &EdgeReport) {
-    println!(
+fn write_table(out: &mut impl std::io::Write, report: &EdgeReport) -> std::io::Result<()> {
+    writeln!(
+        out,
         "GetBalance, {} in flight, {} s a path:",
         report.concurrency, report.seconds
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<6} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "path", "requests", "requests/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
-    );
+    )?;
     for path in [&report.grpc, &report.rest] {
-        println!(
+        writeln!(
+            out,
             "{:<6} {:>10} {:>12.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             path.path,
             path.requests,
@@ -375,10 +368,12 @@ fn print_table(report: &EdgeReport) {
             path.p99_ms,
             path.max_ms,
             path.errors
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "REST/gRPC throughput {:.2}, REST adds {:.2} ms at p50",
         report.throughput_ratio, report.added_p50_ms
-    );
+    )?;
+    Ok(())
 }

@@ -33,7 +33,7 @@ use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 
-use crate::client::{ClientArgs, channel};
+use crate::client::{ClientArgs, service_channel};
 
 pub mod edge;
 mod load;
@@ -116,13 +116,13 @@ impl Clients {
     async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
         let mut transactions = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            transactions.push(TransactionServiceClient::new(
-                channel(&args.transaction_endpoint).await?,
-            ));
+            transactions.push(TransactionServiceClient::new(service_channel(
+                &args.transaction_endpoint,
+            )?));
         }
         Ok(Self {
-            customers: CustomerServiceClient::new(channel(&args.customer_endpoint).await?),
-            accounts: AccountServiceClient::new(channel(&args.account_endpoint).await?),
+            customers: CustomerServiceClient::new(service_channel(&args.customer_endpoint)?),
+            accounts: AccountServiceClient::new(service_channel(&args.account_endpoint)?),
             transactions,
         })
     }

@@ -1,0 +1,100 @@
+//! A whole corebank as a real process (`corebank up`) on free ports, its
+//! services trusting the test's signing key, for the tests that run the
+//! binary as a user would.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use corebank_cli::services::SERVICES;
+use corebank_platform::service::Peers;
+use corebank_tests::harness::amqp_url;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A free port for every service of the list.
+pub fn free_ports() -> Peers {
+    SERVICES
+        .iter()
+        .map(|service| (service.name(), free_port()))
+        .collect()
+}
+
+pub fn port(ports: &Peers, service: &str) -> SocketAddr {
+    ports.addr(service).expect("a port for every service")
+}
+
+/// `corebank up` on `ports`, trusting `key`, with `env` set besides.
+pub fn spawn_corebank_with(
+    database_url: &str,
+    namespace: &str,
+    ports: &Peers,
+    key: &Path,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corebank"));
+    command.arg("up").args([
+        "--database-url",
+        database_url,
+        "--amqp-url",
+        &amqp_url(),
+        "--namespace",
+        namespace,
+    ]);
+    for service in SERVICES {
+        let flag = format!("--{}-addr", service.name());
+        command.args([flag, port(ports, service.name()).to_string()]);
+    }
+    command
+        .args([
+            "--customer-endpoint",
+            &format!("http://{}", port(ports, "customer")),
+        ])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--saga-step-timeout-ms",
+            "1000",
+        ])
+        .env("RUST_LOG", "warn")
+        // Its services trust, and sign their own tokens with, the test's key.
+        .env("COREBANK_DEV_SIGNING_KEY", key)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("corebank up starts")
+}
+
+pub fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers, key: &Path) -> Child {
+    spawn_corebank_with(database_url, namespace, ports, key, &[])
+}
+
+/// The database `TestDb` made, as a URL the binary can log in with.
+pub fn database_url(name: &str) -> String {
+    let admin = corebank_tests::harness::admin_url();
+    let (base, _) = admin.rsplit_once('/').expect("a database in the admin URL");
+    format!("{base}/{name}")
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    for _ in 0..600 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("corebank did not listen on {addr}");
+}
