@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use corebank_platform::auth::{
-    Audience, Claims, Credentials, DEFAULT_INTERNAL_AUDIENCE, DEFAULT_ISSUER, PARTNER_SCOPES,
-    STAFF_SCOPES, method_scopes,
+    AUDIT_READS, AUDIT_SCOPE, Audience, Claims, Credentials, DEFAULT_INTERNAL_AUDIENCE,
+    DEFAULT_ISSUER, PARTNER_SCOPES, STAFF_SCOPES, method_scopes,
 };
 use corebank_proto::v1 as pb;
 use tonic::Code;
@@ -74,9 +74,12 @@ async fn a_token_without_the_scope_a_method_declares_is_permission_denied() {
     let app = TestApp::spawn().await;
     for (path, scope) in method_scopes() {
         let scope = scope.unwrap_or_else(|| panic!("{path} declares no scope"));
+        // An auditor reads accounts, transactions and statements by
+        // `audit:read`: without the scope means without that too.
         let others: Vec<_> = every_scope()
             .into_iter()
             .filter(|other| *other != scope)
+            .filter(|other| !(AUDIT_READS.contains(&scope) && *other == AUDIT_SCOPE))
             .collect();
         let token = app.token("staff-1", &others.join(" "), Audience::Internal);
         let status = call(port_of(&app, path), path, &bearer(&token)).await;
@@ -256,4 +259,84 @@ async fn only_a_delegate_may_act_for_a_forwarded_partner_token_and_then_only_wit
     let mut smuggled = app.on_behalf_of(&internal).await.customer;
     let status = smuggled.verify_customer(verify).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auditor_reads_every_account_its_transactions_and_statements_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let from = app.funded_account("100.00").await;
+    let to = app
+        .open_account(&app.verified_customer().await, "USD")
+        .await;
+    let transfer = app
+        .transfer(&from.account_id, &to.account_id, "25.00")
+        .await;
+    let auditor = app
+        .clients(&bearer(&app.token(
+            "auditor-1",
+            AUDIT_SCOPE,
+            Audience::Internal,
+        )))
+        .await;
+    let balance = auditor
+        .account
+        .clone()
+        .get_balance(pb::GetBalanceRequest {
+            account_id: from.account_id.clone(),
+        })
+        .await
+        .expect("an auditor reads any balance")
+        .into_inner();
+    assert_eq!(balance.ledger.expect("ledger").amount, "75.00");
+    auditor
+        .account
+        .clone()
+        .list_entries(pb::ListEntriesRequest {
+            account_id: from.account_id.clone(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("and its entries");
+    auditor
+        .transaction
+        .clone()
+        .get_transaction(pb::GetTransactionRequest {
+            transaction_id: transfer.transaction_id.clone(),
+        })
+        .await
+        .expect("and its transactions");
+    auditor
+        .reporting
+        .clone()
+        .get_statement(pb::GetStatementRequest {
+            account_id: from.account_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("and its statements");
+
+    // Read only, and accounts only: no write, no customer's personal data.
+    let frozen = auditor
+        .account
+        .clone()
+        .freeze_account(pb::AccountActionRequest {
+            account_id: from.account_id.clone(),
+            idempotency_key: key(),
+            actor: String::new(),
+            reason: "audit".to_owned(),
+        })
+        .await
+        .expect_err("an auditor freezes nothing");
+    assert_eq!(frozen.code(), Code::PermissionDenied);
+    let customer = auditor
+        .customer
+        .clone()
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: from.customer_id.clone(),
+            reveal_national_id: false,
+        })
+        .await
+        .expect_err("an auditor reads no customer");
+    assert_eq!(customer.code(), Code::PermissionDenied);
 }

@@ -46,6 +46,13 @@ pub const DELEGATE_SCOPE: &str = "delegate";
 /// Scopes held by bank staff; a token carrying any of them is not tenant-bound.
 pub const STAFF_SCOPES: &[&str] = &["kyc:write", "fraud:review", "audit:read", "ops:admin"];
 
+/// The staff scope of auditors.
+pub const AUDIT_SCOPE: &str = "audit:read";
+
+/// What [`AUDIT_SCOPE`] reads besides its own methods: every account, its
+/// transactions and its statements, read only.
+pub const AUDIT_READS: &[&str] = &["accounts:read", "transactions:read", "statements:read"];
+
 /// Scopes a partner may hold; each reaches only its own customers' data.
 pub const PARTNER_SCOPES: &[&str] = &[
     "customers:read",

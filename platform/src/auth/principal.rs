@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{SERVICE_SCOPE, STAFF_SCOPES};
+use super::{AUDIT_READS, AUDIT_SCOPE, SERVICE_SCOPE, STAFF_SCOPES};
 use crate::error::{ApiError, ErrorCode};
 
 /// The error of a caller without `scope`.
@@ -61,9 +61,13 @@ impl Principal {
         }
     }
 
-    /// Whether the caller may use `scope`; services may use every scope.
+    /// Whether the caller may use `scope`; services may use every scope,
+    /// and an auditor (`audit:read`) reads every account, its transactions
+    /// and statements without holding those scopes by name.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.kind == PrincipalKind::Service || self.scopes.contains(scope)
+        self.kind == PrincipalKind::Service
+            || self.scopes.contains(scope)
+            || (AUDIT_READS.contains(&scope) && self.scopes.contains(AUDIT_SCOPE))
     }
 
     /// The partner whose data this caller is limited to; `None` for
@@ -125,6 +129,23 @@ mod tests {
         assert_eq!(principal.kind, PrincipalKind::Partner);
         assert!(!principal.has_scope("kyc:write"));
         assert_eq!(principal.tenant(), Some("p"));
+    }
+
+    #[test]
+    fn an_auditor_reads_accounts_transactions_and_statements_and_nothing_more() {
+        let auditor = Principal::from_token("eve".into(), scopes("audit:read"), true);
+        assert_eq!(auditor.tenant(), None);
+        for read in AUDIT_READS {
+            assert!(auditor.has_scope(read), "{read}");
+        }
+        for other in [
+            "accounts:write",
+            "payments:write",
+            "customers:read",
+            "ops:admin",
+        ] {
+            assert!(!auditor.has_scope(other), "{other}");
+        }
     }
 
     #[test]
