@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use corebank_platform::auth::{
     Audience, ClientTlsArgs, Credentials, DEFAULT_INTERNAL_AUDIENCE, DEFAULT_ISSUER,
-    DEFAULT_PARTNER_AUDIENCE, DevKey, STAFF_SCOPES, TokenSpec, development_key_path,
+    DEFAULT_PARTNER_AUDIENCE, DevKey, PARTNER_SCOPES, STAFF_SCOPES, TokenSpec,
+    development_key_path,
 };
 use corebank_platform::config::parse_duration;
 
@@ -108,8 +109,10 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// What client commands present: `COREBANK_TOKEN`, else an operator token
-/// (internal audience, every staff scope, subject `$USER`) signed with the
+/// What client commands present: `COREBANK_TOKEN`, else a development
+/// operator token (internal audience, subject `$USER`, every staff and
+/// partner scope: the bank's own operator, who registers the bank's own
+/// customers and moves their money as well as deciding KYC) signed with the
 /// development key; over TLS when `COREBANK_TLS_CA` is set (with
 /// `COREBANK_TLS_CERT` and `COREBANK_TLS_KEY` for mTLS).
 pub fn operator_credentials() -> anyhow::Result<Credentials> {
@@ -125,7 +128,8 @@ pub fn operator_credentials() -> anyhow::Result<Credentials> {
         None => {
             let key = dev_key(env_path("COREBANK_DEV_SIGNING_KEY").as_ref())?;
             let subject = env_or("USER", "operator");
-            let mut spec = TokenSpec::new(subject, STAFF_SCOPES.join(" "), Audience::Internal);
+            let scopes = [STAFF_SCOPES, PARTNER_SCOPES].concat().join(" ");
+            let mut spec = TokenSpec::new(subject, scopes, Audience::Internal);
             spec.issuer = env_or("COREBANK_JWT_ISSUER", DEFAULT_ISSUER);
             spec.audience = env_or("COREBANK_INTERNAL_AUDIENCE", DEFAULT_INTERNAL_AUDIENCE);
             Credentials::signed(key, spec)
