@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use corebank_platform::auth::{AUDIT_READS, AUDIT_SCOPE};
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
 
@@ -169,7 +170,13 @@ fn operation(route: &Route, binding: usize, schemas: &mut Schemas) -> Value {
     }
     operation.insert("responses".into(), Value::Object(responses));
     if let Some(scope) = &route.scope {
-        operation.insert("security".into(), json!([{"bearer": [scope]}]));
+        // Alternatives: the declared scope, or `audit:read` where an auditor
+        // reads it too (accounts, transactions, statements).
+        let mut security = vec![json!({"bearer": [scope]})];
+        if AUDIT_READS.contains(&scope.as_str()) {
+            security.push(json!({"bearer": [AUDIT_SCOPE]}));
+        }
+        operation.insert("security".into(), Value::Array(security));
         operation.insert("x-required-scope".into(), Value::from(scope.as_str()));
     }
     Value::Object(operation)
@@ -360,6 +367,15 @@ mod tests {
             assert_eq!(
                 operation["security"][0]["bearer"][0].as_str(),
                 route.scope.as_deref()
+            );
+            let auditor = route
+                .scope
+                .as_deref()
+                .is_some_and(|scope| AUDIT_READS.contains(&scope));
+            assert_eq!(
+                operation["security"][1]["bearer"][0].as_str(),
+                auditor.then_some(AUDIT_SCOPE),
+                "{method} {path}: an auditor's alternative where it reads"
             );
         }
     }
