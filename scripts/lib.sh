@@ -96,17 +96,80 @@ ensure_postgres() {
     die "cannot log in to PostgreSQL as ${DATABASE_URL%%@*}@$host:$port: set DATABASE_URL to an owner login (postgres://USER:PASSWORD@HOST:PORT/corebank), or give the local superuser the development password: sudo -u postgres psql -c \"alter user postgres password 'postgres'\""
 }
 
+# Open files RabbitMQ should be allowed: each quorum queue holds about three
+# in its file-handle accounting, and the broker stops taking connections when
+# that accounting is full (at 1024, after about 300 queues; a full system
+# declares 56). Debian's service unit gives 65536.
+RABBITMQ_NOFILE="${RABBITMQ_NOFILE:-65536}"
+
 ensure_rabbitmq() {
     local host port
     host="$(url_host "$AMQP_URL")"; port="$(url_port "$AMQP_URL" 5672)"
-    port_open "$host" "$port" && return 0
+    if port_open "$host" "$port"; then
+        is_local "$host" && tune_local_rabbitmq "$host" "$port"
+        return 0
+    fi
     is_local "$host" || die "RabbitMQ at $host:$port is not reachable (AMQP_URL)"
     command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || apt_install rabbitmq-server
-    say "starting RabbitMQ"
-    as_root rabbitmq-server -detached >/dev/null 2>&1 \
+    start_rabbitmq "$host" "$port"
+}
+
+start_rabbitmq() {
+    local host="$1" port="$2" files
+    files="$(rabbitmq_nofile_target)"
+    say "starting RabbitMQ (open files: $files)"
+    # Debian's wrapper starts the broker through su, whose PAM session puts
+    # the open-files limit back to 1024; setpriv keeps the one given here.
+    if command -v setpriv >/dev/null 2>&1 && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] \
+        && id rabbitmq >/dev/null 2>&1; then
+        as_root sh -c "ulimit -n $files 2>/dev/null; cd /var/lib/rabbitmq && exec setpriv \
+            --reuid=rabbitmq --regid=rabbitmq --init-groups env HOME=/var/lib/rabbitmq \
+            /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
+    else
+        as_root sh -c "ulimit -n $files 2>/dev/null; exec rabbitmq-server -detached" >/dev/null 2>&1
+    fi \
         || as_root service rabbitmq-server start \
         || die "cannot start RabbitMQ: start it yourself (sudo service rabbitmq-server start)"
     wait_port "$host" "$port" RabbitMQ 90
+    for _ in $(seq 60); do amqp_answers "$host" "$port" && return 0; sleep 1; done
+    die "RabbitMQ on $host:$port accepts connections but does not answer AMQP"
+}
+
+# The most open files this shell may give a process it starts.
+rabbitmq_nofile_target() {
+    local hard
+    hard="$(ulimit -Hn)"
+    if [ "$hard" = unlimited ] || [ "$hard" -ge "$RABBITMQ_NOFILE" ]; then echo "$RABBITMQ_NOFILE"; else echo "$hard"; fi
+}
+
+# Whether the broker answers the AMQP protocol header within five seconds
+# (a wedged broker accepts the TCP connection and then says nothing).
+amqp_answers() {
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf "AMQP\0\0\11\1" >&3; head -c 1 <&3 | grep -q .' _ "$1" "$2" 2>/dev/null
+}
+
+# A local broker that was started with too few open files (a container's
+# default 1024), or that accepts connections and never answers them, is
+# restarted with enough. Its queues and messages are kept (they are on disk).
+tune_local_rabbitmq() {
+    local host="$1" port="$2" pid limit want reason=""
+    pid="$(pgrep -u rabbitmq -f beam.smp 2>/dev/null | head -1)"
+    [ -n "$pid" ] && [ -r "/proc/$pid/limits" ] || return 0
+    limit="$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")"
+    want="$(rabbitmq_nofile_target)"
+    if [ "$limit" != unlimited ] && [ "$limit" -lt 16384 ] && [ "$limit" -lt "$want" ]; then
+        reason="it may open only $limit files"
+    elif ! amqp_answers "$host" "$port"; then
+        reason="it accepts connections but does not answer AMQP"
+    fi
+    [ -n "$reason" ] || return 0
+    [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 \
+        || die "RabbitMQ needs a restart ($reason): run as root, or restart it yourself with ulimit -n $want"
+    say "restarting the local RabbitMQ: $reason"
+    as_root timeout 60 rabbitmqctl stop >/dev/null 2>&1 || as_root kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pid" 2>/dev/null && { as_root kill -9 "$pid" 2>/dev/null || true; sleep 1; }
+    start_rabbitmq "$host" "$port"
 }
 
 # cargo-nextest runs the suite in parallel and ends it with one summary

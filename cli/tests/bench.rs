@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
-use corebank_tests::harness::{TestDb, delete_namespace, fresh_namespace};
+use corebank_tests::harness::{TestDb, lease_namespace};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -35,7 +35,8 @@ async fn run(args: &[&str], key: &std::path::Path) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_saga_bench_and_the_gateway_bench_run_against_a_real_corebank_and_report() {
     let db = TestDb::create(&[]).await;
-    let namespace = fresh_namespace();
+    let lease = lease_namespace().await;
+    let namespace = lease.namespace();
     let database_url = database_url(&db.name);
     let ports = free_ports();
     let key = std::env::temp_dir().join(format!("{}-signing.key.pem", db.name));
@@ -123,6 +124,5 @@ async fn the_saga_bench_and_the_gateway_bench_run_against_a_real_corebank_and_re
     }
 
     drop(_corebank);
-    delete_namespace(namespace).await;
     let _ = std::fs::remove_file(&key);
 }

@@ -11,7 +11,7 @@ use corebank_proto::v1 as pb;
 use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
-use corebank_tests::harness::{TestDb, admin_url, delete_namespace, fresh_namespace, usd};
+use corebank_tests::harness::{TestDb, admin_url, lease_namespace, usd};
 use tonic::service::interceptor::InterceptedService;
 
 mod common;
@@ -24,7 +24,8 @@ fn key() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_loses_no_money() {
     let db = TestDb::create(&[]).await;
-    let namespace = fresh_namespace();
+    let lease = lease_namespace().await;
+    let namespace = lease.namespace();
     let (base, _) = admin_url()
         .rsplit_once('/')
         .map(|(b, d)| (b.to_owned(), d.to_owned()))
@@ -176,6 +177,5 @@ async fn a_corebank_killed_mid_saga_finishes_every_saga_after_a_restart_and_lose
     .unwrap();
     assert_eq!(customer_money, rust_decimal::Decimal::from(3000));
     drop(_corebank);
-    delete_namespace(namespace).await;
     let _ = std::fs::remove_file(&key_path);
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
-use corebank_tests::harness::{TestDb, delete_namespace, fresh_namespace};
+use corebank_tests::harness::{TestDb, lease_namespace};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -43,7 +43,8 @@ fn text(value: &Value, field: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_quick_start_works_with_the_clis_own_credentials() {
     let db = TestDb::create(&[]).await;
-    let namespace = fresh_namespace();
+    let lease = lease_namespace().await;
+    let namespace = lease.namespace();
     let ports = free_ports();
     let key = std::env::temp_dir().join(format!("{}-signing.key.pem", db.name));
     corebank_platform::auth::DevKey::load_or_create_at(&key).expect("a signing key");
@@ -154,6 +155,5 @@ async fn the_readme_quick_start_works_with_the_clis_own_credentials() {
     assert_eq!(sagas["sagas"].as_array().map(Vec::len), Some(3), "{sagas}");
 
     drop(_corebank);
-    delete_namespace(namespace).await;
     let _ = std::fs::remove_file(&key);
 }

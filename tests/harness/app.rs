@@ -102,6 +102,8 @@ pub struct TestApp {
     /// so its timers fire.
     pub clock: Arc<ManualClock>,
     pub namespace: Namespace,
+    /// Holds `namespace` for this app alone until it is dropped.
+    _namespace_lease: NamespaceLease,
     pub requests: RequestArgs,
     pub engine: EngineConfig,
     /// The fraud service's default review deadline.
@@ -129,6 +131,9 @@ impl TestApp {
 
     pub async fn spawn_with(requests: RequestArgs, engine: EngineConfig) -> TestApp {
         let db = TestDb::create(&services::schemas()).await;
+        // Like migrations for the schema: the whole topology exists before any
+        // service publishes, so no event is unroutable for want of a queue.
+        let namespace_lease = lease_namespace().await;
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let auth_key = DevKey::generate().expect("a token signing key");
         let credentials = operator_credentials(&auth_key);
@@ -149,7 +154,8 @@ impl TestApp {
             fraud_addr: loopback,
             reporting_addr: loopback,
             clock: ManualClock::new(Utc::now()),
-            namespace: fresh_namespace(),
+            namespace: namespace_lease.namespace().clone(),
+            _namespace_lease: namespace_lease,
             requests,
             engine,
             review_deadline: Duration::from_secs(24 * 3600),
@@ -162,9 +168,6 @@ impl TestApp {
             running: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
         };
-        // Like migrations for the schema: the whole topology exists before any
-        // service publishes, so no event is unroutable for want of a queue.
-        declare_namespace(&app.namespace).await;
         // Callees first, so each service is handed where its callees listen.
         for descriptor in SERVICES {
             let service = Service(descriptor.name());
@@ -390,9 +393,9 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // The lease ends with the app; the next lessee waits for these
+        // services' consumers to go and empties the queues.
         self.shutdown.cancel();
-        // The namespace's queues would outlive the test on the shared broker.
-        finish_off_runtime(delete_namespace(self.namespace.clone()));
     }
 }
 

@@ -13,6 +13,139 @@ pub fn fresh_namespace() -> Namespace {
     Namespace::new(format!("cbt{}", &Uuid::new_v4().simple().to_string()[..12]))
 }
 
+/// How many namespaces the tests take turns with: far more than run at once.
+const NAMESPACE_SLOTS: i32 = 32;
+/// The advisory-lock class of the namespace leases ("cbt" in ASCII).
+const NAMESPACE_LOCK_CLASS: i32 = 0x0063_6274;
+/// How long a test waits for the broker before saying it does not answer.
+const BROKER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A broker namespace one test has to itself until it is dropped.
+///
+/// Declaring and deleting every quorum queue of a full system for each
+/// test (56 of them, thousands a run) is most of what the shared broker
+/// does during the suite, and a slow machine's broker fell behind on it.
+/// So tests take turns with a fixed set of namespaces instead: a lease is
+/// a PostgreSQL advisory lock (released even when the test is killed),
+/// and its namespace's topology is declared once and emptied per lease.
+#[derive(Debug)]
+pub struct NamespaceLease {
+    namespace: Namespace,
+    _lock: PgConnection,
+}
+
+impl NamespaceLease {
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+}
+
+/// Leases a free namespace of the set, with every queue of a full system
+/// declared, no consumer left on it and no message in it.
+pub async fn lease_namespace() -> NamespaceLease {
+    let admin = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_URL parses");
+    let mut lock = PgConnection::connect_with(&admin)
+        .await
+        .expect("connect to PostgreSQL as admin");
+    // The cluster's port in the name: a run against another PostgreSQL
+    // (the password guard's) has locks, and so namespaces, of its own.
+    let port = admin.get_port();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        for slot in 0..NAMESPACE_SLOTS {
+            let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
+                .bind(NAMESPACE_LOCK_CLASS)
+                .bind(slot)
+                .fetch_one(&mut lock)
+                .await
+                .expect("try a namespace lock");
+            if taken {
+                let namespace = Namespace::new(format!("cbt{port}s{slot}"));
+                let prepared = tokio::time::timeout(BROKER_PATIENCE, empty_namespace(&namespace));
+                prepared.await.unwrap_or_else(|_| {
+                    panic!(
+                        "RabbitMQ at {} did not prepare namespace {} within {BROKER_PATIENCE:?}: \
+                         a consumer of an earlier test is still attached, or the broker is \
+                         wedged (rabbitmqctl status)",
+                        amqp_url(),
+                        namespace.as_str()
+                    )
+                });
+                return NamespaceLease {
+                    namespace,
+                    _lock: lock,
+                };
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "all {NAMESPACE_SLOTS} test namespaces stayed leased for two minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Declares every queue of a full system in `namespace` (again, after a
+/// change of their arguments), waits until the last lessee's consumers are
+/// gone (their unacknowledged messages are back in the queues by then),
+/// and purges every queue, delay queues first.
+async fn empty_namespace(namespace: &Namespace) {
+    let connection = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let specs = all_queue_specs();
+    let mut channel = connection.create_channel().await.expect("broker channel");
+    if declare_topology(&channel, namespace, &specs).await.is_err() {
+        // Declared by an older build with other arguments: start afresh.
+        channel = connection.create_channel().await.expect("broker channel");
+        delete_topology(&channel, namespace, &specs)
+            .await
+            .expect("delete an outdated test topology");
+        declare_topology(&channel, namespace, &specs)
+            .await
+            .expect("declare the test topology");
+    }
+    let queues: Vec<String> = specs
+        .iter()
+        .flat_map(|spec| spec.queue_names(namespace))
+        .collect();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for queue in &queues {
+        loop {
+            let state = channel
+                .queue_declare(queue.clone().into(), passive, Default::default())
+                .await
+                .expect("inspect a test queue");
+            if state.consumer_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for queue in &queues {
+        channel
+            .queue_purge(queue.clone().into(), Default::default())
+            .await
+            .expect("purge a test queue");
+    }
+    let _ = connection.close(200, "namespace ready".into()).await;
+}
+
+async fn declare_topology(
+    channel: &lapin::Channel,
+    namespace: &Namespace,
+    specs: &[QueueSpec],
+) -> lapin::Result<()> {
+    declare_exchanges(channel, namespace).await?;
+    for spec in specs {
+        declare_queue(channel, namespace, spec).await?;
+    }
+    Ok(())
+}
+
 /// A lazily connecting broker handle in `namespace`.
 pub fn broker(namespace: &Namespace, name: &str) -> Broker {
     Broker::new(BrokerConfig::new(
@@ -25,23 +158,6 @@ pub fn broker(namespace: &Namespace, name: &str) -> Broker {
 /// Every queue a full system declares.
 pub fn all_queue_specs() -> Vec<QueueSpec> {
     services::queues()
-}
-
-/// Declares the exchanges and every queue of a full system in `namespace`.
-pub async fn declare_namespace(namespace: &Namespace) {
-    let broker = broker(namespace, "setup");
-    let token = CancellationToken::new();
-    let channel = broker.channel(&token).await.expect("broker channel");
-    declare_exchanges(&channel, namespace)
-        .await
-        .expect("declare exchanges");
-    for spec in all_queue_specs() {
-        declare_queue(&channel, namespace, &spec)
-            .await
-            .expect("declare queue");
-    }
-    token.cancel();
-    broker.close().await;
 }
 
 /// Deletes a test namespace's queues and exchanges, within a few seconds at most.

@@ -15,11 +15,18 @@ use corebank_tests::harness::amqp_url;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
+/// A port nothing listens on, below Linux's ephemeral range (32768 on):
+/// the other tests' services bind port 0 and their connections take local
+/// ports from that range, so a port chosen here is not handed out again
+/// between this test releasing it and `corebank up` binding it.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// A free port for every service of the list.
@@ -34,6 +41,8 @@ pub fn port(ports: &Peers, service: &str) -> SocketAddr {
     ports.addr(service).expect("a port for every service")
 }
 
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// `corebank up` on `ports`, trusting `key`, with `env` set besides.
 pub fn spawn_corebank_with(
     database_url: &str,
@@ -42,7 +51,17 @@ pub fn spawn_corebank_with(
     key: &Path,
     env: &[(&str, &str)],
 ) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corebank"));
+    // Killed with the test even when the test process itself is killed (a
+    // timeout), so that no corebank outlives its test holding connections
+    // and consumers: util-linux's setpriv sets the parent-death signal.
+    let binary = env!("CARGO_BIN_EXE_corebank");
+    let mut command = if std::path::Path::new(SETPRIV).exists() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--", binary]);
+        command
+    } else {
+        Command::new(binary)
+    };
     command.arg("up").args([
         "--database-url",
         database_url,
@@ -71,10 +90,10 @@ pub fn spawn_corebank_with(
         .env("COREBANK_DEV_SIGNING_KEY", key)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("corebank up starts")
+        // Warnings and errors land in the test's own output, shown when it fails.
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command.spawn().expect("corebank up starts")
 }
 
 pub fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers, key: &Path) -> Child {

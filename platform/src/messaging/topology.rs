@@ -190,6 +190,16 @@ impl QueueSpec {
         self.retry = retry;
         self
     }
+
+    /// Every queue of the spec in `ns`, in the order messages flow back
+    /// through them: the delay queues, the work queue, the parking queue.
+    pub fn queue_names(&self, ns: &Namespace) -> Vec<String> {
+        let delays = self.retry.distinct_delays().into_iter();
+        delays
+            .map(|delay| ns.delay_queue(&self.name, delay))
+            .chain([ns.queue(&self.name), ns.dlq(&self.name)])
+            .collect()
+    }
 }
 
 /// Declares the three exchanges of `ns` (durable). Idempotent.
@@ -272,14 +282,7 @@ pub async fn delete_topology(
     specs: &[QueueSpec],
 ) -> lapin::Result<()> {
     for spec in specs {
-        let mut queues = vec![ns.queue(&spec.name), ns.dlq(&spec.name)];
-        queues.extend(
-            spec.retry
-                .distinct_delays()
-                .into_iter()
-                .map(|delay| ns.delay_queue(&spec.name, delay)),
-        );
-        for queue in queues {
+        for queue in spec.queue_names(ns) {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
