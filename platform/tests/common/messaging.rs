@@ -288,18 +288,25 @@ impl TestEnv {
                 .expect("task stops")
                 .expect("task did not panic");
         }
-        self.broker.close().await;
-        for queue in &self.extra_queues {
-            self.channel
-                .queue_delete(queue.clone().into(), QueueDeleteOptions::default())
+        // Cleanup only: what the test asserts has passed by now, so a close
+        // that stalls is reported and the database is dropped regardless.
+        let cleanup = async {
+            self.broker.close().await;
+            for queue in &self.extra_queues {
+                self.channel
+                    .queue_delete(queue.clone().into(), QueueDeleteOptions::default())
+                    .await
+                    .ok();
+            }
+            delete_topology(&self.channel, &self.ns, &self.specs)
                 .await
                 .ok();
+            self.tools.close(200, "test done".into()).await.ok();
+            self.pool.close().await;
+        };
+        if tokio::time::timeout(WAIT, cleanup).await.is_err() {
+            eprintln!("teardown: closing the broker topology or the pool took over {WAIT:?}");
         }
-        delete_topology(&self.channel, &self.ns, &self.specs)
-            .await
-            .ok();
-        self.tools.close(200, "test done".into()).await.ok();
-        self.pool.close().await;
         let mut admin = PgConnection::connect(&postgres_url()).await.unwrap();
         sqlx::query(AssertSqlSafe(format!(
             "drop database if exists {} with (force)",
@@ -319,7 +326,9 @@ where
 {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(value) = check().await {
+        let checked = tokio::time::timeout(WAIT, check()).await;
+        let checked = checked.unwrap_or_else(|_| panic!("checking {what} hung for {WAIT:?}"));
+        if let Some(value) = checked {
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
