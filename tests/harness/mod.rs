@@ -42,11 +42,13 @@ mod app;
 mod auth;
 mod broker;
 mod commands;
+mod tap;
 
 pub use app::*;
 pub use auth::*;
 pub use broker::*;
 pub use commands::*;
+pub use tap::*;
 
 /// The password test roles log in with (trust auth ignores it locally).
 pub const ROLE_PASSWORD: &str = "corebank-dev";
