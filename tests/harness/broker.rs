@@ -8,11 +8,6 @@ pub fn amqp_url() -> String {
     corebank_platform::config::amqp_url_from_env()
 }
 
-/// A fresh namespace: every exchange and queue of one test lives under it.
-pub fn fresh_namespace() -> Namespace {
-    Namespace::new(format!("cbt{}", &Uuid::new_v4().simple().to_string()[..12]))
-}
-
 /// How many namespaces the tests take turns with: far more than run at once.
 const NAMESPACE_SLOTS: i32 = 32;
 /// The advisory-lock class of the namespace leases ("cbt" in ASCII).
@@ -22,11 +17,12 @@ const BROKER_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A broker namespace one test has to itself until it is dropped.
 ///
-/// Declaring and deleting every quorum queue of a full system for each
-/// test (56 of them, thousands a run) is most of what the shared broker
-/// does during the suite, and a slow machine's broker fell behind on it.
-/// So tests take turns with a fixed set of namespaces instead: a lease is
-/// a PostgreSQL advisory lock (released even when the test is killed),
+/// A full system declares 56 quorum queues, and RabbitMQ books about three
+/// file handles for each existing one: declaring and deleting them per test
+/// (thousands a run, plus the leftovers of killed tests) exhausted a broker
+/// started with 1024 open files, which then accepted TCP and never answered
+/// AMQP. So tests take turns with a fixed set of namespaces instead: a lease
+/// is a PostgreSQL advisory lock (released even when the test is killed),
 /// and its namespace's topology is declared once and emptied per lease.
 #[derive(Debug)]
 pub struct NamespaceLease {
@@ -158,20 +154,6 @@ pub fn broker(namespace: &Namespace, name: &str) -> Broker {
 /// Every queue a full system declares.
 pub fn all_queue_specs() -> Vec<QueueSpec> {
     services::queues()
-}
-
-/// Deletes a test namespace's queues and exchanges, within a few seconds at most.
-pub async fn delete_namespace(namespace: Namespace) {
-    let broker = broker(&namespace, "cleanup");
-    let token = CancellationToken::new();
-    let work = async {
-        if let Some(channel) = broker.channel(&token).await {
-            let _ = delete_topology(&channel, &namespace, &all_queue_specs()).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
-    token.cancel();
-    broker.close().await;
 }
 
 /// Publishes a raw message as a participant or the orchestrator would, for
