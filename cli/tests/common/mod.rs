@@ -20,10 +20,14 @@ use tonic::transport::Channel;
 /// ports from that range, so a port chosen here is not handed out again
 /// between this test releasing it and `corebank up` binding it.
 pub fn free_port() -> SocketAddr {
+    free_listener().local_addr().unwrap()
+}
+
+fn free_listener() -> TcpListener {
     for _ in 0..1000 {
         let port = rand::random_range(20_000..32_000);
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            return listener.local_addr().unwrap();
+            return listener;
         }
     }
     panic!("no free port between 20000 and 32000");
@@ -31,9 +35,14 @@ pub fn free_port() -> SocketAddr {
 
 /// A free port for every service of the list.
 pub fn free_ports() -> Peers {
-    SERVICES
+    // Every listener is held until all are chosen, so no two services get
+    // the same port.
+    let held: Vec<(&str, TcpListener)> = SERVICES
         .iter()
-        .map(|service| (service.name(), free_port()))
+        .map(|service| (service.name(), free_listener()))
+        .collect();
+    held.iter()
+        .map(|(name, listener)| (*name, listener.local_addr().unwrap()))
         .collect()
 }
 
