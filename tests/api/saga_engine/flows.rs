@@ -207,7 +207,9 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
         .iter()
         .filter(|entry| entry.event == "retried")
         .collect();
-    assert_eq!(retries.len(), 2);
+    // Two re-sends were awaited; a third may fire on a slow machine while
+    // the answer to the second is on its way.
+    assert!(retries.len() >= 2, "retried {} times", retries.len());
     // Measured on the saga's own clock, from the send that starts each wait:
     // a re-send never comes before its check is due, and each check after a
     // timeout waits the step timeout plus a full-jitter backoff whose ceiling
