@@ -8,7 +8,7 @@
 //! The numbers are what they are: no targets, and a run that saw RPC errors,
 //! unfinished transfers or broken invariants prints its figures and fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -208,6 +208,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The bench's own reads between the two snapshots commit too: the
     // snapshot queries and the saga polls.
     let own_commits = 2 + saga_queries as i64;
+    let own_statements = SNAPSHOT_STATEMENTS + saga_queries as i64;
+    let (statements_per_saga, top_statements) =
+        match statement_costs(&before, &after, own_statements, sagas, 12) {
+            Some((per_saga, top)) => (Some(per_saga), top),
+            None => (None, Vec::new()),
+        };
     let per_saga = |count: i64| (sagas > 0).then(|| count.max(0) as f64 / sagas as f64);
     let elapsed_s = elapsed.as_secs_f64();
     let latency = &tally.latency_us;
@@ -243,9 +249,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_ms: latency.max() as f64 / 1000.0,
         mean_ms: latency.mean() / 1000.0,
         commits_per_saga: per_saga(after.commits - before.commits - own_commits),
+        statements_per_saga,
         messages_per_saga: per_saga(messages),
         screen_p50_ms,
         screen_p99_ms,
+        top_statements,
         failure_reasons: tally.failure_reasons,
         error_samples: tally.error_samples,
         invariants_ok,

@@ -8,6 +8,20 @@ pub(super) struct Snapshot {
     pub(super) commits: i64,
     /// The database clock, as text, to compare `created_at` columns with.
     pub(super) at: String,
+    /// Executions of each statement in this database (`BEGIN`, `COMMIT` and
+    /// savepoints included), by query id, when `pg_stat_statements` is loaded.
+    pub(super) statements: Option<HashMap<i64, (i64, String)>>,
+}
+
+/// Statements the snapshot itself runs after reading `pg_stat_statements`
+/// (that read is counted by the next snapshot), plus the two before it.
+pub(super) const SNAPSHOT_STATEMENTS: i64 = 3;
+
+/// One statement's executions per saga, for the report's top list.
+#[derive(Debug, Serialize)]
+pub(super) struct StatementCost {
+    pub(super) per_saga: f64,
+    pub(super) query: String,
 }
 
 pub(super) async fn snapshot(db: &PgPool) -> anyhow::Result<Snapshot> {
@@ -20,7 +34,80 @@ pub(super) async fn snapshot(db: &PgPool) -> anyhow::Result<Snapshot> {
     .fetch_one(db)
     .await
     .context("reading pg_stat_database")?;
-    Ok(Snapshot { commits, at })
+    Ok(Snapshot {
+        commits,
+        at,
+        statements: statements(db).await,
+    })
+}
+
+/// Every statement's executions in this database, or `None` when
+/// `pg_stat_statements` is not loaded (`shared_preload_libraries`) or its
+/// extension cannot be created by this login.
+async fn statements(db: &PgPool) -> Option<HashMap<i64, (i64, String)>> {
+    let loaded: bool = sqlx::query_scalar(
+        "select current_setting('shared_preload_libraries') ~ '(^|[ ,])pg_stat_statements($|[ ,])'",
+    )
+    .fetch_one(db)
+    .await
+    .ok()?;
+    if !loaded {
+        return None;
+    }
+    if let Err(error) = sqlx::query("create extension if not exists pg_stat_statements")
+        .execute(db)
+        .await
+    {
+        progress(&format!("statements per saga not measured: {error}"));
+        return None;
+    }
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "select queryid, calls, query from pg_stat_statements
+          where dbid = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_all(db)
+    .await
+    .ok()?;
+    Some(
+        rows.into_iter()
+            .map(|(id, calls, query)| (id, (calls, query)))
+            .collect(),
+    )
+}
+
+/// Statements executed between two snapshots, less the bench's own, and the
+/// `top` most executed, per saga.
+pub(super) fn statement_costs(
+    before: &Snapshot,
+    after: &Snapshot,
+    own: i64,
+    sagas: u64,
+    top: usize,
+) -> Option<(f64, Vec<StatementCost>)> {
+    let (before, after) = (before.statements.as_ref()?, after.statements.as_ref()?);
+    if sagas == 0 {
+        return None;
+    }
+    let mut deltas: Vec<(i64, &str)> = after
+        .iter()
+        .map(|(id, (calls, query))| {
+            let earlier = before.get(id).map_or(0, |(calls, _)| *calls);
+            (calls - earlier, query.as_str())
+        })
+        .filter(|(calls, _)| *calls > 0)
+        .collect();
+    let total: i64 = deltas.iter().map(|(calls, _)| calls).sum::<i64>() - own;
+    deltas.sort_by_key(|(calls, _)| std::cmp::Reverse(*calls));
+    let sagas = sagas as f64;
+    let costs = deltas
+        .into_iter()
+        .take(top)
+        .map(|(calls, query)| StatementCost {
+            per_saga: calls as f64 / sagas,
+            query: query.split_whitespace().collect::<Vec<_>>().join(" "),
+        })
+        .collect();
+    Some((total.max(0) as f64 / sagas, costs))
 }
 
 /// The fraud service's screening time since `since`: from the transaction
@@ -148,11 +235,15 @@ pub(super) struct Report {
     pub(super) max_ms: f64,
     pub(super) mean_ms: f64,
     pub(super) commits_per_saga: Option<f64>,
+    /// Statements PostgreSQL executed per saga (`pg_stat_statements`).
+    pub(super) statements_per_saga: Option<f64>,
     pub(super) messages_per_saga: Option<f64>,
     /// The screen step inside the fraud service: command first handled →
     /// its reply published (after the commit), p50 and p99.
     pub(super) screen_p50_ms: Option<f64>,
     pub(super) screen_p99_ms: Option<f64>,
+    /// The most executed statements, per saga.
+    pub(super) top_statements: Vec<StatementCost>,
     pub(super) failure_reasons: BTreeMap<String, u64>,
     pub(super) error_samples: Vec<String>,
     pub(super) invariants_ok: bool,
@@ -221,6 +312,7 @@ impl Report {
             ("latency p99.9", format!("{:.2} ms", self.p999_ms)),
             ("latency max", format!("{:.2} ms", self.max_ms)),
             ("commits/saga", per_saga(self.commits_per_saga)),
+            ("statements/saga", per_saga(self.statements_per_saga)),
             ("messages/saga", per_saga(self.messages_per_saga)),
             ("screen p50", millis(self.screen_p50_ms)),
             ("screen p99", millis(self.screen_p99_ms)),
@@ -235,6 +327,10 @@ impl Report {
         ];
         for (name, value) in rows {
             writeln!(out, "  {name:<15} {}", value.trim_end())?;
+        }
+        for cost in &self.top_statements {
+            let query: String = cost.query.chars().take(100).collect();
+            writeln!(out, "  {:>6.2}/saga  {query}", cost.per_saga)?;
         }
         for sample in &self.error_samples {
             writeln!(out, "  error: {sample}")?;

@@ -27,6 +27,9 @@ use super::envelope::OutgoingMessage;
 use super::outbox::notify_channel;
 use super::topology::Exchange;
 
+/// How often the pending-rows gauges are refreshed.
+const PENDING_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Relay tuning.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -105,6 +108,7 @@ impl OutboxRelay {
         tracing::info!(%schema, "outbox relay started");
         let mut listener: Option<PgListener> = None;
         let mut channel: Option<Channel> = None;
+        let mut reported: Option<std::time::Instant> = None;
 
         while !shutdown.is_cancelled() {
             if listener.is_none() {
@@ -128,7 +132,12 @@ impl OutboxRelay {
                     false
                 }
             };
-            self.report_pending(&schema).await;
+            // The gauges need no fresher than a second: counting the
+            // pending rows after every round would be one statement a round.
+            if reported.is_none_or(|at| at.elapsed() >= PENDING_REPORT_INTERVAL) {
+                self.report_pending(&schema).await;
+                reported = Some(std::time::Instant::now());
+            }
             if !more {
                 self.wait_for_work(listener.as_mut(), &shutdown).await;
             }
