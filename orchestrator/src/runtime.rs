@@ -1,10 +1,11 @@
 //! Runs the pure engine against the database: every accepted event writes
-//! the saga's new state, its log row and its outgoing commands (outbox rows)
-//! in the caller's transaction, so they commit or vanish together.
+//! the saga's new state with its log row (one statement) and its outgoing
+//! commands (outbox rows, one statement) in the caller's transaction, so they
+//! commit or vanish together.
 //! Consumers, the timer loop and the admin API all go through here.
 
 use chrono::{DateTime, Utc};
-use corebank_platform::messaging::enqueue;
+use corebank_platform::messaging::enqueue_all;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -29,10 +30,10 @@ pub async fn start(
         requested.data,
         now,
     );
-    if !store::insert(conn, &transition.saga).await? {
+    if !store::insert(conn, &transition.saga, &transition.log, now).await? {
         return Ok(None);
     }
-    record(conn, &transition, now, causation_id).await?;
+    send(conn, &transition, now, causation_id).await?;
     metrics::counter!("corebank_saga_started_total", "saga_type" => transition.saga.saga_type.as_str()).increment(1);
     tracing::info!(saga_id = %transition.saga.saga_id, "saga started");
     Ok(Some(transition.saga))
@@ -55,28 +56,26 @@ pub async fn apply(
         Ok(transition) => transition,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    store::update(conn, &transition.saga).await?;
-    record(conn, &transition, now, causation_id).await?;
+    store::update(conn, &transition.saga, &transition.log, now).await?;
+    send(conn, &transition, now, causation_id).await?;
     observe(saga, &transition, is_reply, now);
     Ok(Ok(transition))
 }
 
-async fn record(
+/// The transition's commands, into the outbox in one statement.
+async fn send(
     conn: &mut PgConnection,
     transition: &Transition,
     now: DateTime<Utc>,
     causation_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
     let saga = &transition.saga;
-    store::append_log(conn, saga.saga_id, &transition.log, now).await?;
-    for command in &transition.commands {
-        enqueue(
-            conn,
-            messages::command_message(saga, command, now, causation_id),
-        )
-        .await?;
-    }
-    Ok(())
+    let messages = transition
+        .commands
+        .iter()
+        .map(|command| messages::command_message(saga, command, now, causation_id))
+        .collect();
+    enqueue_all(conn, messages).await
 }
 
 /// Metrics and logs of one transition: step latency on a reply, retries,

@@ -263,16 +263,27 @@ fn stored_position(saga: &Saga) -> (&'static str, Direction, bool) {
     (step.name, direction, compensated)
 }
 
-/// Inserts a new saga unless one exists for its transaction; `false` then.
+/// Inserts a new saga and its first log row unless the transaction already
+/// has a saga; `false` then (and nothing is written). One statement.
 #[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, transaction_id = %saga.transaction_id), err)]
-pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<bool, sqlx::Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    saga: &Saga,
+    entry: &LogEntry,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     let (step, direction, compensated) = stored_position(saga);
     let inserted = sqlx::query(
-        "insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
-                           next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
-                           created_at, updated_at, parked_until)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         on conflict (transaction_id) do nothing",
+        "with inserted as (
+             insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
+                               next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
+                               created_at, updated_at, parked_until)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             on conflict (transaction_id) do nothing
+             returning saga_id
+         )
+         insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
+         select saga_id, $18, $19, $20, $21, $22, $23, $24, $25, $26 from inserted",
     )
     .bind(saga.saga_id)
     .bind(saga.saga_type.as_str())
@@ -290,22 +301,34 @@ pub async fn insert(conn: &mut PgConnection, saga: &Saga) -> Result<bool, sqlx::
     .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
     .bind(saga.created_at)
     .bind(saga.updated_at)
-    .bind(saga.parked_until)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .bind(saga.parked_until);
+    let inserted = bind_log(inserted, entry, now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     Ok(inserted == 1)
 }
 
-/// Writes a saga's new state (it must be locked by the caller).
+/// Writes a saga's new state (it must be locked by the caller) and appends
+/// the log row of the transition, in one statement.
 #[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, state = saga.state.as_str()), err)]
-pub async fn update(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Error> {
+pub async fn update(
+    conn: &mut PgConnection,
+    saga: &Saga,
+    entry: &LogEntry,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     let (step, direction, compensated) = stored_position(saga);
-    sqlx::query(
-        "update saga set state = $2, current_step = $3, direction = $4, compensated = $5, attempt = $6,
-                         next_attempt_at = $7, step_started_at = $8, requires_attention = $9, data = $10,
-                         failure_reason = $11, failure_detail = $12, updated_at = $13, parked_until = $14
-         where saga_id = $1",
+    let query = sqlx::query(
+        "with updated as (
+             update saga set state = $2, current_step = $3, direction = $4, compensated = $5, attempt = $6,
+                             next_attempt_at = $7, step_started_at = $8, requires_attention = $9, data = $10,
+                             failure_reason = $11, failure_detail = $12, updated_at = $13, parked_until = $14
+             where saga_id = $1
+             returning saga_id
+         )
+         insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
+         select saga_id, $15, $16, $17, $18, $19, $20, $21, $22, $23 from updated",
     )
     .bind(saga.saga_id)
     .bind(saga.state.as_str())
@@ -320,34 +343,30 @@ pub async fn update(conn: &mut PgConnection, saga: &Saga) -> Result<(), sqlx::Er
     .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
     .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
     .bind(saga.updated_at)
-    .bind(saga.parked_until)
-    .execute(&mut *conn)
-    .await?;
+    .bind(saga.parked_until);
+    let logged = bind_log(query, entry, now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if logged != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     Ok(())
 }
 
-/// Appends one row to a saga's step log.
-pub async fn append_log(
-    conn: &mut PgConnection,
-    saga_id: Uuid,
-    entry: &LogEntry,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(saga_id)
-    .bind(entry.step)
-    .bind(entry.direction.as_str())
-    .bind(entry.event.as_str())
-    .bind(entry.state.as_str())
-    .bind(&entry.command_id)
-    .bind(i32::try_from(entry.attempt).unwrap_or(i32::MAX))
-    .bind(&entry.detail)
-    .bind(entry.actor.as_deref())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a log row's columns after the saga's (step, direction, event,
+/// state, command id, attempt, detail, actor, created at).
+fn bind_log<'q>(query: Query<'q>, entry: &'q LogEntry, now: DateTime<Utc>) -> Query<'q> {
+    query
+        .bind(entry.step)
+        .bind(entry.direction.as_str())
+        .bind(entry.event.as_str())
+        .bind(entry.state.as_str())
+        .bind(&entry.command_id)
+        .bind(i32::try_from(entry.attempt).unwrap_or(i32::MAX))
+        .bind(&entry.detail)
+        .bind(entry.actor.as_deref())
+        .bind(now)
 }

@@ -18,8 +18,16 @@ fail() {
 
 command -v python3 >/dev/null 2>&1 || fail "python3 is not installed (Debian: apt-get install python3 python3-venv)"
 
-if [[ ! -x "$venv/bin/python" ]]; then
-    mkdir -p "$(dirname "$venv")"
+# One process at a time makes and fills the environment; others wait for it
+# (a second test seeing bin/python while the first is still installing pip
+# into it failed with "No module named pip").
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+
+# A half-made environment (no pip: an interrupted creation) is made again.
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$venv"
     python3 -m venv "$venv" >&2 \
         || fail "cannot create a virtual environment at $venv (Debian: apt-get install python3-venv)"
 fi
@@ -29,9 +37,6 @@ for package in "${packages[@]}"; do
     "$venv/bin/python" -m pip show --quiet "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]} > 0)); then
-    # One process at a time installs; others wait for it.
-    exec 9>"$venv.lock"
-    flock 9
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2 \
         || fail "pip could not install ${missing[*]} into $venv"
 fi

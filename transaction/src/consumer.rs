@@ -165,6 +165,8 @@ impl CommandHandler {
         }
 
         let transaction_id = command.transaction_id;
+        // The event and the reply, written together at the end.
+        let mut outgoing = Vec::with_capacity(2);
         let Some(current) = store::lock(tx, transaction_id).await? else {
             return Err(HandlerError::permanent(anyhow!(
                 "transaction {transaction_id} not found"
@@ -192,9 +194,7 @@ impl CommandHandler {
                         now,
                     )),
                 };
-                if let Some(event) = event {
-                    messaging::enqueue(tx, event).await?;
-                }
+                outgoing.extend(event);
                 tracing::info!(
                     %transaction_id,
                     from = current.status.as_str(),
@@ -227,8 +227,9 @@ impl CommandHandler {
         if command.expects_reply {
             let encoded = reply.encode_to_vec();
             store::store_reply(tx, &command.command_id, &encoded).await?;
-            messaging::enqueue(tx, messages::reply(encoded, command.saga_id, message, now)).await?;
+            outgoing.push(messages::reply(encoded, command.saga_id, message, now));
         }
+        messaging::enqueue_all(tx, outgoing).await?;
         Ok(())
     }
 }

@@ -146,10 +146,12 @@ impl Handler for CommandHandler {
 
         if let Some(stored) = stored_reply(tx, &command_id).await? {
             tracing::debug!(%command_id, "duplicate command, replaying the stored reply");
-            enqueue_reply(tx, stored, saga_uuid, message).await?;
+            messaging::enqueue(tx, reply_message(stored, saga_uuid, message)).await?;
             return Ok(());
         }
 
+        // The events and the reply, written together at the end.
+        let mut outgoing = Vec::new();
         // The effect runs in a savepoint so a refusal leaves nothing behind
         // but the refusal itself.
         let mut savepoint = tx.begin().await?;
@@ -162,10 +164,12 @@ impl Handler for CommandHandler {
         let reply = match result {
             Ok(applied) => {
                 savepoint.commit().await?;
-                for event in applied.events {
-                    messaging::enqueue(tx, event.with_correlation_id(saga_uuid).caused_by(message))
-                        .await?;
-                }
+                outgoing.extend(
+                    applied
+                        .events
+                        .into_iter()
+                        .map(|event| event.with_correlation_id(saga_uuid).caused_by(message)),
+                );
                 let reply = pb::CommandReply {
                     command_id: command_id.clone(),
                     saga_id: saga_id.clone(),
@@ -200,7 +204,9 @@ impl Handler for CommandHandler {
             }
             Err(error) => return Err(HandlerError::transient(anyhow!(error.to_string()))),
         };
-        enqueue_reply(tx, reply, saga_uuid, message).await
+        outgoing.push(reply_message(reply, saga_uuid, message));
+        messaging::enqueue_all(tx, outgoing).await?;
+        Ok(())
     }
 }
 
@@ -274,19 +280,16 @@ async fn tombstoned(conn: &mut PgConnection, command_id: &str) -> Result<bool, s
         .await
 }
 
-async fn enqueue_reply(
-    conn: &mut PgConnection,
+fn reply_message(
     reply: pb::CommandReply,
     saga_id: Uuid,
     cause: &IncomingMessage,
-) -> Result<(), HandlerError> {
-    let message = OutgoingMessage::reply(
+) -> OutgoingMessage {
+    OutgoingMessage::reply(
         wire::service::ORCHESTRATOR,
         pb::CommandReply::full_name(),
         reply.encode_to_vec(),
     )
     .caused_by(cause)
-    .with_correlation_id(saga_id);
-    messaging::enqueue(conn, message).await?;
-    Ok(())
+    .with_correlation_id(saga_id)
 }

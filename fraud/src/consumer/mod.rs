@@ -304,9 +304,11 @@ async fn screen(
             },
         ));
     }
-    for message in events {
-        messaging::enqueue(tx, message.with_correlation_id(saga_id).caused_by(cause)).await?;
-    }
+    let events = events
+        .into_iter()
+        .map(|message| message.with_correlation_id(saga_id).caused_by(cause))
+        .collect();
+    messaging::enqueue_all(tx, events).await?;
     metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("corebank_fraud_decisions_total", "outcome" => outcome).increment(1);
     tracing::info!(

@@ -31,8 +31,8 @@ pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
 };
 pub use outbox::{
-    MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, notify_channel, purge_inbox, purge_sent,
-    spawn_purge,
+    MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, enqueue_all, notify_channel, purge_inbox,
+    purge_sent, spawn_purge,
 };
 pub use relay::{OutboxRelay, RelayConfig};
 pub use topology::{
