@@ -86,21 +86,32 @@ pub async fn offer_entry(
     entry: &PostedEntry,
     now: DateTime<Utc>,
 ) -> Result<Offer, sqlx::Error> {
-    sqlx::query(
-        "insert into account_cursor (account_id, currency, updated_at) values ($1, $2, $3)
-         on conflict (account_id) do nothing",
-    )
-    .bind(entry.account_id)
-    .bind(&entry.currency)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let (last_applied, balance): (i64, Decimal) = sqlx::query_as(
-        "select last_account_seq, balance from account_cursor where account_id = $1 for update",
-    )
-    .bind(entry.account_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    const LOCK: &str =
+        "select last_account_seq, balance from account_cursor where account_id = $1 for update";
+    // The cursor exists after an account's first entry: lock it in one
+    // statement, and create it only when it is missing.
+    let cursor: Option<(i64, Decimal)> = sqlx::query_as(LOCK)
+        .bind(entry.account_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (last_applied, balance) = match cursor {
+        Some(cursor) => cursor,
+        None => {
+            sqlx::query(
+                "insert into account_cursor (account_id, currency, updated_at) values ($1, $2, $3)
+                 on conflict (account_id) do nothing",
+            )
+            .bind(entry.account_id)
+            .bind(&entry.currency)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query_as(LOCK)
+                .bind(entry.account_id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
     let outcome = offer(last_applied, entry.account_seq);
     match outcome {
         Offer::Duplicate => {
