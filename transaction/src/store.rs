@@ -3,8 +3,8 @@
 //! from the queue runner, and both pass the connection to the write functions,
 //! so a state change, its history row and its outgoing messages commit together.
 //!
-//! Every status change is announced with `pg_notify('transaction_status', id)`
-//! in the transaction that makes it, so waiters in any replica learn of it once
+//! Every status change is announced with `pg_notify('transaction_status',
+//! '<id> <new status>')` in the transaction that makes it, so waiters in any replica learn of it once
 //! it is committed.
 
 use chrono::{DateTime, Utc};
@@ -309,11 +309,19 @@ pub async fn insert(
     new: &NewTransaction,
     now: DateTime<Utc>,
 ) -> Result<Transaction, ApiError> {
+    // The creation is history too (one statement with the row), but nobody
+    // can be waiting for it yet: no notify.
     let row: TransactionRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into transaction (transaction_id, kind, status, source_account_id, destination_account_id,
-                                  currency, amount, description, created_at, updated_at)
-         values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $8)
-         returning {COLUMNS}"
+        "with inserted as (
+             insert into transaction (transaction_id, kind, status, source_account_id, destination_account_id,
+                                      currency, amount, description, created_at, updated_at)
+             values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $8)
+             returning {COLUMNS}
+         ), history as (
+             insert into transaction_status_change (transaction_id, from_status, to_status, created_at)
+             select transaction_id, null, 'pending', created_at from inserted
+         )
+         select * from inserted"
     )))
     .bind(transaction_id)
     .bind(new.kind.as_str())
@@ -331,15 +339,6 @@ pub async fn insert(
         }
         _ => ApiError::from(error),
     })?;
-    // The creation is history too, but nobody can be waiting for it yet: no notify.
-    sqlx::query(
-        "insert into transaction_status_change (transaction_id, from_status, to_status, created_at)
-         values ($1, null, 'pending', $2)",
-    )
-    .bind(transaction_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
     row.try_into()
 }
 
@@ -390,27 +389,22 @@ pub async fn apply(
         _ => failure_detail.to_owned(),
     };
     let to = outcome.status();
-    sqlx::query(
-        "update transaction
-         set status = $2, failure_reason = $3, failure_detail = $4, journal_id = $5, updated_at = $6
-         where transaction_id = $1",
-    )
-    .bind(current.transaction_id)
-    .bind(to.as_str())
-    .bind(failure_reason)
-    .bind(failure_detail)
-    .bind(journal_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "with change as (
+    // The new state, its history row and the waiters' notification (the new
+    // status after the id, so a waiter for a terminal status can skip
+    // the others), in one statement.
+    let changed = sqlx::query(
+        "with updated as (
+             update transaction
+             set status = $3, failure_reason = $4, failure_detail = $9, journal_id = $10, updated_at = $7
+             where transaction_id = $1
+             returning transaction_id
+         ), change as (
              insert into transaction_status_change
                  (transaction_id, from_status, to_status, reason_code, detail, command_id, created_at)
-             values ($1, $2, $3, $4, $5, $6, $7)
+             select transaction_id, $2, $3, $4, $5, $6, $7 from updated
              returning transaction_id
          )
-         select pg_notify($8, transaction_id::text) from change",
+         select pg_notify($8, transaction_id::text || ' ' || $3) from change",
     )
     .bind(current.transaction_id)
     .bind(current.status.as_str())
@@ -420,8 +414,14 @@ pub async fn apply(
     .bind(command_id)
     .bind(now)
     .bind(STATUS_CHANNEL)
+    .bind(failure_detail)
+    .bind(journal_id)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if changed != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     Ok(Transaction {
         status: to,
         failure_reason: failure_reason.to_owned(),

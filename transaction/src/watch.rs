@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::Transaction;
+use crate::domain::{Transaction, TransactionStatus};
 use crate::store::TransactionStore;
 
 /// How often a waiter re-reads without a notification.
@@ -30,7 +30,31 @@ const CAPACITY: usize = 1024;
 /// The process-wide fan-out of status-change notifications.
 #[derive(Debug, Clone)]
 pub struct StatusHub {
-    sender: broadcast::Sender<Uuid>,
+    sender: broadcast::Sender<Notice>,
+}
+
+/// One notified change: the transaction, and whether its new status may be
+/// terminal (true when the notification did not say).
+#[derive(Debug, Clone, Copy)]
+struct Notice {
+    transaction_id: Uuid,
+    maybe_terminal: bool,
+}
+
+impl Notice {
+    /// `<transaction id>` or `<transaction id> <new status>`.
+    fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(' ');
+        let transaction_id = Uuid::parse_str(parts.next()?).ok()?;
+        let maybe_terminal = parts
+            .next()
+            .and_then(TransactionStatus::parse)
+            .is_none_or(TransactionStatus::is_terminal);
+        Some(Self {
+            transaction_id,
+            maybe_terminal,
+        })
+    }
 }
 
 impl Default for StatusHub {
@@ -80,10 +104,10 @@ impl StatusHub {
                     notification = listener.recv() => notification,
                 };
                 match notification {
-                    Ok(notification) => match Uuid::parse_str(notification.payload()) {
+                    Ok(notification) => match Notice::parse(notification.payload()) {
                         // No receiver is not an error: nobody is waiting.
-                        Ok(transaction_id) => drop(self.sender.send(transaction_id)),
-                        Err(_) => tracing::warn!(
+                        Some(notice) => drop(self.sender.send(notice)),
+                        None => tracing::warn!(
                             payload = notification.payload(),
                             "status notification without a transaction id"
                         ),
@@ -102,7 +126,7 @@ impl StatusHub {
 /// A waiter's view of the hub.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: broadcast::Receiver<Uuid>,
+    receiver: broadcast::Receiver<Notice>,
     transaction_id: Uuid,
 }
 
@@ -110,12 +134,27 @@ impl Subscription {
     /// Resolves when the transaction may have changed: it was notified,
     /// notifications were dropped, or the fallback poll interval passed.
     pub async fn changed(&mut self) {
+        self.notified(false).await
+    }
+
+    /// As [`Self::changed`], but a change to a status known not to be
+    /// terminal does not count.
+    pub async fn maybe_terminal(&mut self) {
+        self.notified(true).await
+    }
+
+    async fn notified(&mut self, terminal_only: bool) {
         let transaction_id = self.transaction_id;
         let receiver = &mut self.receiver;
         let notified = async move {
             loop {
                 match receiver.recv().await {
-                    Ok(id) if id == transaction_id => return,
+                    Ok(notice)
+                        if notice.transaction_id == transaction_id
+                            && (notice.maybe_terminal || !terminal_only) =>
+                    {
+                        return;
+                    }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => return,
                     Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
@@ -146,7 +185,7 @@ pub async fn wait_for_terminal(
             return Ok(current);
         }
         tokio::select! {
-            _ = subscription.changed() => {}
+            _ = subscription.maybe_terminal() => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.cancelled() => return Ok(current),
         }
@@ -197,4 +236,25 @@ pub async fn follow(
         }
     });
     Ok(ReceiverStream::new(receiver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_says_whether_the_new_status_may_be_terminal() {
+        let id = Uuid::now_v7();
+        let notice =
+            |payload: String| Notice::parse(&payload).map(|n| (n.transaction_id, n.maybe_terminal));
+        assert_eq!(notice(format!("{id} processing")), Some((id, false)));
+        assert_eq!(notice(format!("{id} review")), Some((id, false)));
+        assert_eq!(notice(format!("{id} completed")), Some((id, true)));
+        assert_eq!(notice(format!("{id} failed")), Some((id, true)));
+        // An older writer's bare id, or a status this build does not know:
+        // the waiter re-reads rather than miss the end.
+        assert_eq!(notice(id.to_string()), Some((id, true)));
+        assert_eq!(notice(format!("{id} settled")), Some((id, true)));
+        assert_eq!(notice("not-a-uuid completed".to_owned()), None);
+    }
 }
