@@ -73,20 +73,23 @@ pub async fn snapshot(
     rules: &RuleSet,
     now: DateTime<Utc>,
 ) -> Result<FeatureSnapshot, sqlx::Error> {
-    let velocity = match movement.source_account_id {
-        Some(source) => source_velocity(conn, source, &movement.currency, now).await?,
-        None => Velocity::default(),
-    };
-    let distinct_sources_24h = match movement.destination_account_id {
-        Some(destination) => distinct_sources(conn, destination, now).await?,
-        None => 0,
-    };
-    let first_time_payee = match (movement.source_account_id, movement.destination_account_id) {
-        (Some(source), Some(destination)) => {
-            first_payee(conn, movement.transaction_id, source, destination).await?
-        }
-        _ => false,
-    };
+    let (velocity, distinct_sources_24h, first_time_payee) =
+        match (movement.source_account_id, movement.destination_account_id) {
+            (Some(source), Some(destination)) => {
+                transfer_features(conn, movement, source, destination, now).await?
+            }
+            (Some(source), None) => (
+                source_velocity(conn, source, &movement.currency, now).await?,
+                0,
+                false,
+            ),
+            (None, Some(destination)) => (
+                Velocity::default(),
+                distinct_sources(conn, destination, now).await?,
+                false,
+            ),
+            (None, None) => (Velocity::default(), 0, false),
+        };
     let (history, anomaly_score) = match movement.source_account_id {
         Some(source) => {
             let history = history(conn, movement, source, rules.anomaly_history).await?;
@@ -200,6 +203,50 @@ async fn source_velocity(
     .await
 }
 
+/// A transfer's source velocity, its destination's distinct sources and
+/// whether the pair is new: the three queries below, in one statement.
+async fn transfer_features(
+    conn: &mut PgConnection,
+    movement: &Movement,
+    source: Uuid,
+    destination: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(Velocity, i64, bool), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        velocity: Velocity,
+        distinct_sources: i64,
+        first_payee: bool,
+    }
+    let row: Row = sqlx::query_as(
+        "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
+                count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
+                count(*) as count_7d,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
+                coalesce(sum(amount), 0) as sum_7d,
+                (select count(distinct d.source_account_id) from movement d
+                  where d.destination_account_id = $4 and d.source_account_id is not null
+                    and d.status <> 'failed' and d.requested_at > $3 - interval '24 hours'
+                    and d.requested_at <= $3) as distinct_sources,
+                (select not exists (select 1 from movement p
+                  where p.source_account_id = $1 and p.destination_account_id = $4
+                    and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee
+           from movement
+          where source_account_id = $1 and currency = $2 and status <> 'failed'
+            and requested_at > $3 - interval '7 days' and requested_at <= $3",
+    )
+    .bind(source)
+    .bind(&movement.currency)
+    .bind(now)
+    .bind(destination)
+    .bind(movement.transaction_id)
+    .fetch_one(conn)
+    .await?;
+    Ok((row.velocity, row.distinct_sources, row.first_payee))
+}
+
 async fn distinct_sources(
     conn: &mut PgConnection,
     destination: Uuid,
@@ -212,24 +259,6 @@ async fn distinct_sources(
     )
     .bind(destination)
     .bind(now)
-    .fetch_one(conn)
-    .await
-}
-
-async fn first_payee(
-    conn: &mut PgConnection,
-    transaction_id: Uuid,
-    source: Uuid,
-    destination: Uuid,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select not exists (select 1 from movement
-          where source_account_id = $1 and destination_account_id = $2
-            and transaction_id <> $3 and status <> 'failed')",
-    )
-    .bind(source)
-    .bind(destination)
-    .bind(transaction_id)
     .fetch_one(conn)
     .await
 }
