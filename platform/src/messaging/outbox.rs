@@ -60,33 +60,37 @@ pub fn notify_channel(schema: &str) -> String {
 /// `outbox_message_id_key`.
 #[tracing::instrument(skip_all, fields(message_id = %message.message_id, message_type = %message.message_type), err)]
 pub async fn enqueue(conn: &mut PgConnection, message: OutgoingMessage) -> Result<(), sqlx::Error> {
-    // One round trip: the notify runs only if the insert produced a row.
-    sqlx::query(
-        r#"
-        with inserted as (
-            insert into outbox (
-                message_id, exchange, routing_key, message_type, payload,
-                correlation_id, causation_id, traceparent, schema_version, occurred_at
-            )
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            returning 1
-        )
-        select pg_notify('corebank_outbox_' || current_schema(), '') from inserted
-        "#,
-    )
-    .bind(message.message_id)
-    .bind(message.exchange.as_str())
-    .bind(&message.routing_key)
-    .bind(&message.message_type)
-    .bind(&message.payload)
-    .bind(message.correlation_id)
-    .bind(message.causation_id)
-    .bind(&message.traceparent)
-    .bind(message.schema_version)
-    .bind(message.occurred_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    enqueue_all(conn, vec![message]).await
+}
+
+/// The outbox columns of many messages, one array each, for `unnest`.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<uuid::Uuid>,
+    exchanges: Vec<&'static str>,
+    keys: Vec<String>,
+    types: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    correlations: Vec<Option<uuid::Uuid>>,
+    causations: Vec<Option<uuid::Uuid>>,
+    traceparents: Vec<Option<String>>,
+    versions: Vec<i32>,
+    occurred: Vec<DateTime<Utc>>,
+}
+
+impl Columns {
+    fn push(&mut self, message: OutgoingMessage) {
+        self.ids.push(message.message_id);
+        self.exchanges.push(message.exchange.as_str());
+        self.keys.push(message.routing_key);
+        self.types.push(message.message_type);
+        self.payloads.push(message.payload);
+        self.correlations.push(message.correlation_id);
+        self.causations.push(message.causation_id);
+        self.traceparents.push(message.traceparent);
+        self.versions.push(message.schema_version);
+        self.occurred.push(message.occurred_at);
+    }
 }
 
 /// Writes every message of `messages` to the outbox in one statement (one
@@ -97,38 +101,25 @@ pub async fn enqueue_all(
     conn: &mut PgConnection,
     messages: Vec<OutgoingMessage>,
 ) -> Result<(), sqlx::Error> {
-    match messages.len() {
-        0 => return Ok(()),
-        1 => return enqueue(conn, messages.into_iter().next().expect("one message")).await,
-        _ => {}
+    if messages.is_empty() {
+        return Ok(());
     }
-    let count = messages.len();
-    let (mut ids, mut exchanges, mut keys, mut types, mut payloads) = (
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-    );
-    let (mut correlations, mut causations, mut traceparents, mut versions, mut occurred) = (
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-        Vec::with_capacity(count),
-    );
+    let mut columns = Columns::default();
     for message in messages {
-        ids.push(message.message_id);
-        exchanges.push(message.exchange.as_str());
-        keys.push(message.routing_key);
-        types.push(message.message_type);
-        payloads.push(message.payload);
-        correlations.push(message.correlation_id);
-        causations.push(message.causation_id);
-        traceparents.push(message.traceparent);
-        versions.push(message.schema_version);
-        occurred.push(message.occurred_at);
+        columns.push(message);
     }
+    let Columns {
+        ids,
+        exchanges,
+        keys,
+        types,
+        payloads,
+        correlations,
+        causations,
+        traceparents,
+        versions,
+        occurred,
+    } = columns;
     // `with ordinality` keeps the callers' order in the outbox ids, so the
     // relay publishes them in that order.
     sqlx::query(
