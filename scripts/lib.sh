@@ -202,7 +202,10 @@ start_private_postgres() {
     bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
     [ -x "$bin/initdb" ] || die "initdb not found under /usr/lib/postgresql/*/bin"
     PRIVATE_PG_DIR="$(mktemp -d -t corebank-pg.XXXXXX)"
-    PRIVATE_PG_PORT=55432
+    # Below Linux's ephemeral range (32768-60999): a port in it can be the
+    # local end of some client's connection, which port_open cannot see and
+    # which makes the server's bind fail with "Address already in use".
+    PRIVATE_PG_PORT=25432
     while port_open 127.0.0.1 "$PRIVATE_PG_PORT"; do PRIVATE_PG_PORT=$((PRIVATE_PG_PORT + 1)); done
     local password="corebank-guard-$RANDOM$RANDOM"
     printf '%s\n' "$password" >"$PRIVATE_PG_DIR/pwfile"

@@ -117,16 +117,3 @@ pub async fn record(
     .await?;
     Ok(())
 }
-
-/// Whether the mirror says the customer is VERIFIED.
-pub async fn is_verified(
-    conn: &mut sqlx::PgConnection,
-    customer_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("select kyc_status from customer_kyc where customer_id = $1")
-            .bind(customer_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(status.as_deref() == Some("verified"))
-}

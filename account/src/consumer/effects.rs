@@ -32,19 +32,24 @@ impl CommandHandler {
         command: &pb::ReserveFundsCommand,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApiError> {
-        if tombstoned(conn, &command.command_id).await? {
+        let account_id = parse_uuid("account_id", &command.account_id);
+        let gate =
+            reserve_gate(conn, &command.command_id, account_id.as_ref().ok().copied()).await?;
+        if gate.cancelled {
             return Err(ApiError::failed_precondition(
                 reason::RESERVE_CANCELLED,
                 "the reserve was compensated before it arrived",
             ));
         }
-        let account_id = parse_uuid("account_id", &command.account_id)?;
+        let account_id = account_id?;
         let (currency, amount) = parse_money(command.amount.as_ref(), self.limits)?;
-        let account = store::get_account(conn, account_id, false).await?;
-        if !kyc::is_verified(conn, account.customer_id).await? {
+        let customer_id = gate
+            .customer_id
+            .ok_or_else(|| store::account_not_found(account_id))?;
+        if !gate.verified {
             return Err(ApiError::failed_precondition(
                 crate::domain::reason::KYC_NOT_VERIFIED,
-                format!("customer {} is not verified", account.customer_id),
+                format!("customer {customer_id} is not verified"),
             ));
         }
         let hold_id = Uuid::now_v7();

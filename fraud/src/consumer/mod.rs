@@ -195,8 +195,7 @@ async fn screen(
     cause: &IncomingMessage,
 ) -> Result<pb::CommandReply, HandlerError> {
     let started = std::time::Instant::now();
-    features::record(tx, movement, now).await?;
-    let rules = store::active_rule_set(tx).await?;
+    let rules = features::record(tx, movement, now).await?;
     let snapshot = features::snapshot(tx, movement, &rules, now).await?;
     let evaluation = evaluate(&rules, &snapshot);
     let decision_id = Uuid::now_v7();

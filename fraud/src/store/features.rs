@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::anomaly;
@@ -14,7 +15,7 @@ use crate::domain::features::{
 };
 use crate::domain::rules::RuleSet;
 
-use super::{profiles, watchlist};
+use super::profiles::{self, Party};
 
 /// A movement as the screen command describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +36,28 @@ impl Movement {
     }
 }
 
-/// Records `movement` (once: a repeat is a no-op) and serializes screens of
-/// the same subject account, so two at once both see each other.
+/// Records `movement` (once: a repeat is a no-op), serializes screens of
+/// the same subject account so two at once both see each other, and returns
+/// the active rule set: one statement.
 pub async fn record(
     conn: &mut PgConnection,
     movement: &Movement,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if let Some(subject) = movement.subject() {
-        sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 7))")
-            .bind(subject)
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query(
-        "insert into movement (transaction_id, kind, source_account_id, destination_account_id,
-                               amount, currency, requested_at, updated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $7)
-         on conflict (transaction_id) do nothing",
+) -> Result<RuleSet, sqlx::Error> {
+    // The scalar subquery makes the insert wait for the lock (and still
+    // insert when there is no subject to lock).
+    let Json(rules): Json<RuleSet> = sqlx::query_scalar(
+        "with locked as (
+             select pg_advisory_xact_lock(hashtextextended($8::text, 7))
+              where $8::uuid is not null
+         ), recorded as (
+             insert into movement (transaction_id, kind, source_account_id, destination_account_id,
+                                   amount, currency, requested_at, updated_at)
+             select $1, $2, $3, $4, $5, $6, $7, $7
+              where (select count(*) from locked) >= 0
+             on conflict (transaction_id) do nothing
+         )
+         select body from rule_set order by version desc limit 1",
     )
     .bind(movement.transaction_id)
     .bind(movement.kind.as_str())
@@ -61,9 +66,10 @@ pub async fn record(
     .bind(movement.amount)
     .bind(&movement.currency)
     .bind(now)
-    .execute(conn)
+    .bind(movement.subject())
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(rules)
 }
 
 /// The features of a recorded `movement` at `now` under `rules`.
@@ -108,36 +114,36 @@ pub async fn snapshot(
         }
         _ => 0,
     };
-    let mut subjects: Vec<(&str, Uuid)> = Vec::new();
-    let mut customer_of_subject = None;
-    for account in [movement.source_account_id, movement.destination_account_id]
+    let accounts: Vec<Uuid> = [movement.source_account_id, movement.destination_account_id]
         .into_iter()
         .flatten()
-    {
-        subjects.push(("account", account));
-        if let Some((customer, opened_at)) = profiles::owner_of(conn, account).await? {
-            subjects.push(("customer", customer));
-            if Some(account) == movement.subject() {
-                customer_of_subject = Some((customer, opened_at));
-            }
+        .collect();
+    let parties = profiles::parties(conn, &accounts, now).await?;
+    let mut watchlist_hits: Vec<String> = Vec::new();
+    for party in &parties {
+        if party.account_listed {
+            watchlist_hits.push(account_hit(party.account_id));
+        }
+        if let (true, Some(customer)) = (party.customer_listed, party.customer_id) {
+            watchlist_hits.push(customer_hit(customer));
         }
     }
-    let mut watchlist_hits: Vec<String> = watchlist::hits(conn, &subjects, now)
-        .await?
-        .into_iter()
-        .map(|(kind, id)| match kind.as_str() {
-            "customer" => customer_hit(id),
-            _ => account_hit(id),
-        })
-        .collect();
     watchlist_hits.sort();
     watchlist_hits.dedup();
-    let (account_age, kyc_age) = match customer_of_subject {
-        Some((customer, opened_at)) => {
-            let verified = profiles::verified_at(conn, customer).await?;
-            (Some(age(opened_at, now)), verified.map(|at| age(at, now)))
-        }
-        None => (None, None),
+    let (account_age, kyc_age) = match parties
+        .iter()
+        .find(|party| Some(party.account_id) == movement.subject())
+    {
+        Some(Party {
+            customer_id: Some(_),
+            opened_at: Some(opened_at),
+            verified_at,
+            ..
+        }) => (
+            Some(age(*opened_at, now)),
+            verified_at.map(|at| age(at, now)),
+        ),
+        _ => (None, None),
     };
     // Sums come back at the column's scale (8): show them at the currency's.
     let exponent = corebank_platform::money::Currency::parse(&movement.currency)

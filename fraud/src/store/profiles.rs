@@ -77,26 +77,46 @@ pub async fn settle_movement(
     Ok(())
 }
 
-/// The owner of `account_id`, if its opening was seen.
-pub async fn owner_of(
-    conn: &mut PgConnection,
-    account_id: Uuid,
-) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as("select customer_id, opened_at from account_profile where account_id = $1")
-        .bind(account_id)
-        .fetch_optional(conn)
-        .await
+/// An account of a screened movement as this service knows it: its owner
+/// (if its opening was seen), the owner's last verification, and whether the
+/// account or its owner is on the watchlist at the time of the screen.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Party {
+    pub account_id: Uuid,
+    pub customer_id: Option<Uuid>,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub account_listed: bool,
+    pub customer_listed: bool,
 }
 
-/// When the customer was last verified, if ever seen verified.
-pub async fn verified_at(
+/// The parties of `accounts`, in their order, in one statement.
+pub async fn parties(
     conn: &mut PgConnection,
-    customer_id: Uuid,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let row: Option<Option<DateTime<Utc>>> =
-        sqlx::query_scalar("select verified_at from customer_profile where customer_id = $1")
-            .bind(customer_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.flatten())
+    accounts: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Party>, sqlx::Error> {
+    sqlx::query_as(
+        "with party as (
+             select a.ord, a.account_id, p.customer_id, p.opened_at, c.verified_at
+               from unnest($1::uuid[]) with ordinality as a(account_id, ord)
+               left join account_profile p on p.account_id = a.account_id
+               left join customer_profile c on c.customer_id = p.customer_id
+         )
+         select account_id, customer_id, opened_at, verified_at,
+                exists (select 1 from watchlist_entry w
+                         where w.subject = 'account' and w.subject_id = party.account_id
+                           and w.removed_at is null
+                           and (w.expires_at is null or w.expires_at > $2)) as account_listed,
+                exists (select 1 from watchlist_entry w
+                         where w.subject = 'customer' and w.subject_id = party.customer_id
+                           and w.removed_at is null
+                           and (w.expires_at is null or w.expires_at > $2)) as customer_listed
+           from party
+          order by ord",
+    )
+    .bind(accounts)
+    .bind(now)
+    .fetch_all(conn)
+    .await
 }

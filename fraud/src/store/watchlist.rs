@@ -112,28 +112,3 @@ pub async fn list(
     .await?;
     Ok(rows)
 }
-
-/// Which of `subjects` (kind and id) are on the list at `now`.
-pub async fn hits(
-    conn: &mut PgConnection,
-    subjects: &[(&str, Uuid)],
-    now: DateTime<Utc>,
-) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
-    let ids: Vec<Uuid> = subjects.iter().map(|(_, id)| *id).collect();
-    let kinds: Vec<String> = subjects
-        .iter()
-        .map(|(kind, _)| (*kind).to_owned())
-        .collect();
-    sqlx::query_as(
-        "select distinct w.subject, w.subject_id
-           from watchlist_entry w
-           join unnest($1::uuid[], $2::text[]) as s(subject_id, subject)
-             on s.subject_id = w.subject_id and s.subject = w.subject
-          where w.removed_at is null and (w.expires_at is null or w.expires_at > $3)",
-    )
-    .bind(ids)
-    .bind(kinds)
-    .bind(now)
-    .fetch_all(conn)
-    .await
-}

@@ -3,12 +3,14 @@
 //! Deliveries already prefetched are handled in batches in one database
 //! transaction: each message's inbox row and its effect commit or roll back
 //! together, and a failing message does not undo its neighbours (the batch is
-//! tried without savepoints first, and applied again with one per message if
-//! a handler fails). Only after the commit are the batch's retries and parkings
+//! tried first with one inbox statement for all its messages and no
+//! savepoints, and applied again with an inbox row and a savepoint per
+//! message if a handler fails). Only after the commit are the batch's retries and parkings
 //! published (with confirms) and the deliveries acknowledged, with one multiple
 //! ack. A crash anywhere before that ack makes the broker redeliver, and the
 //! inbox turns the redelivery into a no-op.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -24,11 +26,12 @@ use lapin::{Channel, Consumer};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::MessagingError;
 use super::broker::Broker;
 use super::dlq::{ParkReason, park, schedule_retry};
-use super::envelope::IncomingMessage;
+use super::envelope::{IncomingMessage, MalformedMessage};
 use super::topology::{QueueSpec, declare_queue};
 
 /// Why a handler did not apply a message. The split decides what happens next.
@@ -130,6 +133,14 @@ enum Applied {
     Handled,
     Duplicate,
     Failed(HandlerError),
+}
+
+/// How a message's inbox row is written.
+enum Claim<'a> {
+    /// By the batch's one inbox statement; the set holds the ids it found new.
+    Claimed(&'a mut HashSet<Uuid>),
+    /// By the message itself, under a savepoint of its own.
+    Guarded,
 }
 
 /// What to do with one delivery once the transaction committed.
@@ -292,20 +303,24 @@ impl<H: Handler> QueueConsumer<H> {
     }
 
     /// Applies the batch in one transaction and commits it. Optimistically
-    /// first, with no savepoints (two statements less per message); if a
-    /// handler fails, that transaction is rolled back and the batch applied
-    /// again with a savepoint per message, the failed message given the
-    /// outcome it already earned (its handler is not called twice).
+    /// first: one statement writes the inbox rows of the whole batch, and the
+    /// handlers run with no savepoints. If a handler fails, that transaction
+    /// is rolled back and the batch applied again with an inbox row and a
+    /// savepoint per message, the failed message given the outcome it already
+    /// earned (its handler is not called twice).
     async fn apply_batch(
         &self,
         queue: &str,
         batch: &[Delivery],
     ) -> Result<Vec<Outcome>, MessagingError> {
+        let messages: Vec<_> = batch.iter().map(IncomingMessage::parse).collect();
         let mut tx = self.pool.begin().await?;
+        let mut fresh = self.claim(&mut tx, &messages).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut failed = None;
-        for (index, delivery) in batch.iter().enumerate() {
-            match self.handle_one(&mut tx, queue, delivery, false).await? {
+        for (index, message) in messages.iter().enumerate() {
+            let claim = Claim::Claimed(&mut fresh);
+            match self.handle_one(&mut tx, queue, message, claim).await? {
                 Handled::Done(outcome) => outcomes.push(outcome),
                 Handled::Failed(outcome) => {
                     failed = Some((index, outcome));
@@ -318,10 +333,13 @@ impl<H: Handler> QueueConsumer<H> {
             tx = self.pool.begin().await?;
             outcomes.clear();
             let mut known = Some(outcome);
-            for (index, delivery) in batch.iter().enumerate() {
+            for (index, message) in messages.iter().enumerate() {
                 let outcome = match known.take_if(|_| index == failed_index) {
                     Some(outcome) => outcome,
-                    None => match self.handle_one(&mut tx, queue, delivery, true).await? {
+                    None => match self
+                        .handle_one(&mut tx, queue, message, Claim::Guarded)
+                        .await?
+                    {
                         Handled::Done(outcome) | Handled::Failed(outcome) => outcome,
                     },
                 };
@@ -332,17 +350,50 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(outcomes)
     }
 
-    /// Handles one delivery in `tx`, under a savepoint when `guarded` (a
-    /// failure then rolls back only this message). Errors are database errors
-    /// that abort the whole batch; handler failures become outcomes.
+    /// Writes the inbox rows of every readable message in one statement and
+    /// returns the ids that were new: the others were handled before.
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Result<IncomingMessage, MalformedMessage>],
+    ) -> Result<HashSet<Uuid>, MessagingError> {
+        let (ids, types): (Vec<Uuid>, Vec<&str>) = messages
+            .iter()
+            .flatten()
+            .map(|message| (message.message_id, message.message_type.as_str()))
+            .unzip();
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let fresh: Vec<Uuid> = sqlx::query_scalar(
+            r#"
+            insert into inbox (consumer, message_id, message_type)
+            select $1, id, kind from unnest($2::uuid[], $3::text[]) as m(id, kind)
+            on conflict do nothing
+            returning message_id
+            "#,
+        )
+        .bind(&self.spec.name)
+        .bind(&ids)
+        .bind(&types)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(fresh.into_iter().collect())
+    }
+
+    /// Handles one delivery in `tx`. `Claim::Guarded` writes its inbox row
+    /// and runs it under a savepoint (a failure then rolls back only this
+    /// message); `Claim::Claimed` trusts the batch's inbox statement. Errors
+    /// are database errors that abort the whole batch; handler failures
+    /// become outcomes.
     async fn handle_one(
         &self,
         tx: &mut PgConnection,
         queue: &str,
-        delivery: &Delivery,
-        guarded: bool,
+        message: &Result<IncomingMessage, MalformedMessage>,
+        claim: Claim<'_>,
     ) -> Result<Handled, MessagingError> {
-        let message = match IncomingMessage::parse(delivery) {
+        let message = match message {
             Ok(message) => message,
             Err(malformed) => {
                 tracing::warn!(%queue, error = %malformed, "malformed envelope, parking");
@@ -361,16 +412,29 @@ impl<H: Handler> QueueConsumer<H> {
             traceparent = message.traceparent.as_deref(),
             attempt = message.attempt,
         );
-        let applied = if guarded {
-            let mut savepoint = tx.begin().await?;
-            let applied = self.apply(&mut savepoint, &message, &span).await?;
-            match applied {
-                Applied::Handled => savepoint.commit().await?,
-                Applied::Duplicate | Applied::Failed(_) => savepoint.rollback().await?,
+        let applied = match claim {
+            // The first delivery of an id in the batch takes it: a second
+            // copy in the same batch is a duplicate.
+            Claim::Claimed(fresh) => {
+                if fresh.remove(&message.message_id) {
+                    self.run_handler(tx, message, &span).await
+                } else {
+                    Applied::Duplicate
+                }
             }
-            applied
-        } else {
-            self.apply(tx, &message, &span).await?
+            Claim::Guarded => {
+                let mut savepoint = tx.begin().await?;
+                let applied = if self.claim_one(&mut savepoint, message).await? {
+                    self.run_handler(&mut savepoint, message, &span).await
+                } else {
+                    Applied::Duplicate
+                };
+                match applied {
+                    Applied::Handled => savepoint.commit().await?,
+                    Applied::Duplicate | Applied::Failed(_) => savepoint.rollback().await?,
+                }
+                applied
+            }
         };
         Ok(match applied {
             Applied::Duplicate => {
@@ -383,17 +447,16 @@ impl<H: Handler> QueueConsumer<H> {
                 tracing::debug!(parent: &span, "message handled");
                 Handled::Done(Outcome::Ack)
             }
-            Applied::Failed(error) => Handled::Failed(self.failure_outcome(&span, &message, error)),
+            Applied::Failed(error) => Handled::Failed(self.failure_outcome(&span, message, error)),
         })
     }
 
-    /// The inbox row and the handler's effect, in `conn`.
-    async fn apply(
+    /// Writes one message's inbox row; false when it was handled before.
+    async fn claim_one(
         &self,
         conn: &mut PgConnection,
         message: &IncomingMessage,
-        span: &tracing::Span,
-    ) -> Result<Applied, MessagingError> {
+    ) -> Result<bool, MessagingError> {
         let inserted = sqlx::query(
             "insert into inbox (consumer, message_id, message_type) values ($1, $2, $3) on conflict do nothing",
         )
@@ -403,9 +466,16 @@ impl<H: Handler> QueueConsumer<H> {
         .execute(&mut *conn)
         .await?
         .rows_affected();
-        if inserted == 0 {
-            return Ok(Applied::Duplicate);
-        }
+        Ok(inserted == 1)
+    }
+
+    /// The handler's effect, in `conn`.
+    async fn run_handler(
+        &self,
+        conn: &mut PgConnection,
+        message: &IncomingMessage,
+        span: &tracing::Span,
+    ) -> Applied {
         // A panicking handler is a bug in that handler: park its message
         // instead of letting the panic end this consumer for every other message.
         let result = AssertUnwindSafe(self.handler.handle(conn, message))
@@ -413,10 +483,10 @@ impl<H: Handler> QueueConsumer<H> {
             .instrument(span.clone())
             .await
             .unwrap_or_else(|_| Err(HandlerError::permanent(anyhow::anyhow!("handler panicked"))));
-        Ok(match result {
+        match result {
             Ok(()) => Applied::Handled,
             Err(error) => Applied::Failed(error),
-        })
+        }
     }
 
     fn failure_outcome(
