@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use corebank_platform::clock::SharedClock;
-use corebank_platform::messaging::{Exchange, Handler, HandlerError, IncomingMessage, QueueSpec};
+use corebank_platform::messaging::{
+    BatchError, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec, message_span,
+};
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use sqlx::PgConnection;
 
 use crate::domain::{EngineConfig, Refusal};
 use crate::messages::{decode_reply, decode_requested};
-use crate::{runtime, store};
+use crate::runtime;
 
 /// `orchestrator.requests`: every `transaction.*.requested` event.
 pub fn requests_queue() -> QueueSpec {
@@ -72,12 +74,10 @@ pub struct ReplyHandler {
     pub clock: SharedClock,
 }
 
-impl Handler for ReplyHandler {
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
+impl ReplyHandler {
+    fn decode(
         message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(uuid::Uuid, crate::domain::Event), HandlerError> {
         let expected = wire::message_type::<pb::CommandReply>();
         if message.message_type != expected {
             return Err(HandlerError::permanent(anyhow::anyhow!(
@@ -85,26 +85,57 @@ impl Handler for ReplyHandler {
                 message.message_type
             )));
         }
-        let (saga_id, event) = decode_reply(&message.payload).map_err(HandlerError::malformed)?;
-        let Some(saga) = store::lock(tx, saga_id).await? else {
-            tracing::warn!(%saga_id, "reply for an unknown saga, ignored");
-            return Ok(());
-        };
-        let applied = runtime::apply(
-            tx,
-            &self.config,
-            &saga,
-            event,
-            self.clock.now(),
-            Some(message.message_id),
-        )
-        .await?;
-        match applied {
-            Err(refusal @ Refusal::MayNotWait { .. }) => {
-                tracing::warn!(%saga_id, %refusal, "waiting reply from a step that may not wait, ignored");
+        decode_reply(&message.payload).map_err(HandlerError::malformed)
+    }
+}
+
+impl Handler for ReplyHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        self.handle_batch(tx, &[message])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// Every reply of the batch in three statements: lock their sagas, write
+    /// the new states with their log rows, write the commands.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|message| message_span(message))
+            .collect();
+        let mut events = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let (saga_id, event) =
+                Self::decode(message).map_err(|error| BatchError::at(index, error))?;
+            events.push(runtime::Applying {
+                saga_id,
+                event,
+                causation_id: Some(message.message_id),
+                span: &spans[index],
+            });
+        }
+        let saga_ids: Vec<_> = events.iter().map(|applying| applying.saga_id).collect();
+        let results = runtime::apply_all(tx, &self.config, events, self.clock.now())
+            .await
+            .map_err(BatchError::whole)?;
+        for ((saga_id, result), span) in saga_ids.into_iter().zip(results).zip(&spans) {
+            let _entered = span.enter();
+            match result {
+                None => tracing::warn!(%saga_id, "reply for an unknown saga, ignored"),
+                Some(Err(refusal @ Refusal::MayNotWait { .. })) => {
+                    tracing::warn!(%saga_id, %refusal, "waiting reply from a step that may not wait, ignored");
+                }
+                Some(Err(refusal)) => tracing::debug!(%saga_id, %refusal, "reply ignored"),
+                Some(Ok(_)) => {}
             }
-            Err(refusal) => tracing::debug!(%saga_id, %refusal, "reply ignored"),
-            Ok(_) => {}
         }
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! commit or vanish together.
 //! Consumers, the timer loop and the admin API all go through here.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use corebank_platform::messaging::enqueue_all;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::{Engine, EngineConfig, Event, LogEvent, Refusal, Saga, Transition};
+use crate::domain::{Engine, EngineConfig, Event, LogEntry, LogEvent, Refusal, Saga, Transition};
 use crate::messages::{self, Requested};
 use crate::store;
 
@@ -60,6 +62,80 @@ pub async fn apply(
     send(conn, &transition, now, causation_id).await?;
     observe(saga, &transition, is_reply, now);
     Ok(Ok(transition))
+}
+
+/// One event for one saga, with the message that carried it.
+#[derive(Debug)]
+pub struct Applying<'a> {
+    pub saga_id: Uuid,
+    pub event: Event,
+    pub causation_id: Option<Uuid>,
+    /// The span the event's logs and metrics belong to.
+    pub span: &'a tracing::Span,
+}
+
+/// Applies `events` in order, each to its saga as the events before it left
+/// it: locks every saga named, then writes every new state with its log rows
+/// (one statement) and every command (one statement). Returns per event its
+/// transition, its refusal, or `None` when the saga is unknown. What
+/// [`apply`] does for one event, for a batch.
+pub async fn apply_all(
+    conn: &mut PgConnection,
+    config: &EngineConfig,
+    events: Vec<Applying<'_>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Result<Transition, Refusal>>>, sqlx::Error> {
+    let mut saga_ids: Vec<Uuid> = events.iter().map(|applying| applying.saga_id).collect();
+    saga_ids.sort_unstable();
+    saga_ids.dedup();
+    let mut sagas: HashMap<Uuid, Saga> = store::lock_all(conn, &saga_ids)
+        .await?
+        .into_iter()
+        .map(|saga| (saga.saga_id, saga))
+        .collect();
+    let mut changed: Vec<Uuid> = Vec::new();
+    let mut results = Vec::with_capacity(events.len());
+    let mut commands = Vec::new();
+    for applying in events {
+        let Some(saga) = sagas.get_mut(&applying.saga_id) else {
+            results.push(None);
+            continue;
+        };
+        let engine = Engine::new(saga.saga_type.definition(), config);
+        let is_reply = matches!(applying.event, Event::Reply { .. });
+        let transition = match engine.apply(saga, applying.event, now, rand::random::<f64>()) {
+            Ok(transition) => transition,
+            Err(refusal) => {
+                results.push(Some(Err(refusal)));
+                continue;
+            }
+        };
+        commands.extend(transition.commands.iter().map(|command| {
+            messages::command_message(&transition.saga, command, now, applying.causation_id)
+        }));
+        applying
+            .span
+            .in_scope(|| observe(saga, &transition, is_reply, now));
+        if !changed.contains(&saga.saga_id) {
+            changed.push(saga.saga_id);
+        }
+        *saga = transition.saga.clone();
+        results.push(Some(Ok(transition)));
+    }
+    if changed.is_empty() {
+        return Ok(results);
+    }
+    let new_states: Vec<&Saga> = changed.iter().filter_map(|id| sagas.get(id)).collect();
+    let entries: Vec<(Uuid, &LogEntry)> = results
+        .iter()
+        .filter_map(|result| match result {
+            Some(Ok(transition)) => Some((transition.saga.saga_id, &transition.log)),
+            _ => None,
+        })
+        .collect();
+    store::update_all(conn, &new_states, &entries, now).await?;
+    enqueue_all(conn, commands).await?;
+    Ok(results)
 }
 
 /// The transition's commands, into the outbox in one statement.

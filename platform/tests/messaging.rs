@@ -269,6 +269,53 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_that_fails_as_a_whole_is_rolled_back_and_applied_again_one_message_at_a_time() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let events = env.ns.exchange(Exchange::Events);
+    let messages: Vec<_> = (0..3u8)
+        .map(|n| OutgoingMessage::event("test.thing.happened", "test.Ok", vec![n]))
+        .collect();
+    for message in &messages {
+        env.publish_raw(
+            &events,
+            &message.routing_key,
+            &message.payload,
+            message.properties("test"),
+        )
+        .await;
+    }
+    let handler = TestHandler::default();
+    handler.batches_fail.store(true, Ordering::SeqCst);
+    env.spawn_consumer(spec, handler.clone());
+
+    for message in &messages {
+        eventually("every effect", || async {
+            (env.effects(message.message_id).await == 1).then_some(())
+        })
+        .await;
+    }
+    for message in &messages {
+        assert_eq!(env.effects(message.message_id).await, 1, "applied once");
+        let inboxed = env
+            .scalar(
+                "select count(*) from inbox where message_id = $1",
+                message.message_id,
+            )
+            .await;
+        assert_eq!(inboxed, 1);
+        // Once in the failed batch (rolled back), once on its own.
+        assert_eq!(handler.calls(message.message_id).len(), 2);
+    }
+    let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
+        .await
+        .unwrap();
+    assert!(parked.is_empty(), "nothing parked: {parked:?}");
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_transiently_failing_handler_is_retried_with_growing_delays_and_then_succeeds() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec().with_retry(RetryPolicy {

@@ -2,12 +2,13 @@
 //!
 //! Deliveries already prefetched are handled in batches in one database
 //! transaction: each message's inbox row and its effect commit or roll back
-//! together, and a failing message does not undo its neighbours (the batch is
-//! tried first with one inbox statement for all its messages and no
-//! savepoints, and applied again with an inbox row and a savepoint per
-//! message if a handler fails). Only after the commit are the batch's retries and parkings
-//! published (with confirms) and the deliveries acknowledged, with one multiple
-//! ack. A crash anywhere before that ack makes the broker redeliver, and the
+//! together, and a failing message does not undo its neighbours. A batch is
+//! tried first with one inbox statement for all its messages, no savepoints,
+//! and the handler's [`Handler::handle_batch`] (which may apply them all with
+//! a few multi-row statements); if that fails, it is applied again with an
+//! inbox row, a savepoint and a [`Handler::handle`] per message. Only after
+//! the commit are the batch's retries and parkings published (with confirms)
+//! and the deliveries acknowledged, with one multiple ack. A crash anywhere before that ack makes the broker redeliver, and the
 //! inbox turns the redelivery into a no-op.
 
 use std::collections::HashSet;
@@ -79,7 +80,7 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// Applies one message inside the runner's transaction.
+/// Applies messages inside the runner's transaction.
 ///
 /// Implement it with `async fn handle(&self, tx: &mut PgConnection, message:
 /// &IncomingMessage) -> Result<(), HandlerError>`. Write effects (and outgoing
@@ -91,6 +92,75 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies `messages`, in order, in one transaction: override it where
+    /// many messages take fewer statements than one at a time. On an error
+    /// the runner rolls back everything written through `tx` and handles the
+    /// batch again one message at a time with [`handle`](Handler::handle),
+    /// except the message the error names, which keeps the error's outcome.
+    /// The default calls `handle` for each message, in its span.
+    fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        async move {
+            for (index, message) in messages.iter().enumerate() {
+                AssertUnwindSafe(self.handle(tx, message))
+                    .catch_unwind()
+                    .instrument(message_span(message))
+                    .await
+                    .unwrap_or_else(|_| Err(panicked()))
+                    .map_err(|error| BatchError::at(index, error))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Why [`Handler::handle_batch`] failed.
+#[derive(Debug)]
+pub struct BatchError {
+    /// The position of the message that failed, when one did; `None` when
+    /// the failure belongs to the batch (a statement for all its messages).
+    pub index: Option<usize>,
+    pub error: HandlerError,
+}
+
+impl BatchError {
+    /// Message `index` of the batch failed.
+    pub fn at(index: usize, error: HandlerError) -> Self {
+        Self {
+            index: Some(index),
+            error,
+        }
+    }
+
+    /// The batch as a whole failed.
+    pub fn whole(error: impl Into<HandlerError>) -> Self {
+        Self {
+            index: None,
+            error: error.into(),
+        }
+    }
+}
+
+/// The span a message is handled in: its ids and trace context.
+pub fn message_span(message: &IncomingMessage) -> tracing::Span {
+    tracing::info_span!(
+        "handle_message",
+        message_id = %message.message_id,
+        message_type = %message.message_type,
+        correlation_id = message.correlation_id.map(tracing::field::display),
+        traceparent = message.traceparent.as_deref(),
+        attempt = message.attempt,
+    )
+}
+
+/// A panicking handler is a bug in that handler: its message is parked
+/// instead of the panic ending the consumer for every other message.
+fn panicked() -> HandlerError {
+    HandlerError::permanent(anyhow::anyhow!("handler panicked"))
 }
 
 /// Consumer tuning.
@@ -118,29 +188,6 @@ pub struct QueueConsumer<H> {
     spec: QueueSpec,
     handler: Arc<H>,
     config: ConsumerConfig,
-}
-
-/// What became of one delivery inside the batch's transaction.
-enum Handled {
-    /// Nothing to undo: applied, a duplicate, or unreadable.
-    Done(Outcome),
-    /// The handler failed: its writes (and its inbox row) must be undone.
-    Failed(Outcome),
-}
-
-/// What the inbox and the handler made of one readable message.
-enum Applied {
-    Handled,
-    Duplicate,
-    Failed(HandlerError),
-}
-
-/// How a message's inbox row is written.
-enum Claim<'a> {
-    /// By the batch's one inbox statement; the set holds the ids it found new.
-    Claimed(&'a mut HashSet<Uuid>),
-    /// By the message itself, under a savepoint of its own.
-    Guarded,
 }
 
 /// What to do with one delivery once the transaction committed.
@@ -313,41 +360,92 @@ impl<H: Handler> QueueConsumer<H> {
         queue: &str,
         batch: &[Delivery],
     ) -> Result<Vec<Outcome>, MessagingError> {
+        let span = tracing::info_span!("handle_batch", %queue, deliveries = batch.len());
+        self.apply_batch_in_span(queue, batch)
+            .instrument(span)
+            .await
+    }
+
+    async fn apply_batch_in_span(
+        &self,
+        queue: &str,
+        batch: &[Delivery],
+    ) -> Result<Vec<Outcome>, MessagingError> {
         let messages: Vec<_> = batch.iter().map(IncomingMessage::parse).collect();
         let mut tx = self.pool.begin().await?;
         let mut fresh = self.claim(&mut tx, &messages).await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut failed = None;
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+        let mut to_handle = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            let claim = Claim::Claimed(&mut fresh);
-            match self.handle_one(&mut tx, queue, message, claim).await? {
-                Handled::Done(outcome) => outcomes.push(outcome),
-                Handled::Failed(outcome) => {
-                    failed = Some((index, outcome));
-                    break;
+            outcomes.push(match message {
+                Err(malformed) => Some(self.malformed(queue, malformed)),
+                // The first delivery of an id in the batch takes it: a second
+                // copy in the same batch is a duplicate.
+                Ok(message) if fresh.remove(&message.message_id) => {
+                    to_handle.push((index, message));
+                    None
                 }
-            }
+                Ok(message) => Some(self.duplicate(&message_span(message))),
+            });
         }
-        if let Some((failed_index, outcome)) = failed {
-            tx.rollback().await?;
-            tx = self.pool.begin().await?;
-            outcomes.clear();
-            let mut known = Some(outcome);
-            for (index, message) in messages.iter().enumerate() {
-                let outcome = match known.take_if(|_| index == failed_index) {
-                    Some(outcome) => outcome,
-                    None => match self
-                        .handle_one(&mut tx, queue, message, Claim::Guarded)
-                        .await?
-                    {
-                        Handled::Done(outcome) | Handled::Failed(outcome) => outcome,
-                    },
-                };
-                outcomes.push(outcome);
+        let mut known = match self.handle_all(&mut tx, queue, &to_handle).await {
+            Ok(()) => {
+                tx.commit().await?;
+                for (index, message) in &to_handle {
+                    outcomes[*index] = Some(self.handled(&message_span(message)));
+                }
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|outcome| outcome.unwrap_or(Outcome::Ack))
+                    .collect());
             }
+            Err(known) => known,
+        };
+        tx.rollback().await?;
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (index, message) in messages.iter().enumerate() {
+            let outcome = match known.take_if(|(failed, _)| *failed == index) {
+                Some((_, outcome)) => outcome,
+                None => self.handle_guarded(&mut tx, queue, message).await?,
+            };
+            outcomes.push(outcome);
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Runs the handler over the batch's fresh messages. On failure, the
+    /// failed message's position in the batch and outcome when known.
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        queue: &str,
+        to_handle: &[(usize, &IncomingMessage)],
+    ) -> Result<(), Option<(usize, Outcome)>> {
+        if to_handle.is_empty() {
+            return Ok(());
+        }
+        let messages: Vec<&IncomingMessage> =
+            to_handle.iter().map(|(_, message)| *message).collect();
+        let result = AssertUnwindSafe(self.handler.handle_batch(tx, &messages))
+            .catch_unwind()
+            .await;
+        let failure = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(failure)) => failure,
+            Err(_) => BatchError::whole(panicked()),
+        };
+        match failure.index.and_then(|index| to_handle.get(index)) {
+            Some((position, message)) => {
+                let outcome = self.failure_outcome(&message_span(message), message, failure.error);
+                Err(Some((*position, outcome)))
+            }
+            None => {
+                tracing::warn!(%queue, error = %failure.error, "batch failed, handling its messages one by one");
+                Err(None)
+            }
+        }
     }
 
     /// Writes the inbox rows of every readable message in one statement and
@@ -381,74 +479,63 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(fresh.into_iter().collect())
     }
 
-    /// Handles one delivery in `tx`. `Claim::Guarded` writes its inbox row
-    /// and runs it under a savepoint (a failure then rolls back only this
-    /// message); `Claim::Claimed` trusts the batch's inbox statement. Errors
-    /// are database errors that abort the whole batch; handler failures
-    /// become outcomes.
-    async fn handle_one(
+    /// Handles one message in `tx` under a savepoint of its own, its inbox
+    /// row included: a failure rolls back only this message. Errors are
+    /// database errors that abort the whole batch; handler failures become
+    /// outcomes.
+    async fn handle_guarded(
         &self,
         tx: &mut PgConnection,
         queue: &str,
         message: &Result<IncomingMessage, MalformedMessage>,
-        claim: Claim<'_>,
-    ) -> Result<Handled, MessagingError> {
+    ) -> Result<Outcome, MessagingError> {
         let message = match message {
             Ok(message) => message,
-            Err(malformed) => {
-                tracing::warn!(%queue, error = %malformed, "malformed envelope, parking");
-                return Ok(Handled::Done(Outcome::Park {
-                    reason: ParkReason::Malformed,
-                    error: malformed.to_string(),
-                }));
-            }
+            Err(malformed) => return Ok(self.malformed(queue, malformed)),
         };
-        let span = tracing::info_span!(
-            "handle_message",
-            %queue,
-            message_id = %message.message_id,
-            message_type = %message.message_type,
-            correlation_id = message.correlation_id.map(tracing::field::display),
-            traceparent = message.traceparent.as_deref(),
-            attempt = message.attempt,
-        );
-        let applied = match claim {
-            // The first delivery of an id in the batch takes it: a second
-            // copy in the same batch is a duplicate.
-            Claim::Claimed(fresh) => {
-                if fresh.remove(&message.message_id) {
-                    self.run_handler(tx, message, &span).await
-                } else {
-                    Applied::Duplicate
-                }
+        let span = message_span(message);
+        let mut savepoint = tx.begin().await?;
+        if !self.claim_one(&mut savepoint, message).await? {
+            savepoint.rollback().await?;
+            return Ok(self.duplicate(&span));
+        }
+        let result = AssertUnwindSafe(self.handler.handle(&mut savepoint, message))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|_| Err(panicked()));
+        Ok(match result {
+            Ok(()) => {
+                savepoint.commit().await?;
+                self.handled(&span)
             }
-            Claim::Guarded => {
-                let mut savepoint = tx.begin().await?;
-                let applied = if self.claim_one(&mut savepoint, message).await? {
-                    self.run_handler(&mut savepoint, message, &span).await
-                } else {
-                    Applied::Duplicate
-                };
-                match applied {
-                    Applied::Handled => savepoint.commit().await?,
-                    Applied::Duplicate | Applied::Failed(_) => savepoint.rollback().await?,
-                }
-                applied
+            Err(error) => {
+                savepoint.rollback().await?;
+                self.failure_outcome(&span, message, error)
             }
-        };
-        Ok(match applied {
-            Applied::Duplicate => {
-                metrics::counter!("corebank_messaging_duplicates_total", "queue" => self.spec.name.clone()).increment(1);
-                tracing::info!(parent: &span, "duplicate message, acknowledging without effect");
-                Handled::Done(Outcome::Ack)
-            }
-            Applied::Handled => {
-                metrics::counter!("corebank_messaging_handled_total", "queue" => self.spec.name.clone()).increment(1);
-                tracing::debug!(parent: &span, "message handled");
-                Handled::Done(Outcome::Ack)
-            }
-            Applied::Failed(error) => Handled::Failed(self.failure_outcome(&span, message, error)),
         })
+    }
+
+    fn malformed(&self, queue: &str, malformed: &MalformedMessage) -> Outcome {
+        tracing::warn!(%queue, error = %malformed, "malformed envelope, parking");
+        Outcome::Park {
+            reason: ParkReason::Malformed,
+            error: malformed.to_string(),
+        }
+    }
+
+    fn duplicate(&self, span: &tracing::Span) -> Outcome {
+        metrics::counter!("corebank_messaging_duplicates_total", "queue" => self.spec.name.clone())
+            .increment(1);
+        tracing::info!(parent: span, "duplicate message, acknowledging without effect");
+        Outcome::Ack
+    }
+
+    fn handled(&self, span: &tracing::Span) -> Outcome {
+        metrics::counter!("corebank_messaging_handled_total", "queue" => self.spec.name.clone())
+            .increment(1);
+        tracing::debug!(parent: span, "message handled");
+        Outcome::Ack
     }
 
     /// Writes one message's inbox row; false when it was handled before.
@@ -467,26 +554,6 @@ impl<H: Handler> QueueConsumer<H> {
         .await?
         .rows_affected();
         Ok(inserted == 1)
-    }
-
-    /// The handler's effect, in `conn`.
-    async fn run_handler(
-        &self,
-        conn: &mut PgConnection,
-        message: &IncomingMessage,
-        span: &tracing::Span,
-    ) -> Applied {
-        // A panicking handler is a bug in that handler: park its message
-        // instead of letting the panic end this consumer for every other message.
-        let result = AssertUnwindSafe(self.handler.handle(conn, message))
-            .catch_unwind()
-            .instrument(span.clone())
-            .await
-            .unwrap_or_else(|_| Err(HandlerError::permanent(anyhow::anyhow!("handler panicked"))));
-        match result {
-            Ok(()) => Applied::Handled,
-            Err(error) => Applied::Failed(error),
-        }
     }
 
     fn failure_outcome(

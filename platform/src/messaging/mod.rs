@@ -26,7 +26,9 @@ mod relay;
 mod topology;
 
 pub use broker::{Broker, BrokerConfig};
-pub use consumer::{ConsumerConfig, Handler, HandlerError, QueueConsumer};
+pub use consumer::{
+    BatchError, ConsumerConfig, Handler, HandlerError, QueueConsumer, message_span,
+};
 pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
 };

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corebank_platform::messaging::{
-    Broker, BrokerConfig, Exchange, Handler, HandlerError, IncomingMessage, Namespace,
+    BatchError, Broker, BrokerConfig, Exchange, Handler, HandlerError, IncomingMessage, Namespace,
     OUTBOX_INBOX_DDL, OutboxRelay, OutgoingMessage, QueueConsumer, QueueSpec, RelayConfig,
     declare_queue, delete_topology, enqueue,
 };
@@ -344,6 +344,9 @@ where
 pub struct TestHandler {
     pub calls: Arc<Mutex<HashMap<Uuid, Vec<Instant>>>>,
     pub healed: Arc<AtomicBool>,
+    /// When set, a batch applies every message, then fails as a whole (as a
+    /// multi-row statement for the batch would).
+    pub batches_fail: Arc<AtomicBool>,
 }
 
 impl TestHandler {
@@ -394,6 +397,24 @@ impl Handler for TestHandler {
             .bind(i32::try_from(message.attempt).unwrap())
             .execute(&mut *tx)
             .await?;
+        Ok(())
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        for (index, message) in messages.iter().enumerate() {
+            self.handle(tx, message)
+                .await
+                .map_err(|error| BatchError::at(index, error))?;
+        }
+        if self.batches_fail.load(Ordering::SeqCst) {
+            return Err(BatchError::whole(HandlerError::transient(anyhow::anyhow!(
+                "the batch statement failed"
+            ))));
+        }
         Ok(())
     }
 }

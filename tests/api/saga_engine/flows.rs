@@ -369,6 +369,60 @@ async fn a_duplicate_reply_makes_one_transition() {
     assert_eq!(saga.current_step, "screen");
 }
 
+/// Replies queued while the orchestrator is down reach it together, so they
+/// are applied in batches (one lock, one write and one outbox statement per
+/// batch): each saga moves once per reply, in order, a later reply of a saga
+/// applies to the state an earlier one left, and a duplicate moves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_replies_move_each_saga_once_per_reply_and_in_order() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    test.request(pb::TransactionKind::Transfer, "20.00").await;
+    let first = test.next_awaited().await;
+    let second = test.next_awaited().await;
+    assert!(first.is::<pb::ReserveFundsCommand>() && second.is::<pb::ReserveFundsCommand>());
+    assert_ne!(first.saga_id, second.saga_id);
+
+    test.stop_orchestrator().await;
+    test.succeed(&first).await;
+    test.succeed(&second).await;
+    test.succeed(&first).await;
+    // The first saga's screen approval arrives in the same batch as its
+    // reserve reply: the batch applies it to the state the reserve left.
+    let screen_of_first = Received {
+        command_id: wire::command_id(
+            first.saga_id.parse().expect("saga id"),
+            "screen",
+            wire::Direction::Forward,
+        ),
+        message_type: wire::message_type::<pb::ScreenTransactionCommand>(),
+        ..first.clone()
+    };
+    test.succeed(&screen_of_first).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    test.start_orchestrator().await;
+
+    let post = test.expect::<pb::PostTransferCommand>().await;
+    assert_eq!(post.saga_id, first.saga_id);
+    test.expect_where(|c| c.is::<pb::ScreenTransactionCommand>() && c.saga_id == second.saga_id)
+        .await;
+
+    let saga = test.saga(&first.saga_id).await;
+    let steps: Vec<_> = history_events(&saga)
+        .into_iter()
+        .filter(|(_, event)| event == "succeeded")
+        .map(|(step, _)| step)
+        .collect();
+    assert_eq!(
+        steps,
+        ["reserve", "screen"],
+        "one transition per reply, in order"
+    );
+    assert_eq!(saga.current_step, "post");
+    let saga = test.saga(&second.saga_id).await;
+    assert_eq!(saga.current_step, "screen");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_transaction_request_starts_one_saga() {
     let mut test = SagaTest::start(patient()).await;
