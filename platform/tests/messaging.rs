@@ -26,6 +26,20 @@ fn fast_relay() -> RelayConfig {
     }
 }
 
+/// Publishes `messages` straight to the events exchange, bypassing the outbox.
+async fn publish_events(env: &TestEnv, messages: impl IntoIterator<Item = &OutgoingMessage>) {
+    let events = env.ns.exchange(Exchange::Events);
+    for message in messages {
+        env.publish_raw(
+            &events,
+            &message.routing_key,
+            &message.payload,
+            message.properties("test"),
+        )
+        .await;
+    }
+}
+
 fn ledger_spec() -> QueueSpec {
     QueueSpec::new("ledger").bind(Exchange::Events, "test.#")
 }
@@ -224,20 +238,11 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
     env.declare(&spec).await;
-    let events = env.ns.exchange(Exchange::Events);
     // Queued before the consumer starts, so they arrive prefetched together.
     let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
     let refused = OutgoingMessage::event("test.thing.happened", "test.Permanent", vec![2]);
     let last = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![3]);
-    for message in [&first, &refused, &last] {
-        env.publish_raw(
-            &events,
-            &message.routing_key,
-            &message.payload,
-            message.properties("test"),
-        )
-        .await;
-    }
+    publish_events(&env, [&first, &refused, &last]).await;
     let handler = TestHandler::default();
     env.spawn_consumer(spec, handler.clone());
 
@@ -273,19 +278,10 @@ async fn a_batch_that_fails_as_a_whole_is_rolled_back_and_applied_again_one_mess
     let mut env = TestEnv::new().await;
     let spec = ledger_spec();
     env.declare(&spec).await;
-    let events = env.ns.exchange(Exchange::Events);
     let messages: Vec<_> = (0..3u8)
         .map(|n| OutgoingMessage::event("test.thing.happened", "test.Ok", vec![n]))
         .collect();
-    for message in &messages {
-        env.publish_raw(
-            &events,
-            &message.routing_key,
-            &message.payload,
-            message.properties("test"),
-        )
-        .await;
-    }
+    publish_events(&env, &messages).await;
     let handler = TestHandler::default();
     handler.batches_fail.store(true, Ordering::SeqCst);
     env.spawn_consumer(spec, handler.clone());
