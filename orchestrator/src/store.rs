@@ -311,47 +311,13 @@ pub async fn insert(
 
 /// Writes a saga's new state (it must be locked by the caller) and appends
 /// the log row of the transition, in one statement.
-#[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, state = saga.state.as_str()), err)]
 pub async fn update(
     conn: &mut PgConnection,
     saga: &Saga,
     entry: &LogEntry,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let (step, direction, compensated) = stored_position(saga);
-    let query = sqlx::query(
-        "with updated as (
-             update saga set state = $2, current_step = $3, direction = $4, compensated = $5, attempt = $6,
-                             next_attempt_at = $7, step_started_at = $8, requires_attention = $9, data = $10,
-                             failure_reason = $11, failure_detail = $12, updated_at = $13, parked_until = $14
-             where saga_id = $1
-             returning saga_id
-         )
-         insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
-         select saga_id, $15, $16, $17, $18, $19, $20, $21, $22, $23 from updated",
-    )
-    .bind(saga.saga_id)
-    .bind(saga.state.as_str())
-    .bind(step)
-    .bind(direction.as_str())
-    .bind(compensated)
-    .bind(i32::try_from(saga.attempt).unwrap_or(i32::MAX))
-    .bind(saga.next_attempt_at)
-    .bind(saga.step_started_at)
-    .bind(saga.requires_attention)
-    .bind(sqlx::types::Json(&saga.data))
-    .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
-    .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
-    .bind(saga.updated_at)
-    .bind(saga.parked_until);
-    let logged = bind_log(query, entry, now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if logged != 1 {
-        return Err(sqlx::Error::RowNotFound);
-    }
-    Ok(())
+    update_all(conn, &[saga], &[(saga.saga_id, entry)], now).await
 }
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;

@@ -12,7 +12,6 @@
 //! inbox turns the redelivery into a no-op.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,135 +32,9 @@ use super::MessagingError;
 use super::broker::Broker;
 use super::dlq::{ParkReason, park, schedule_retry};
 use super::envelope::{IncomingMessage, MalformedMessage};
+use super::handler::{BatchError, panicked};
+use super::handler::{Handler, HandlerError, message_span};
 use super::topology::{QueueSpec, declare_queue};
-
-/// Why a handler did not apply a message. The split decides what happens next.
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// May succeed later (database busy, a dependency down): retried after a
-    /// growing delay, parked once the retry policy is exhausted.
-    #[error("transient failure: {0:#}")]
-    Transient(anyhow::Error),
-    /// Will never succeed (a business rule, an unknown message type): parked at once.
-    #[error("permanent failure: {0:#}")]
-    Permanent(anyhow::Error),
-    /// The payload cannot be decoded: parked at once.
-    #[error("malformed message: {0:#}")]
-    Malformed(anyhow::Error),
-}
-
-impl HandlerError {
-    /// A transient failure.
-    pub fn transient(error: impl Into<anyhow::Error>) -> Self {
-        Self::Transient(error.into())
-    }
-
-    /// A permanent failure.
-    pub fn permanent(error: impl Into<anyhow::Error>) -> Self {
-        Self::Permanent(error.into())
-    }
-
-    /// A payload that does not decode.
-    pub fn malformed(error: impl Into<anyhow::Error>) -> Self {
-        Self::Malformed(error.into())
-    }
-
-    /// Whether retrying may help.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::Transient(_))
-    }
-}
-
-/// Database errors are assumed transient (lost connection, serialization
-/// failure, lock timeout); a handler that knows better maps them itself.
-impl From<sqlx::Error> for HandlerError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Transient(error.into())
-    }
-}
-
-/// Applies messages inside the runner's transaction.
-///
-/// Implement it with `async fn handle(&self, tx: &mut PgConnection, message:
-/// &IncomingMessage) -> Result<(), HandlerError>`. Write effects (and outgoing
-/// messages via [`enqueue`](super::enqueue)) through `tx`; do not commit it.
-pub trait Handler: Send + Sync + 'static {
-    /// Applies `message`. An error rolls back everything written through `tx`.
-    fn handle(
-        &self,
-        tx: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-
-    /// Applies `messages`, in order, in one transaction: override it where
-    /// many messages take fewer statements than one at a time. On an error
-    /// the runner rolls back everything written through `tx` and handles the
-    /// batch again one message at a time with [`handle`](Handler::handle),
-    /// except the message the error names, which keeps the error's outcome.
-    /// The default calls `handle` for each message, in its span.
-    fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
-        messages: &[&IncomingMessage],
-    ) -> impl Future<Output = Result<(), BatchError>> + Send {
-        async move {
-            for (index, message) in messages.iter().enumerate() {
-                AssertUnwindSafe(self.handle(tx, message))
-                    .catch_unwind()
-                    .instrument(message_span(message))
-                    .await
-                    .unwrap_or_else(|_| Err(panicked()))
-                    .map_err(|error| BatchError::at(index, error))?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Why [`Handler::handle_batch`] failed.
-#[derive(Debug)]
-pub struct BatchError {
-    /// The position of the message that failed, when one did; `None` when
-    /// the failure belongs to the batch (a statement for all its messages).
-    pub index: Option<usize>,
-    pub error: HandlerError,
-}
-
-impl BatchError {
-    /// Message `index` of the batch failed.
-    pub fn at(index: usize, error: HandlerError) -> Self {
-        Self {
-            index: Some(index),
-            error,
-        }
-    }
-
-    /// The batch as a whole failed.
-    pub fn whole(error: impl Into<HandlerError>) -> Self {
-        Self {
-            index: None,
-            error: error.into(),
-        }
-    }
-}
-
-/// The span a message is handled in: its ids and trace context.
-pub fn message_span(message: &IncomingMessage) -> tracing::Span {
-    tracing::info_span!(
-        "handle_message",
-        message_id = %message.message_id,
-        message_type = %message.message_type,
-        correlation_id = message.correlation_id.map(tracing::field::display),
-        traceparent = message.traceparent.as_deref(),
-        attempt = message.attempt,
-    )
-}
-
-/// A panicking handler is a bug in that handler: its message is parked
-/// instead of the panic ending the consumer for every other message.
-fn panicked() -> HandlerError {
-    HandlerError::permanent(anyhow::anyhow!("handler panicked"))
-}
 
 /// Consumer tuning.
 #[derive(Debug, Clone)]

@@ -21,17 +21,17 @@ mod broker;
 mod consumer;
 pub mod dlq;
 mod envelope;
+mod handler;
 mod outbox;
 mod relay;
 mod topology;
 
 pub use broker::{Broker, BrokerConfig};
-pub use consumer::{
-    BatchError, ConsumerConfig, Handler, HandlerError, QueueConsumer, message_span,
-};
+pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
 };
+pub use handler::{BatchError, Handler, HandlerError, message_span};
 pub use outbox::{
     MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, enqueue_all, notify_channel, purge_inbox,
     purge_sent, spawn_purge,
