@@ -98,6 +98,11 @@ async fn the_saga_bench_and_the_gateway_bench_run_against_a_real_corebank_and_re
     assert_eq!(report["zipf"], 1.1);
     assert_eq!(report["mix"], "transfer=0.60,deposit=0.20,withdrawal=0.20");
     assert!(report["sagas_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    // Every message travels in some AMQP message, and a batch envelope
+    // carries one or more: between one publish per saga and one per message.
+    let messages = report["messages_per_saga"].as_f64().unwrap();
+    let publishes = report["publishes_per_saga"].as_f64().unwrap();
+    assert!(publishes >= 1.0 && publishes <= messages, "{report}");
 
     let gateway = endpoint("gateway");
     let report = run(

@@ -103,8 +103,9 @@ async fn the_relay_marks_rows_sent_only_after_the_broker_confirms_them() {
         AMQPValue::LongString(LongString::from("reject-publish")),
     );
     let queue = env.sink("capped", "capped.#", capped).await;
+    // Three destinations, so the relay cannot pack them into one batch.
     let messages: Vec<OutgoingMessage> = (0..3)
-        .map(|i| OutgoingMessage::event("capped.thing.happened", "test.Ok", vec![i]))
+        .map(|i| OutgoingMessage::event(&format!("capped.thing.{i}"), "test.Ok", vec![i]))
         .collect();
     for message in &messages {
         env.enqueue_committed(message.clone()).await;

@@ -2,7 +2,7 @@
 //! what the services publish.
 
 use super::*;
-use corebank_platform::messaging::{Exchange, headers};
+use corebank_platform::messaging::{Exchange, headers, unpack};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use prost::{Message, Name};
@@ -16,6 +16,8 @@ pub struct EventTap {
     connection: lapin::Connection,
     channel: lapin::Channel,
     queue: String,
+    /// Messages of a batch envelope not read yet.
+    unread: std::sync::Mutex<std::collections::VecDeque<lapin::message::Delivery>>,
 }
 
 /// One event as delivered.
@@ -66,16 +68,26 @@ impl EventTap {
             connection,
             channel,
             queue,
+            unread: Default::default(),
         }
     }
 
     pub async fn try_next(&self) -> Option<Delivered> {
-        let got = self
-            .channel
-            .basic_get(self.queue.clone().into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")?;
-        let properties = &got.delivery.properties;
+        let buffered = self.unread.lock().expect("unread").pop_front();
+        let delivery = match buffered {
+            Some(delivery) => delivery,
+            None => {
+                let got = self
+                    .channel
+                    .basic_get(self.queue.clone().into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .expect("basic.get")?;
+                let mut unread = self.unread.lock().expect("unread");
+                unread.extend(unpack(got.delivery));
+                unread.pop_front()?
+            }
+        };
+        let properties = &delivery.properties;
         let schema_version = properties
             .headers()
             .as_ref()
@@ -85,14 +97,14 @@ impl EventTap {
                 _ => None,
             });
         Some(Delivered {
-            routing_key: got.delivery.routing_key.to_string(),
+            routing_key: delivery.routing_key.to_string(),
             message_type: properties
                 .kind()
                 .as_ref()
                 .map(|kind| kind.to_string())
                 .unwrap_or_default(),
             schema_version,
-            payload: got.delivery.data.clone(),
+            payload: delivery.data.clone(),
         })
     }
 

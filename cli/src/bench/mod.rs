@@ -191,7 +191,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (unfinished_sagas, saga_queries) = wait_for_sagas(&db, &tally.ids, deadline).await?;
     settle(stats_settle, deadline).await;
     let after = snapshot(&db).await?;
-    let messages = messages_since(&db, &before.at).await?;
+    let (messages, publishes) = messages_since(&db, &before.at).await?;
     let (screen_p50_ms, screen_p99_ms) = screen_latency(&db, &before.at).await?;
 
     progress("checking the invariants");
@@ -251,6 +251,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         commits_per_saga: per_saga(after.commits - before.commits - own_commits),
         statements_per_saga,
         messages_per_saga: per_saga(messages),
+        publishes_per_saga: per_saga(publishes),
         screen_p50_ms,
         screen_p99_ms,
         top_statements,

@@ -139,8 +139,8 @@ pub(super) async fn screen_latency(
 }
 
 /// Outbox rows written since `since` in every service schema that has an outbox.
-pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<i64> {
-    let mut total = 0;
+pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<(i64, i64)> {
+    let (mut messages, mut publishes) = (0, 0);
     for spec in corebank_cli::services::schemas() {
         let table = format!("{}.outbox", spec.schema);
         let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
@@ -150,14 +150,21 @@ pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<i
         if !exists {
             continue;
         }
-        let sql = format!("select count(*) from {table} where created_at >= $1::timestamptz");
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        // A relay round marks its rows sent at its transaction's start, and
+        // sends one AMQP message per destination: distinct (round,
+        // destination) pairs are the AMQP messages.
+        let sql = format!(
+            "select count(*), count(distinct (sent_at, exchange, routing_key)) \
+             from {table} where created_at >= $1::timestamptz"
+        );
+        let (rows, sent): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(since)
             .fetch_one(db)
             .await?;
-        total += count;
+        messages += rows;
+        publishes += sent;
     }
-    Ok(total)
+    Ok((messages, publishes))
 }
 
 /// Waits until none of this run's sagas is still running or compensating;
@@ -238,6 +245,9 @@ pub(super) struct Report {
     /// Statements PostgreSQL executed per saga (`pg_stat_statements`).
     pub(super) statements_per_saga: Option<f64>,
     pub(super) messages_per_saga: Option<f64>,
+    /// AMQP messages the relays published per saga: a batch envelope
+    /// carries several messages for one destination.
+    pub(super) publishes_per_saga: Option<f64>,
     /// The screen step inside the fraud service: command first handled →
     /// its reply published (after the commit), p50 and p99.
     pub(super) screen_p50_ms: Option<f64>,
@@ -314,6 +324,7 @@ impl Report {
             ("commits/saga", per_saga(self.commits_per_saga)),
             ("statements/saga", per_saga(self.statements_per_saga)),
             ("messages/saga", per_saga(self.messages_per_saga)),
+            ("publishes/saga", per_saga(self.publishes_per_saga)),
             ("screen p50", millis(self.screen_p50_ms)),
             ("screen p99", millis(self.screen_p99_ms)),
             (

@@ -8,8 +8,13 @@
 //! a few multi-row statements); if that fails, it is applied again with an
 //! inbox row, a savepoint and a [`Handler::handle`] per message. Only after
 //! the commit are the batch's retries and parkings published (with confirms)
-//! and the deliveries acknowledged, with one multiple ack. A crash anywhere before that ack makes the broker redeliver, and the
-//! inbox turns the redelivery into a no-op.
+//! and the deliveries acknowledged, with one multiple ack. A crash anywhere
+//! before that ack makes the broker redeliver, and the inbox turns the
+//! redelivery into a no-op.
+//!
+//! A delivery may be a batch envelope: its inner messages are handled like
+//! deliveries of their own (inbox row, outcome, retry or parking each), and
+//! the envelope is acknowledged with the rest.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -31,7 +36,7 @@ use uuid::Uuid;
 use super::MessagingError;
 use super::broker::Broker;
 use super::dlq::{ParkReason, park, schedule_retry};
-use super::envelope::{IncomingMessage, MalformedMessage};
+use super::envelope::{IncomingMessage, MalformedMessage, unpack};
 use super::handler::{BatchError, panicked};
 use super::handler::{Handler, HandlerError, message_span};
 use super::topology::{QueueSpec, declare_queue};
@@ -158,7 +163,16 @@ impl<H: Handler> QueueConsumer<H> {
                 None => return Err(MessagingError::ConsumerCancelled),
             };
             let batch = self.fill_batch(first, &mut consumer);
-            self.process_batch(channel, queue, batch).await?;
+            // Deliveries arrive in tag order and earlier batches are all
+            // acked, so one multiple ack of the last tag covers the batch.
+            let last_tag = batch.last().map(|delivery| delivery.delivery_tag);
+            let messages: Vec<Delivery> = batch.into_iter().flat_map(unpack).collect();
+            self.process_batch(channel, queue, &messages).await?;
+            if let Some(last_tag) = last_tag {
+                channel
+                    .basic_ack(last_tag, BasicAckOptions { multiple: true })
+                    .await?;
+            }
         }
     }
 
@@ -176,13 +190,15 @@ impl<H: Handler> QueueConsumer<H> {
         batch
     }
 
+    /// Applies the messages of a batch of deliveries (batch envelopes
+    /// unpacked) and publishes their retries and parkings; the caller acks.
     async fn process_batch(
         &self,
         channel: &Channel,
         queue: &str,
-        batch: Vec<Delivery>,
+        batch: &[Delivery],
     ) -> Result<(), MessagingError> {
-        let outcomes = self.apply_batch(queue, &batch).await?;
+        let outcomes = self.apply_batch(queue, batch).await?;
 
         let namespace = self.broker.namespace();
         for (delivery, outcome) in batch.iter().zip(&outcomes) {
@@ -211,13 +227,6 @@ impl<H: Handler> QueueConsumer<H> {
                     .await?;
                 }
             }
-        }
-        // Deliveries arrive in tag order and earlier batches are all acked, so
-        // one multiple ack covers the batch.
-        if let Some(last) = batch.last() {
-            channel
-                .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
-                .await?;
         }
         Ok(())
     }

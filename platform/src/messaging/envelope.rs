@@ -6,8 +6,10 @@
 //! headers whose names are in [`headers`].
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use corebank_proto::{v1 as pb, wire};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use prost::Message as _;
 use uuid::Uuid;
 
 use super::topology::Exchange;
@@ -163,38 +165,129 @@ impl OutgoingMessage {
 
     /// The AMQP properties carrying this envelope; `app_id` names the producer.
     pub fn properties(&self, app_id: &str) -> BasicProperties {
-        let mut table = FieldTable::default();
-        if let Some(causation_id) = self.causation_id {
-            table.insert(
-                headers::CAUSATION_ID.into(),
-                text(&causation_id.to_string()),
-            );
-        }
-        if let Some(traceparent) = &self.traceparent {
-            table.insert(headers::TRACEPARENT.into(), text(traceparent));
-        }
-        let occurred_at = self
-            .occurred_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true);
-        table.insert(headers::OCCURRED_AT.into(), text(&occurred_at));
-        table.insert(
-            headers::SCHEMA_VERSION.into(),
-            AMQPValue::LongInt(self.schema_version),
-        );
-
-        let mut properties = BasicProperties::default()
-            .with_message_id(self.message_id.to_string().into())
-            .with_type(self.message_type.clone().into())
-            .with_content_type(CONTENT_TYPE.into())
-            .with_delivery_mode(PERSISTENT)
-            .with_timestamp(u64::try_from(self.occurred_at.timestamp()).unwrap_or(0))
-            .with_app_id(app_id.to_owned().into())
-            .with_headers(table);
-        if let Some(correlation_id) = self.correlation_id {
-            properties = properties.with_correlation_id(correlation_id.to_string().into());
-        }
-        properties
+        properties_of(&self.envelope(Vec::new()), app_id)
     }
+
+    /// The envelope as a batch carries it, with `payload`.
+    pub(crate) fn envelope(&self, payload: Vec<u8>) -> pb::BatchedMessage {
+        pb::BatchedMessage {
+            message_id: self.message_id.to_string(),
+            message_type: self.message_type.clone(),
+            correlation_id: self
+                .correlation_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            causation_id: self
+                .causation_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+            occurred_at: self
+                .occurred_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            schema_version: self.schema_version,
+            payload,
+        }
+    }
+}
+
+/// The AMQP properties of one envelope (its payload aside).
+fn properties_of(envelope: &pb::BatchedMessage, app_id: &str) -> BasicProperties {
+    let mut table = FieldTable::default();
+    if !envelope.causation_id.is_empty() {
+        table.insert(headers::CAUSATION_ID.into(), text(&envelope.causation_id));
+    }
+    if !envelope.traceparent.is_empty() {
+        table.insert(headers::TRACEPARENT.into(), text(&envelope.traceparent));
+    }
+    table.insert(headers::OCCURRED_AT.into(), text(&envelope.occurred_at));
+    table.insert(
+        headers::SCHEMA_VERSION.into(),
+        AMQPValue::LongInt(envelope.schema_version),
+    );
+    let timestamp = DateTime::parse_from_rfc3339(&envelope.occurred_at)
+        .ok()
+        .and_then(|at| u64::try_from(at.timestamp()).ok())
+        .unwrap_or(0);
+
+    let mut properties = BasicProperties::default()
+        .with_message_id(envelope.message_id.clone().into())
+        .with_type(envelope.message_type.clone().into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+        .with_timestamp(timestamp)
+        .with_app_id(app_id.to_owned().into())
+        .with_headers(table);
+    if !envelope.correlation_id.is_empty() {
+        properties = properties.with_correlation_id(envelope.correlation_id.clone().into());
+    }
+    properties
+}
+
+/// The message type of a batch envelope.
+pub fn batch_message_type() -> String {
+    wire::message_type::<pb::MessageBatch>()
+}
+
+/// One AMQP message carrying `envelopes` (all for one exchange and routing
+/// key): its payload and properties. The batch has an id of its own; each
+/// inner message keeps its own for the inbox.
+pub(crate) fn batch(
+    envelopes: Vec<pb::BatchedMessage>,
+    app_id: &str,
+) -> (Vec<u8>, BasicProperties) {
+    let payload = pb::MessageBatch {
+        messages: envelopes,
+    }
+    .encode_to_vec();
+    let properties = BasicProperties::default()
+        .with_message_id(Uuid::now_v7().to_string().into())
+        .with_type(batch_message_type().into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+        .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
+        .with_app_id(app_id.to_owned().into());
+    (payload, properties)
+}
+
+/// The messages a delivery carries: itself, or each message of a batch as a
+/// delivery of its own (same tag, exchange, routing key and redelivered flag;
+/// the inner envelope as its properties). A batch that does not decode is
+/// returned as it is, and [`IncomingMessage::parse`] calls it malformed.
+pub fn unpack(delivery: lapin::message::Delivery) -> Vec<lapin::message::Delivery> {
+    let is_batch = delivery
+        .properties
+        .kind()
+        .as_ref()
+        .is_some_and(|kind| kind.as_str() == batch_message_type());
+    if !is_batch {
+        return vec![delivery];
+    }
+    let Ok(batch) = pb::MessageBatch::decode(delivery.data.as_slice()) else {
+        return vec![delivery];
+    };
+    let app_id = delivery
+        .properties
+        .app_id()
+        .as_ref()
+        .map(|app| app.as_str().to_owned())
+        .unwrap_or_default();
+    batch
+        .messages
+        .into_iter()
+        .map(|mut envelope| {
+            let payload = std::mem::take(&mut envelope.payload);
+            let mut inner = lapin::message::Delivery::mock(
+                delivery.delivery_tag,
+                delivery.exchange.clone(),
+                delivery.routing_key.clone(),
+                delivery.redelivered,
+                payload,
+            );
+            inner.properties = properties_of(&envelope, &app_id);
+            inner
+        })
+        .collect()
 }
 
 /// A delivered message whose envelope parsed.
@@ -247,6 +340,11 @@ impl IncomingMessage {
             .map(|kind| kind.as_str().to_owned())
             .filter(|kind| !kind.is_empty())
             .ok_or_else(|| MalformedMessage("missing message type".into()))?;
+        if message_type == batch_message_type() {
+            return Err(MalformedMessage(
+                "a message batch that does not decode".into(),
+            ));
+        }
         let correlation_id = properties
             .correlation_id()
             .as_ref()
@@ -394,6 +492,56 @@ mod tests {
         assert_eq!(incoming.schema_version, 3);
         assert_eq!(incoming.attempt, 1);
         assert_eq!(delivery.properties.delivery_mode(), &Some(PERSISTENT));
+    }
+
+    #[test]
+    fn a_batch_unpacks_into_deliveries_that_parse_like_single_messages() {
+        let saga = Uuid::now_v7();
+        let messages = [
+            OutgoingMessage::command("account", "test.Reserve", vec![1])
+                .with_correlation_id(saga)
+                .with_causation_id(Uuid::now_v7())
+                .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                .with_schema_version(2),
+            OutgoingMessage::command("account", "test.Post", vec![2, 3]),
+        ];
+        let envelopes = messages
+            .iter()
+            .map(|message| message.envelope(message.payload.clone()))
+            .collect();
+        let (payload, properties) = batch(envelopes, "orchestrator");
+        let mut delivery = lapin::message::Delivery::mock(
+            7,
+            "ns.commands".into(),
+            "account".into(),
+            true,
+            payload,
+        );
+        delivery.properties = properties;
+
+        let inner = unpack(delivery);
+
+        assert_eq!(inner.len(), 2);
+        for (delivery, message) in inner.iter().zip(&messages) {
+            assert_eq!(delivery.delivery_tag, 7);
+            assert_eq!(delivery.data, message.payload);
+            let single = IncomingMessage::parse(&{
+                let mut single = lapin::message::Delivery::mock(
+                    7,
+                    "ns.commands".into(),
+                    "account".into(),
+                    true,
+                    message.payload.clone(),
+                );
+                single.properties = message.properties("orchestrator");
+                single
+            })
+            .expect("single parses");
+            assert_eq!(
+                IncomingMessage::parse(delivery).expect("inner parses"),
+                single
+            );
+        }
     }
 
     #[test]

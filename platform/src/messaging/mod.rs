@@ -29,7 +29,8 @@ mod topology;
 pub use broker::{Broker, BrokerConfig};
 pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
-    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
+    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, batch_message_type, headers,
+    traceparent_for, unpack,
 };
 pub use handler::{BatchError, Handler, HandlerError, message_span};
 pub use outbox::{

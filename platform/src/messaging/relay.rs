@@ -4,12 +4,16 @@
 //! One round locks a batch of pending rows with `for update skip locked` (so
 //! several replicas share the table without publishing a row twice), publishes
 //! them all, awaits every publisher confirm, and marks the confirmed ones sent in
-//! the transaction that locked them. A nack, a timeout or a lost connection
+//! the transaction that locked them. The rows of one round for one destination
+//! (exchange and routing key) go out as one AMQP message, a batch envelope
+//! whose inner messages keep their own ids ([`unpack`](super::unpack)). A nack, a timeout or a lost connection
 //! leaves rows pending for the next round: delivery is at-least-once and the
 //! consumers' inbox absorbs the duplicates. Rounds are triggered by the NOTIFY
 //! that [`enqueue`](super::enqueue) issues, with a polling fallback for lost
 //! notifications and listener outages.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +27,7 @@ use uuid::Uuid;
 
 use super::MessagingError;
 use super::broker::Broker;
-use super::envelope::OutgoingMessage;
+use super::envelope::{OutgoingMessage, batch};
 use super::outbox::notify_channel;
 use super::topology::Exchange;
 
@@ -75,6 +79,42 @@ struct OutboxRow {
     traceparent: Option<String>,
     schema_version: i32,
     occurred_at: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    /// The row's envelope (its payload aside).
+    fn message(&self, exchange: Exchange) -> OutgoingMessage {
+        OutgoingMessage {
+            message_id: self.message_id,
+            message_type: self.message_type.clone(),
+            exchange,
+            routing_key: self.routing_key.clone(),
+            payload: Vec::new(),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent.clone(),
+            occurred_at: self.occurred_at,
+            schema_version: self.schema_version,
+        }
+    }
+}
+
+/// The rows' indexes grouped by destination (exchange and routing key), in
+/// the order each destination first appears; each group keeps outbox order.
+fn destinations(rows: &[OutboxRow]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_destination: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        let key = (row.exchange.as_str(), row.routing_key.as_str());
+        match by_destination.get(&key) {
+            Some(group) => groups[*group].push(index),
+            None => {
+                by_destination.insert(key, groups.len());
+                groups.push(vec![index]);
+            }
+        }
+    }
+    groups
 }
 
 /// What one round did.
@@ -268,32 +308,41 @@ impl OutboxRelay {
         }
 
         let namespace = self.broker.namespace();
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let exchange = Exchange::parse(&row.exchange).unwrap_or(Exchange::Events);
-            let message = OutgoingMessage {
-                message_id: row.message_id,
-                message_type: row.message_type.clone(),
-                exchange,
-                routing_key: row.routing_key.clone(),
-                payload: Vec::new(),
-                correlation_id: row.correlation_id,
-                causation_id: row.causation_id,
-                traceparent: row.traceparent.clone(),
-                occurred_at: row.occurred_at,
-                schema_version: row.schema_version,
+        let groups = destinations(&rows);
+        let mut pending = Vec::with_capacity(groups.len());
+        for group in &groups {
+            let first = &rows[group[0]];
+            let exchange = Exchange::parse(&first.exchange).unwrap_or(Exchange::Events);
+            // One row goes out as it is; several for one destination go out
+            // as one batch, each keeping its own envelope.
+            let (payload, properties) = if let [only] = group.as_slice() {
+                let row = &rows[*only];
+                (
+                    Cow::Borrowed(row.payload.as_slice()),
+                    row.message(exchange).properties(schema),
+                )
+            } else {
+                let envelopes = group
+                    .iter()
+                    .map(|index| {
+                        let row = &rows[*index];
+                        row.message(exchange).envelope(row.payload.clone())
+                    })
+                    .collect();
+                let (payload, properties) = batch(envelopes, schema);
+                (Cow::Owned(payload), properties)
             };
             // Mandatory, so an unroutable message is at least reported.
             let confirm = channel
                 .basic_publish(
                     namespace.exchange(exchange).into(),
-                    row.routing_key.clone().into(),
+                    first.routing_key.clone().into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &row.payload,
-                    message.properties(schema),
+                    &payload,
+                    properties,
                 )
                 .await?;
             pending.push(confirm);
@@ -302,29 +351,32 @@ impl OutboxRelay {
         let confirmations = tokio::time::timeout(self.config.confirm_timeout, join_all(pending))
             .await
             .map_err(|_| MessagingError::ConfirmTimeout)?;
+        metrics::counter!("corebank_messaging_publishes_total", "schema" => schema.to_owned())
+            .increment(groups.len() as u64);
         let mut confirmed_ids = Vec::with_capacity(rows.len());
-        for (row, confirmation) in rows.iter().zip(confirmations) {
+        for (group, confirmation) in groups.iter().zip(confirmations) {
+            let first = &rows[group[0]];
             match confirmation? {
                 Confirmation::Ack(returned) => {
                     if returned.is_some() {
-                        metrics::counter!("corebank_messaging_unroutable_total", "exchange" => row.exchange.clone())
+                        metrics::counter!("corebank_messaging_unroutable_total", "exchange" => first.exchange.clone())
                             .increment(1);
                         // A command or reply always has a consumer queue: if
                         // none is bound yet (a consumer not started on a fresh
-                        // broker), the row stays pending and is sent again next
+                        // broker), the rows stay pending and are sent again next
                         // round instead of being lost. An event may have no
                         // subscriber at all, so an unroutable event is done.
-                        if Exchange::parse(&row.exchange) != Some(Exchange::Events) {
-                            tracing::warn!(message_id = %row.message_id, exchange = %row.exchange, routing_key = %row.routing_key, "command or reply unroutable, kept pending");
+                        if Exchange::parse(&first.exchange) != Some(Exchange::Events) {
+                            tracing::warn!(message_id = %first.message_id, messages = group.len(), exchange = %first.exchange, routing_key = %first.routing_key, "command or reply unroutable, kept pending");
                             continue;
                         }
-                        tracing::debug!(message_id = %row.message_id, routing_key = %row.routing_key, "event had no subscriber");
+                        tracing::debug!(message_id = %first.message_id, routing_key = %first.routing_key, "event had no subscriber");
                     }
-                    confirmed_ids.push(row.outbox_id);
+                    confirmed_ids.extend(group.iter().map(|index| rows[*index].outbox_id));
                 }
                 Confirmation::Nack(_) => {
                     metrics::counter!("corebank_messaging_publish_nacked_total").increment(1);
-                    tracing::warn!(message_id = %row.message_id, "broker nacked outbox message, will retry");
+                    tracing::warn!(message_id = %first.message_id, messages = group.len(), "broker nacked outbox messages, will retry");
                 }
                 Confirmation::NotRequested => {
                     return Err(MessagingError::NotConfirmed(

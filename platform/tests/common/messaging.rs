@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use corebank_platform::messaging::{
     BatchError, Broker, BrokerConfig, Exchange, Handler, HandlerError, IncomingMessage, Namespace,
     OUTBOX_INBOX_DDL, OutboxRelay, OutgoingMessage, QueueConsumer, QueueSpec, RelayConfig,
-    declare_queue, delete_topology, enqueue,
+    declare_queue, delete_topology, enqueue, unpack,
 };
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -219,7 +219,8 @@ impl TestEnv {
         assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
     }
 
-    /// Takes everything currently in `queue`, acking it; returns message ids.
+    /// Takes everything currently in `queue`, acking it; returns message ids
+    /// (those inside a batch envelope each on its own).
     pub async fn drain(&self, queue: &str) -> Vec<String> {
         let mut ids = Vec::new();
         while let Some(got) = self
@@ -228,14 +229,19 @@ impl TestEnv {
             .await
             .unwrap()
         {
-            let id = got
-                .delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string());
-            ids.push(id.unwrap_or_default());
-            got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let tag = got.delivery.delivery_tag;
+            for message in unpack(got.delivery) {
+                let id = message
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string());
+                ids.push(id.unwrap_or_default());
+            }
+            self.channel
+                .basic_ack(tag, BasicAckOptions::default())
+                .await
+                .unwrap();
         }
         ids
     }

@@ -1,7 +1,7 @@
 //! The test's side of the bus: one queue bound to every participant's
 //! routing key, read in send order.
 
-use corebank_platform::messaging::{Exchange, Namespace};
+use corebank_platform::messaging::{Exchange, Namespace, unpack};
 use corebank_proto::wire;
 use futures::StreamExt;
 use lapin::Connection;
@@ -97,26 +97,28 @@ pub(super) async fn participants(
     let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _channel = channel;
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let properties = &delivery.properties;
-            let text = |value: &Option<lapin::types::ShortString>| {
-                value
-                    .as_ref()
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default()
-            };
-            let head = CommandHead::decode(delivery.data.as_slice()).unwrap_or_default();
-            let received = Received {
-                participant: delivery.routing_key.as_str().to_owned(),
-                message_type: text(properties.kind()),
-                message_id: text(properties.message_id()),
-                correlation_id: text(properties.correlation_id()),
-                command_id: head.command_id,
-                saga_id: head.saga_id,
-                payload: delivery.data.clone(),
-            };
-            if sender.send(received).is_err() {
-                break;
+        while let Some(Ok(envelope)) = consumer.next().await {
+            for delivery in unpack(envelope) {
+                let properties = &delivery.properties;
+                let text = |value: &Option<lapin::types::ShortString>| {
+                    value
+                        .as_ref()
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default()
+                };
+                let head = CommandHead::decode(delivery.data.as_slice()).unwrap_or_default();
+                let received = Received {
+                    participant: delivery.routing_key.as_str().to_owned(),
+                    message_type: text(properties.kind()),
+                    message_id: text(properties.message_id()),
+                    correlation_id: text(properties.correlation_id()),
+                    command_id: head.command_id,
+                    saga_id: head.saga_id,
+                    payload: delivery.data.clone(),
+                };
+                if sender.send(received).is_err() {
+                    return;
+                }
             }
         }
     });

@@ -10,16 +10,17 @@ use corebank_platform::clock::{ManualClock, SharedClock};
 use corebank_platform::config::RequestArgs;
 use corebank_platform::messaging::{
     Broker, BrokerConfig, Exchange, Namespace, OutgoingMessage, declare_exchanges, declare_queue,
-    delete_topology,
+    delete_topology, unpack,
 };
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 use corebank_proto::wire;
-use lapin::message::BasicGetMessage;
+use lapin::message::Delivery;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use prost::{Message, Name};
 use secrecy::SecretString;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ struct TransactionApp {
     channel: lapin::Channel,
     replies: String,
     events: String,
+    /// Messages of batch envelopes not read yet, per queue.
+    unread: std::sync::Mutex<std::collections::HashMap<String, VecDeque<Delivery>>>,
     shutdown: CancellationToken,
     service: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -150,6 +153,7 @@ impl TransactionApp {
             channel,
             replies,
             events,
+            unread: Default::default(),
             shutdown,
             service: Some(service),
         }
@@ -243,16 +247,11 @@ impl TransactionApp {
     }
 
     /// The next message on one of the test's queues.
-    async fn next(&self, queue: &str) -> BasicGetMessage {
+    async fn next(&self, queue: &str) -> Delivery {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let got = self
-                .channel
-                .basic_get(queue.to_owned().into(), BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get");
-            if let Some(got) = got {
-                return got;
+            if let Some(delivery) = self.try_next(queue).await {
+                return delivery;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -262,25 +261,42 @@ impl TransactionApp {
         }
     }
 
-    /// Asserts that nothing more arrives on `queue` for a while.
-    async fn nothing_more(&self, queue: &str) {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    /// The next message on `queue` if there is one, batch envelopes unpacked.
+    async fn try_next(&self, queue: &str) -> Option<Delivery> {
+        if let Some(delivery) = self.take_unread(queue, Vec::new()) {
+            return Some(delivery);
+        }
         let got = self
             .channel
             .basic_get(queue.to_owned().into(), BasicGetOptions { no_ack: true })
             .await
-            .expect("basic.get");
+            .expect("basic.get")?;
+        self.take_unread(queue, unpack(got.delivery))
+    }
+
+    /// Queues `arrived` behind what `queue` had unread and takes the first.
+    fn take_unread(&self, queue: &str, arrived: Vec<Delivery>) -> Option<Delivery> {
+        let mut unread = self.unread.lock().expect("unread");
+        let unread = unread.entry(queue.to_owned()).or_default();
+        unread.extend(arrived);
+        unread.pop_front()
+    }
+
+    /// Asserts that nothing more arrives on `queue` for a while.
+    async fn nothing_more(&self, queue: &str) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let got = self.try_next(queue).await;
         assert!(
             got.is_none(),
             "unexpected message on {queue}: {:?}",
-            got.map(|g| g.delivery.routing_key)
+            got.map(|delivery| delivery.routing_key)
         );
     }
 
     /// The next reply, checked to be a `CommandReply` caused by `cause`.
     async fn reply(&self, saga_id: Uuid, cause: Uuid) -> pb::CommandReply {
         let got = self.next(&self.replies).await;
-        let properties = &got.delivery.properties;
+        let properties = &got.properties;
         assert_eq!(
             properties.kind().as_ref().map(|k| k.as_str()),
             Some("corebank.v1.CommandReply")
@@ -300,21 +316,20 @@ impl TransactionApp {
             other => panic!("causation id header {other:?}"),
         };
         assert_eq!(causation, cause.to_string());
-        pb::CommandReply::decode(got.delivery.data.as_slice()).expect("reply decodes")
+        pb::CommandReply::decode(got.data.as_slice()).expect("reply decodes")
     }
 
     /// The next event, checked to have `routing_key` and type `M`.
     async fn event<M: Message + Name + Default>(&self, routing_key: &str) -> M {
         let got = self.next(&self.events).await;
-        assert_eq!(got.delivery.routing_key.as_str(), routing_key);
+        assert_eq!(got.routing_key.as_str(), routing_key);
         let kind = got
-            .delivery
             .properties
             .kind()
             .as_ref()
             .map(|k| k.as_str().to_owned());
         assert_eq!(kind, Some(wire::message_type::<M>()));
-        M::decode(got.delivery.data.as_slice()).expect("event decodes")
+        M::decode(got.data.as_slice()).expect("event decodes")
     }
 
     /// Polls until the transaction has `status`.
