@@ -3,10 +3,15 @@
 //! Each change is announced with `pg_notify` in the transaction that makes it.
 //! One [`StatusHub::listen`] task per process holds the LISTEN connection and
 //! fans the transaction ids out over a tokio broadcast; waiters subscribe
-//! before they read, and also re-read every [`FALLBACK_POLL`], so a
-//! notification lost to a dropped connection or a lagging receiver delays them
-//! by at most that, and never hangs them.
+//! before they read. When the connection is lost, and again once it is back,
+//! the hub tells every waiter to re-read (a notification sent meanwhile is
+//! lost), and while it is down waiters re-read every [`FALLBACK_POLL`]. A
+//! lagging receiver re-reads at once. With the listener up, a waiter re-reads
+//! only every [`SAFETY_POLL`], so a waiting client costs a read per change,
+//! not one per half second.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use corebank_platform::ApiError;
@@ -20,8 +25,11 @@ use uuid::Uuid;
 use crate::domain::{Transaction, TransactionStatus};
 use crate::store::TransactionStore;
 
-/// How often a waiter re-reads without a notification.
+/// How often a waiter re-reads while the hub has no LISTEN connection.
 pub const FALLBACK_POLL: Duration = Duration::from_millis(500);
+
+/// How often a waiter re-reads while the hub listens: a safety net only.
+pub const SAFETY_POLL: Duration = Duration::from_secs(5);
 
 /// Notified transaction ids buffered per subscriber before it lags (and
 /// then simply re-reads).
@@ -31,6 +39,8 @@ const CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct StatusHub {
     sender: broadcast::Sender<Notice>,
+    /// Whether the LISTEN connection is up (notifications can be relied on).
+    listening: Arc<AtomicBool>,
 }
 
 /// One notified change: the transaction, and whether its new status may be
@@ -42,6 +52,16 @@ struct Notice {
 }
 
 impl Notice {
+    /// Every waiter re-reads: notifications may have been lost.
+    const RESYNC: Self = Self {
+        transaction_id: Uuid::nil(),
+        maybe_terminal: true,
+    };
+
+    fn concerns(&self, transaction_id: Uuid) -> bool {
+        self.transaction_id == transaction_id || self.transaction_id.is_nil()
+    }
+
     /// `<transaction id>` or `<transaction id> <new status>`.
     fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(' ');
@@ -66,7 +86,10 @@ impl Default for StatusHub {
 impl StatusHub {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
-        Self { sender }
+        Self {
+            sender,
+            listening: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Interest in one transaction; take it before reading the state it guards.
@@ -74,6 +97,7 @@ impl StatusHub {
         Subscription {
             receiver: self.sender.subscribe(),
             transaction_id,
+            listening: self.listening.clone(),
         }
     }
 
@@ -98,13 +122,18 @@ impl StatusHub {
                     continue;
                 }
             };
+            // Whatever changed while nobody listened was not notified.
+            self.listening.store(true, Ordering::SeqCst);
+            drop(self.sender.send(Notice::RESYNC));
             loop {
+                // `try_recv` reports a lost connection (`None`) instead of
+                // reconnecting behind our back and losing notifications.
                 let notification = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    notification = listener.recv() => notification,
+                    notification = listener.try_recv() => notification,
                 };
                 match notification {
-                    Ok(notification) => match Notice::parse(notification.payload()) {
+                    Ok(Some(notification)) => match Notice::parse(notification.payload()) {
                         // No receiver is not an error: nobody is waiting.
                         Some(notice) => drop(self.sender.send(notice)),
                         None => tracing::warn!(
@@ -112,12 +141,18 @@ impl StatusHub {
                             "status notification without a transaction id"
                         ),
                     },
+                    Ok(None) => {
+                        tracing::warn!("status listener lost its connection, reconnecting");
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "status listener lost its connection, reconnecting");
                         break;
                     }
                 }
             }
+            self.listening.store(false, Ordering::SeqCst);
+            drop(self.sender.send(Notice::RESYNC));
         }
         tracing::debug!("status listener stopped");
     }
@@ -128,11 +163,12 @@ impl StatusHub {
 pub struct Subscription {
     receiver: broadcast::Receiver<Notice>,
     transaction_id: Uuid,
+    listening: Arc<AtomicBool>,
 }
 
 impl Subscription {
     /// Resolves when the transaction may have changed: it was notified,
-    /// notifications were dropped, or the fallback poll interval passed.
+    /// notifications may have been lost, or the poll interval passed.
     pub async fn changed(&mut self) {
         self.notified(false).await
     }
@@ -150,7 +186,7 @@ impl Subscription {
             loop {
                 match receiver.recv().await {
                     Ok(notice)
-                        if notice.transaction_id == transaction_id
+                        if notice.concerns(transaction_id)
                             && (notice.maybe_terminal || !terminal_only) =>
                     {
                         return;
@@ -161,9 +197,14 @@ impl Subscription {
                 }
             }
         };
+        let poll = if self.listening.load(Ordering::SeqCst) {
+            SAFETY_POLL
+        } else {
+            FALLBACK_POLL
+        };
         tokio::select! {
             _ = notified => {}
-            _ = tokio::time::sleep(FALLBACK_POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }
@@ -256,5 +297,57 @@ mod tests {
         assert_eq!(notice(id.to_string()), Some((id, true)));
         assert_eq!(notice(format!("{id} settled")), Some((id, true)));
         assert_eq!(notice("not-a-uuid completed".to_owned()), None);
+    }
+
+    /// Whether `wait` resolves within `within` of (paused, virtual) time.
+    async fn resolves_within(
+        wait: impl std::future::Future<Output = ()>,
+        within: Duration,
+    ) -> bool {
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_listener_up_a_waiter_relies_on_notifications_and_rereads_only_as_a_safety_net()
+     {
+        let hub = StatusHub::new();
+        hub.listening.store(true, Ordering::SeqCst);
+        let id = Uuid::now_v7();
+        let mut subscription = hub.subscribe(id);
+        let just_under = SAFETY_POLL - Duration::from_millis(1);
+        assert!(!resolves_within(subscription.maybe_terminal(), just_under).await);
+        assert!(resolves_within(subscription.maybe_terminal(), SAFETY_POLL + SAFETY_POLL).await);
+
+        // Another transaction's notice, or a non-terminal one, does not wake it.
+        hub.sender
+            .send(Notice::parse(&format!("{} completed", Uuid::now_v7())).unwrap())
+            .unwrap();
+        hub.sender
+            .send(Notice::parse(&format!("{id} processing")).unwrap())
+            .unwrap();
+        assert!(!resolves_within(subscription.maybe_terminal(), just_under).await);
+        hub.sender
+            .send(Notice::parse(&format!("{id} completed")).unwrap())
+            .unwrap();
+        assert!(resolves_within(subscription.maybe_terminal(), Duration::ZERO).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_listener_wakes_every_waiter_and_they_poll_until_it_is_back() {
+        let hub = StatusHub::new();
+        hub.listening.store(true, Ordering::SeqCst);
+        let mut first = hub.subscribe(Uuid::now_v7());
+        let mut second = hub.subscribe(Uuid::now_v7());
+
+        // What the listener task does when its connection drops.
+        hub.listening.store(false, Ordering::SeqCst);
+        hub.sender.send(Notice::RESYNC).unwrap();
+        assert!(resolves_within(first.maybe_terminal(), Duration::ZERO).await);
+        assert!(resolves_within(second.maybe_terminal(), Duration::ZERO).await);
+
+        // While it is down, waiters re-read at the fallback interval.
+        let just_under = FALLBACK_POLL - Duration::from_millis(1);
+        assert!(!resolves_within(first.maybe_terminal(), just_under).await);
+        assert!(resolves_within(first.maybe_terminal(), FALLBACK_POLL).await);
     }
 }

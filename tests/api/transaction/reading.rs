@@ -37,6 +37,44 @@ async fn a_create_with_a_wait_answers_with_the_terminal_status_reached_within_it
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_learns_the_outcome_when_the_status_listener_was_cut_off_meanwhile() {
+    let app = TransactionApp::spawn().await;
+    // Shorter than the waiters' safety poll: only a notification, or the
+    // hub's call to re-read after it lost its connection, answers in time.
+    let request = with_wait(app.transfer(&account(), &account(), "10"), 4);
+    let mut client = app.client.clone();
+    let creating = tokio::spawn(async move { client.create_transfer(request).await });
+    let event: pb::TransactionRequestedEvent = app.event(wire::event::TRANSFER_REQUESTED).await;
+
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid()
+            and query ilike '%listen%transaction_status%'",
+    )
+    .fetch_all(&app.db.owner)
+    .await
+    .unwrap();
+    assert_eq!(cut, vec![true], "the one status listener was cut off");
+    let saga = Uuid::now_v7();
+    app.send(&complete(saga, &event.transaction_id, "journal-9"), saga)
+        .await;
+
+    let answer = tokio::time::timeout(Duration::from_secs(20), creating)
+        .await
+        .expect("answer in time")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.transaction_id, event.transaction_id);
+    assert_eq!(
+        answer.status,
+        pb::TransactionStatus::Completed as i32,
+        "the waiter re-read after the cut instead of sleeping until its wait ran out"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_create_with_a_wait_that_runs_out_answers_with_the_latest_status() {
     let app = TransactionApp::spawn().await;
     let request = with_wait(app.transfer(&account(), &account(), "10"), 1);
