@@ -8,7 +8,6 @@ mod harness;
 
 use std::time::Duration;
 
-use corebank_platform::messaging::dlq::list_parked;
 use corebank_platform::messaging::{
     Exchange, OutgoingMessage, QueueSpec, RelayConfig, RetryPolicy, batch_message_type, enqueue,
     unpack,
@@ -125,13 +124,7 @@ async fn one_round_for_one_destination_is_one_amqp_message_and_each_inner_messag
         (applied == 5).then_some(())
     })
     .await;
-    let parked = eventually("the refused message parked", || async {
-        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap();
-        (!parked.is_empty()).then_some(parked)
-    })
-    .await;
+    let parked = env.parked_once("ledger", 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for message in ok.iter().chain([&other]) {
         assert_eq!(env.effects(message.message_id).await, 1);
@@ -181,25 +174,13 @@ async fn a_batch_that_does_not_decode_is_parked_whole_and_the_consumer_goes_on()
     env.publish_raw(&events, "test.thing.happened", &[0x0a, 0x7f, 0x01], broken)
         .await;
     let after = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
-    env.publish_raw(
-        &events,
-        &after.routing_key,
-        &after.payload,
-        after.properties("test"),
-    )
-    .await;
+    env.publish_events([&after]).await;
 
     eventually("the message after the broken batch applied", || async {
         (env.effects(after.message_id).await == 1).then_some(())
     })
     .await;
-    let parked = eventually("the broken batch parked", || async {
-        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap();
-        (!parked.is_empty()).then_some(parked)
-    })
-    .await;
+    let parked = env.parked_once("ledger", 1).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].reason.as_deref(), Some("malformed"));
     assert_eq!(parked[0].message_type, Some(batch_message_type()));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use corebank_platform::messaging::dlq::{ReplaySelection, list_parked, replay_parked};
+use corebank_platform::messaging::dlq::{ReplaySelection, replay_parked};
 use corebank_platform::messaging::{
     Exchange, OutgoingMessage, QueueSpec, RelayConfig, RetryPolicy, enqueue,
 };
@@ -23,20 +23,6 @@ fn fast_relay() -> RelayConfig {
     RelayConfig {
         poll_interval: Duration::from_millis(200),
         ..RelayConfig::default()
-    }
-}
-
-/// Publishes `messages` straight to the events exchange, bypassing the outbox.
-async fn publish_events(env: &TestEnv, messages: impl IntoIterator<Item = &OutgoingMessage>) {
-    let events = env.ns.exchange(Exchange::Events);
-    for message in messages {
-        env.publish_raw(
-            &events,
-            &message.routing_key,
-            &message.payload,
-            message.properties("test"),
-        )
-        .await;
     }
 }
 
@@ -212,13 +198,7 @@ async fn a_redelivered_message_is_acknowledged_without_a_second_effect() {
     // The queue is ordered and has one consumer: once the marker is handled,
     // both copies before it were too.
     let marker = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![8]);
-    env.publish_raw(
-        &events,
-        &marker.routing_key,
-        &marker.payload,
-        marker.properties("test"),
-    )
-    .await;
+    env.publish_events([&marker]).await;
 
     eventually("the marker's effect", || async {
         (env.effects(marker.message_id).await == 1).then_some(())
@@ -243,7 +223,7 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
     let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
     let refused = OutgoingMessage::event("test.thing.happened", "test.Permanent", vec![2]);
     let last = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![3]);
-    publish_events(&env, [&first, &refused, &last]).await;
+    env.publish_events([&first, &refused, &last]).await;
     let handler = TestHandler::default();
     env.spawn_consumer(spec, handler.clone());
 
@@ -263,13 +243,7 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
         inboxed, 0,
         "the failed message's inbox row rolled back with its effect"
     );
-    let parked = eventually("the refused message parked", || async {
-        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap();
-        (parked.len() == 1).then_some(parked)
-    })
-    .await;
+    let parked = env.parked_once("ledger", 1).await;
     assert_eq!(parked[0].message_id, Some(refused.message_id.to_string()));
     env.teardown().await;
 }
@@ -282,7 +256,7 @@ async fn a_batch_that_fails_as_a_whole_is_rolled_back_and_applied_again_one_mess
     let messages: Vec<_> = (0..3u8)
         .map(|n| OutgoingMessage::event("test.thing.happened", "test.Ok", vec![n]))
         .collect();
-    publish_events(&env, &messages).await;
+    env.publish_events(&messages).await;
     let handler = TestHandler::default();
     handler.batches_fail.store(true, Ordering::SeqCst);
     env.spawn_consumer(spec, handler.clone());
@@ -305,9 +279,7 @@ async fn a_batch_that_fails_as_a_whole_is_rolled_back_and_applied_again_one_mess
         // Once in the failed batch (rolled back), once on its own.
         assert_eq!(handler.calls(message.message_id).len(), 2);
     }
-    let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-        .await
-        .unwrap();
+    let parked = env.parked("ledger").await;
     assert!(parked.is_empty(), "nothing parked: {parked:?}");
     env.teardown().await;
 }
@@ -349,12 +321,7 @@ async fn a_transiently_failing_handler_is_retried_with_growing_delays_and_then_s
         .await
         .unwrap();
     assert_eq!(attempt, 3);
-    assert!(
-        list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(env.parked("ledger").await.is_empty());
     env.teardown().await;
 }
 
@@ -373,13 +340,7 @@ async fn a_handler_that_always_fails_transiently_ends_in_the_dead_letter_queue()
     let message = OutgoingMessage::event("test.thing.happened", "test.AlwaysTransient", vec![9]);
     env.enqueue_committed(message.clone()).await;
 
-    let parked = eventually("the parked message", || async {
-        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap();
-        (!parked.is_empty()).then_some(parked)
-    })
-    .await;
+    let parked = env.parked_once("ledger", 1).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(
         parked[0].message_id.as_deref(),
@@ -422,13 +383,7 @@ async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_repla
         (env.effects(fine.message_id).await == 1).then_some(())
     })
     .await;
-    let parked = eventually("both parked", || async {
-        let parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap();
-        (parked.len() == 2).then_some(parked)
-    })
-    .await;
+    let parked = env.parked_once("ledger", 2).await;
     assert_eq!(
         handler.calls(refused.message_id).len(),
         1,
@@ -453,13 +408,7 @@ async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_repla
             .contains("business rule says no")
     );
     // Listing does not consume.
-    assert_eq!(
-        list_parked(env.tools(), &env.ns, "ledger", 10)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(env.parked("ledger").await.len(), 2);
 
     handler.healed.store(true, Ordering::SeqCst);
     let selection = ReplaySelection::MessageIds(vec![refused.message_id]);
@@ -471,9 +420,7 @@ async fn malformed_and_permanently_failing_messages_are_parked_at_once_and_repla
         (env.effects(refused.message_id).await == 1).then_some(())
     })
     .await;
-    let still_parked = list_parked(env.tools(), &env.ns, "ledger", 10)
-        .await
-        .unwrap();
+    let still_parked = env.parked("ledger").await;
     assert_eq!(still_parked.len(), 1);
     assert!(
         still_parked[0].message_id.is_none(),

@@ -284,11 +284,13 @@ async fn a_cached_token_is_not_honoured_past_its_expiry() {
     let key = DevKey::generate().unwrap();
     let auth = key.authenticator();
     let mut short = partner_claims();
-    short.exp = now() + 1;
+    // Whole seconds: `now() + 2` is at least one second away, so the first
+    // check cannot fall past it, and 3.1 s later it has passed.
+    short.exp = now() + 2;
     let token = key.sign(&short).unwrap();
     auth.verify(&token, Audience::Partner).await.unwrap();
     assert!(auth.verified_principal(&token, Audience::Partner).is_some());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     // Past `exp` the cache no longer answers; the verifier does, and it
     // still accepts the token within the leeway, so check the cache itself.
     assert!(auth.verified_principal(&token, Audience::Partner).is_none());

@@ -34,9 +34,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::MessagingError;
+use super::batch::unpack;
 use super::broker::Broker;
 use super::dlq::{ParkReason, park, schedule_retry};
-use super::envelope::{IncomingMessage, MalformedMessage, unpack};
+use super::envelope::{IncomingMessage, MalformedMessage};
 use super::handler::{BatchError, panicked};
 use super::handler::{Handler, HandlerError, message_span};
 use super::topology::{QueueSpec, declare_queue};

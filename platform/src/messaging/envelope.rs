@@ -6,10 +6,9 @@
 //! headers whose names are in [`headers`].
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use corebank_proto::{v1 as pb, wire};
+use corebank_proto::v1 as pb;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use prost::Message as _;
 use uuid::Uuid;
 
 use super::topology::Exchange;
@@ -18,7 +17,7 @@ use super::topology::Exchange;
 pub const CONTENT_TYPE: &str = "application/protobuf";
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
+pub(crate) const PERSISTENT: u8 = 2;
 
 /// Header names of the envelope and of the retry and parking machinery.
 pub mod headers {
@@ -192,7 +191,7 @@ impl OutgoingMessage {
 }
 
 /// The AMQP properties of one envelope (its payload aside).
-fn properties_of(envelope: &pb::BatchedMessage, app_id: &str) -> BasicProperties {
+pub(crate) fn properties_of(envelope: &pb::BatchedMessage, app_id: &str) -> BasicProperties {
     let mut table = FieldTable::default();
     if !envelope.causation_id.is_empty() {
         table.insert(headers::CAUSATION_ID.into(), text(&envelope.causation_id));
@@ -222,72 +221,6 @@ fn properties_of(envelope: &pb::BatchedMessage, app_id: &str) -> BasicProperties
         properties = properties.with_correlation_id(envelope.correlation_id.clone().into());
     }
     properties
-}
-
-/// The message type of a batch envelope.
-pub fn batch_message_type() -> String {
-    wire::message_type::<pb::MessageBatch>()
-}
-
-/// One AMQP message carrying `envelopes` (all for one exchange and routing
-/// key): its payload and properties. The batch has an id of its own; each
-/// inner message keeps its own for the inbox.
-pub(crate) fn batch(
-    envelopes: Vec<pb::BatchedMessage>,
-    app_id: &str,
-) -> (Vec<u8>, BasicProperties) {
-    let payload = pb::MessageBatch {
-        messages: envelopes,
-    }
-    .encode_to_vec();
-    let properties = BasicProperties::default()
-        .with_message_id(Uuid::now_v7().to_string().into())
-        .with_type(batch_message_type().into())
-        .with_content_type(CONTENT_TYPE.into())
-        .with_delivery_mode(PERSISTENT)
-        .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
-        .with_app_id(app_id.to_owned().into());
-    (payload, properties)
-}
-
-/// The messages a delivery carries: itself, or each message of a batch as a
-/// delivery of its own (same tag, exchange, routing key and redelivered flag;
-/// the inner envelope as its properties). A batch that does not decode is
-/// returned as it is, and [`IncomingMessage::parse`] calls it malformed.
-pub fn unpack(delivery: lapin::message::Delivery) -> Vec<lapin::message::Delivery> {
-    let is_batch = delivery
-        .properties
-        .kind()
-        .as_ref()
-        .is_some_and(|kind| kind.as_str() == batch_message_type());
-    if !is_batch {
-        return vec![delivery];
-    }
-    let Ok(batch) = pb::MessageBatch::decode(delivery.data.as_slice()) else {
-        return vec![delivery];
-    };
-    let app_id = delivery
-        .properties
-        .app_id()
-        .as_ref()
-        .map(|app| app.as_str().to_owned())
-        .unwrap_or_default();
-    batch
-        .messages
-        .into_iter()
-        .map(|mut envelope| {
-            let payload = std::mem::take(&mut envelope.payload);
-            let mut inner = lapin::message::Delivery::mock(
-                delivery.delivery_tag,
-                delivery.exchange.clone(),
-                delivery.routing_key.clone(),
-                delivery.redelivered,
-                payload,
-            );
-            inner.properties = properties_of(&envelope, &app_id);
-            inner
-        })
-        .collect()
 }
 
 /// A delivered message whose envelope parsed.
@@ -340,7 +273,7 @@ impl IncomingMessage {
             .map(|kind| kind.as_str().to_owned())
             .filter(|kind| !kind.is_empty())
             .ok_or_else(|| MalformedMessage("missing message type".into()))?;
-        if message_type == batch_message_type() {
+        if message_type == super::batch::batch_message_type() {
             return Err(MalformedMessage(
                 "a message batch that does not decode".into(),
             ));
@@ -492,56 +425,6 @@ mod tests {
         assert_eq!(incoming.schema_version, 3);
         assert_eq!(incoming.attempt, 1);
         assert_eq!(delivery.properties.delivery_mode(), &Some(PERSISTENT));
-    }
-
-    #[test]
-    fn a_batch_unpacks_into_deliveries_that_parse_like_single_messages() {
-        let saga = Uuid::now_v7();
-        let messages = [
-            OutgoingMessage::command("account", "test.Reserve", vec![1])
-                .with_correlation_id(saga)
-                .with_causation_id(Uuid::now_v7())
-                .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-                .with_schema_version(2),
-            OutgoingMessage::command("account", "test.Post", vec![2, 3]),
-        ];
-        let envelopes = messages
-            .iter()
-            .map(|message| message.envelope(message.payload.clone()))
-            .collect();
-        let (payload, properties) = batch(envelopes, "orchestrator");
-        let mut delivery = lapin::message::Delivery::mock(
-            7,
-            "ns.commands".into(),
-            "account".into(),
-            true,
-            payload,
-        );
-        delivery.properties = properties;
-
-        let inner = unpack(delivery);
-
-        assert_eq!(inner.len(), 2);
-        for (delivery, message) in inner.iter().zip(&messages) {
-            assert_eq!(delivery.delivery_tag, 7);
-            assert_eq!(delivery.data, message.payload);
-            let single = IncomingMessage::parse(&{
-                let mut single = lapin::message::Delivery::mock(
-                    7,
-                    "ns.commands".into(),
-                    "account".into(),
-                    true,
-                    message.payload.clone(),
-                );
-                single.properties = message.properties("orchestrator");
-                single
-            })
-            .expect("single parses");
-            assert_eq!(
-                IncomingMessage::parse(delivery).expect("inner parses"),
-                single
-            );
-        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   delays; exhausted retries, permanent failures and malformed messages are parked
 //!   in `<ns>.<queue>.dlq`, which [`dlq`] can list and replay.
 
+mod batch;
 mod broker;
 mod consumer;
 pub mod dlq;
@@ -26,11 +27,11 @@ mod outbox;
 mod relay;
 mod topology;
 
+pub use batch::{batch_message_type, unpack};
 pub use broker::{Broker, BrokerConfig};
 pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
-    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, batch_message_type, headers,
-    traceparent_for, unpack,
+    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
 };
 pub use handler::{BatchError, Handler, HandlerError, message_span};
 pub use outbox::{

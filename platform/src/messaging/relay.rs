@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::MessagingError;
+use super::batch::batch;
 use super::broker::Broker;
-use super::envelope::{OutgoingMessage, batch};
+use super::envelope::OutgoingMessage;
 use super::outbox::notify_channel;
 use super::topology::Exchange;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corebank_platform::messaging::dlq::{ParkedMessage, list_parked};
 use corebank_platform::messaging::{
     BatchError, Broker, BrokerConfig, Exchange, Handler, HandlerError, IncomingMessage, Namespace,
     OUTBOX_INBOX_DDL, OutboxRelay, OutgoingMessage, QueueConsumer, QueueSpec, RelayConfig,
@@ -217,6 +218,36 @@ impl TestEnv {
             .await
             .unwrap();
         assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)));
+    }
+
+    /// Publishes `messages` straight to the events exchange, bypassing the outbox.
+    pub async fn publish_events(&self, messages: impl IntoIterator<Item = &OutgoingMessage>) {
+        let events = self.ns.exchange(Exchange::Events);
+        for message in messages {
+            self.publish_raw(
+                &events,
+                &message.routing_key,
+                &message.payload,
+                message.properties("test"),
+            )
+            .await;
+        }
+    }
+
+    /// Up to ten messages parked for consumer `queue`, left where they are.
+    pub async fn parked(&self, queue: &str) -> Vec<ParkedMessage> {
+        list_parked(self.tools(), &self.ns, queue, 10)
+            .await
+            .expect("list parked messages")
+    }
+
+    /// The messages parked for consumer `queue`, once there are `count`.
+    pub async fn parked_once(&self, queue: &str, count: usize) -> Vec<ParkedMessage> {
+        eventually(&format!("{count} parked on {queue}"), || async {
+            let parked = self.parked(queue).await;
+            (parked.len() == count).then_some(parked)
+        })
+        .await
     }
 
     /// Takes everything currently in `queue`, acking it; returns message ids

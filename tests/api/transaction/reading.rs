@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// The answer of a create running in the background, within a bound.
+async fn answered(
+    creating: JoinHandle<Result<tonic::Response<pb::Transaction>, tonic::Status>>,
+) -> pb::Transaction {
+    tokio::time::timeout(Duration::from_secs(40), creating)
+        .await
+        .expect("answer in time")
+        .expect("create task")
+        .expect("create answered")
+        .into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_with_a_wait_answers_with_the_terminal_status_reached_within_it() {
     let app = TransactionApp::spawn().await;
@@ -20,12 +32,7 @@ async fn a_create_with_a_wait_answers_with_the_terminal_status_reached_within_it
     app.send(&complete(saga, &event.transaction_id, "journal-7"), saga)
         .await;
 
-    let answer = tokio::time::timeout(Duration::from_secs(40), creating)
-        .await
-        .expect("answer in time")
-        .unwrap()
-        .unwrap()
-        .into_inner();
+    let answer = answered(creating).await;
     assert_eq!(answer.transaction_id, event.transaction_id);
     assert_eq!(answer.status, pb::TransactionStatus::Completed as i32);
     assert_eq!(answer.journal_id, "journal-7");
@@ -59,12 +66,7 @@ async fn a_waiter_learns_the_outcome_when_the_status_listener_was_cut_off_meanwh
     app.send(&complete(saga, &event.transaction_id, "journal-9"), saga)
         .await;
 
-    let answer = tokio::time::timeout(Duration::from_secs(20), creating)
-        .await
-        .expect("answer in time")
-        .unwrap()
-        .unwrap()
-        .into_inner();
+    let answer = answered(creating).await;
     assert_eq!(answer.transaction_id, event.transaction_id);
     assert_eq!(
         answer.status,
