@@ -42,6 +42,7 @@ mod app;
 mod auth;
 mod broker;
 mod commands;
+mod fixtures;
 mod tap;
 
 pub use app::*;

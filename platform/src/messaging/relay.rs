@@ -6,9 +6,10 @@
 //! them all, awaits every publisher confirm, and marks the confirmed ones sent in
 //! the transaction that locked them. The rows of one round for one destination
 //! (exchange and routing key) go out as one AMQP message, a batch envelope
-//! whose inner messages keep their own ids ([`unpack`](super::unpack)). A nack, a timeout or a lost connection
-//! leaves rows pending for the next round: delivery is at-least-once and the
-//! consumers' inbox absorbs the duplicates. Rounds are triggered by the NOTIFY
+//! whose inner messages keep their own ids ([`unpack`](super::unpack)). A
+//! nack, a timeout or a lost connection leaves rows pending for the next
+//! round: delivery is at-least-once and the consumers' inbox absorbs the
+//! duplicates. Rounds are triggered by the NOTIFY
 //! that [`enqueue`](super::enqueue) issues, with a polling fallback for lost
 //! notifications and listener outages.
 
