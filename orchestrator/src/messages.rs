@@ -25,11 +25,6 @@ pub fn command_message(
     let saga_id = saga.saga_id.to_string();
     let transaction_id = saga.transaction_id.to_string();
     let (message_type, payload) = match &command.command {
-        Command::MarkProcessing => encode(pb::MarkProcessingCommand {
-            command_id,
-            saga_id,
-            transaction_id,
-        }),
         Command::ReserveFunds {
             account_id,
             amount,

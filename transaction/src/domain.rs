@@ -1,9 +1,11 @@
 //! Money movements and their status lifecycle: pure types and rules, no I/O.
 //!
-//! A transaction is created PENDING; the saga moves it to PROCESSING, then to
-//! exactly one terminal status, COMPLETED or FAILED, which never changes again.
-//! REVIEW (the saga is parked at a step awaiting a final answer, such as a
-//! fraud analyst's) sits between PROCESSING and the terminal statuses.
+//! A transaction is created PENDING; the saga moves it to exactly one terminal
+//! status, COMPLETED or FAILED, which never changes again. REVIEW (the saga is
+//! parked at a step awaiting a final answer, such as a fraud analyst's) sits
+//! before the terminal statuses. PROCESSING, between PENDING and the others,
+//! is taken only when a saga announces itself with a MarkProcessing command,
+//! which corebank's own sagas no longer send (one message less per movement).
 
 use std::time::Duration;
 

@@ -4,9 +4,9 @@
 //!
 //! Creating a movement stores it PENDING with a `transaction.<kind>.requested`
 //! event in the outbox, which starts the orchestrator's saga; the saga's
-//! commands (on queue `transaction.commands`) move it to PROCESSING and then to
-//! COMPLETED or FAILED, each change announced as an event and, for the
-//! terminal ones, answered with a reply.
+//! commands (on queue `transaction.commands`) move it to COMPLETED or FAILED,
+//! each announced as an event and answered with a reply (and, while the saga
+//! waits for a fraud review, to REVIEW).
 
 pub mod accounts;
 pub mod consumer;

@@ -10,8 +10,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Step name of the fire-and-forget command sent when a saga starts.
-pub const ANNOUNCE_STEP: &str = "mark_processing";
 /// Step name of the success finish.
 pub const COMPLETE_STEP: &str = "complete";
 /// Step name of the failure finish.
@@ -93,7 +91,6 @@ pub mod reason {
 /// the command id, saga id and transaction id and encodes it as protobuf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    MarkProcessing,
     ReserveFunds {
         account_id: Uuid,
         amount: Decimal,
@@ -244,8 +241,6 @@ impl StepDef {
 pub struct SagaDefinition {
     pub saga_type: SagaType,
     pub steps: Vec<StepDef>,
-    /// Sent once at start, no reply awaited.
-    pub announce: Option<StepDef>,
     /// Runs after the last step succeeded; then the saga is COMPLETED.
     pub on_success: StepDef,
     /// Runs after a refusal (and the compensations); then FAILED or COMPENSATED.
@@ -259,7 +254,6 @@ impl SagaDefinition {
     pub fn new(
         saga_type: SagaType,
         steps: Vec<StepDef>,
-        announce: Option<StepDef>,
         on_success: StepDef,
         on_failure: StepDef,
     ) -> Self {
@@ -278,7 +272,6 @@ impl SagaDefinition {
         );
         let mut names: Vec<&str> = steps.iter().map(|step| step.name).collect();
         names.extend([on_success.name, on_failure.name]);
-        names.extend(announce.iter().map(|step| step.name));
         names.extend(
             steps
                 .iter()
@@ -292,7 +285,6 @@ impl SagaDefinition {
         Self {
             saga_type,
             steps,
-            announce,
             on_success,
             on_failure,
         }

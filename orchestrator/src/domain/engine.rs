@@ -36,7 +36,7 @@ impl<'a> Engine<'a> {
         Self { definition, config }
     }
 
-    /// A new saga, its announcement and first command.
+    /// A new saga and its first command.
     pub fn start(
         &self,
         saga_id: Uuid,
@@ -60,11 +60,7 @@ impl<'a> Engine<'a> {
             created_at: now,
             updated_at: now,
         };
-        let mut commands = Vec::new();
-        if let Some(announce) = &self.definition.announce {
-            commands.push(self.build(&saga, announce, Direction::Forward, 1));
-        }
-        commands.push(self.enter(&mut saga, Position::Forward(0), now));
+        let commands = vec![self.enter(&mut saga, Position::Forward(0), now)];
         let detail = format!(
             "{} of {} {}",
             saga.saga_type.as_str(),

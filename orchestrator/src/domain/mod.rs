@@ -15,8 +15,8 @@ pub mod timing;
 mod tests;
 
 pub use definition::{
-    ANNOUNCE_STEP, BuildCommand, COMPLETE_STEP, Command, FAIL_STEP, Failure, MARK_REVIEW_NOTICE,
-    Notice, SCREEN_STEP, SagaData, SagaDefinition, SagaType, StepDef, StepInput, reason,
+    BuildCommand, COMPLETE_STEP, Command, FAIL_STEP, Failure, MARK_REVIEW_NOTICE, Notice,
+    SCREEN_STEP, SagaData, SagaDefinition, SagaType, StepDef, StepInput, reason,
 };
 pub use engine::Engine;
 pub use saga::{

@@ -1,7 +1,8 @@
 //! corebank's saga types, declared with the vocabulary of
 //! [`super::definition`]: transfers and withdrawals reserve, screen and post;
-//! deposits screen and credit. Every type announces itself to the
-//! transaction service and finishes there.
+//! deposits screen and credit. Every type finishes at the transaction
+//! service, which shows the movement PENDING until then (or REVIEW while
+//! the screen step waits).
 
 use std::sync::LazyLock;
 
@@ -9,8 +10,8 @@ use corebank_proto::wire::{self, Direction};
 use uuid::Uuid;
 
 use super::definition::{
-    ANNOUNCE_STEP, COMPLETE_STEP, Command, FAIL_STEP, Failure, MARK_REVIEW_NOTICE, Notice,
-    SCREEN_STEP, SagaDefinition, SagaType, StepDef, StepInput, reason,
+    COMPLETE_STEP, Command, FAIL_STEP, Failure, MARK_REVIEW_NOTICE, Notice, SCREEN_STEP,
+    SagaDefinition, SagaType, StepDef, StepInput, reason,
 };
 
 impl SagaType {
@@ -86,14 +87,6 @@ fn screen() -> StepDef {
     .exhausted_with(reason::SCREENING_UNAVAILABLE)
 }
 
-fn announce() -> Option<StepDef> {
-    Some(StepDef::new(
-        ANNOUNCE_STEP,
-        wire::service::TRANSACTION,
-        |_| Command::MarkProcessing,
-    ))
-}
-
 fn complete() -> StepDef {
     StepDef::new(COMPLETE_STEP, wire::service::TRANSACTION, |input| {
         Command::CompleteTransaction {
@@ -142,33 +135,13 @@ pub fn deposit_steps() -> Vec<StepDef> {
     ]
 }
 
-static TRANSFER: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Transfer,
-        transfer_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
-});
+static TRANSFER: LazyLock<SagaDefinition> =
+    LazyLock::new(|| SagaDefinition::new(SagaType::Transfer, transfer_steps(), complete(), fail()));
 static WITHDRAWAL: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Withdrawal,
-        withdrawal_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
+    SagaDefinition::new(SagaType::Withdrawal, withdrawal_steps(), complete(), fail())
 });
-static DEPOSIT: LazyLock<SagaDefinition> = LazyLock::new(|| {
-    SagaDefinition::new(
-        SagaType::Deposit,
-        deposit_steps(),
-        announce(),
-        complete(),
-        fail(),
-    )
-});
+static DEPOSIT: LazyLock<SagaDefinition> =
+    LazyLock::new(|| SagaDefinition::new(SagaType::Deposit, deposit_steps(), complete(), fail()));
 
 #[cfg(test)]
 mod tests {
@@ -283,7 +256,6 @@ mod tests {
         SagaDefinition::new(
             SagaType::Transfer,
             vec![reserve(), post().may_wait(reason::WAIT_EXPIRED, None)],
-            None,
             complete(),
             fail(),
         );
@@ -337,7 +309,6 @@ mod tests {
         SagaDefinition::new(
             SagaType::Transfer,
             vec![reserve(), reserve()],
-            None,
             complete(),
             fail(),
         );

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
@@ -163,10 +164,12 @@ impl OutboxRelay {
                 }
             }
             // The round sees every row committed before it starts, so the
-            // notifications already received are answered by it: dropping
-            // them spares a round that would find nothing.
+            // notifications that have already arrived are answered by it:
+            // dropping them spares a round that would find nothing. They
+            // wait in the connection's socket, not in the listener's buffer,
+            // so each is read with one poll of `recv`, which is cancel-safe.
             if let Some(listener) = listener.as_mut() {
-                while listener.next_buffered().is_some() {}
+                while let Some(Ok(_)) = listener.recv().now_or_never() {}
             }
             let more = match self.round(channel.as_ref(), &schema).await {
                 Ok(round) => {

@@ -8,15 +8,6 @@ async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
 
-    let mark = test.next_command().await;
-    let processing = mark.decode::<pb::MarkProcessingCommand>();
-    assert_eq!(
-        (
-            mark.participant.as_str(),
-            processing.transaction_id.as_str()
-        ),
-        ("transaction", request.transaction_id.as_str())
-    );
     let reserve = test.next_command().await;
     let funds = reserve.decode::<pb::ReserveFundsCommand>();
     assert_eq!(reserve.participant, "account");
@@ -108,10 +99,10 @@ async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
 async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.reject(&reserve, "INSUFFICIENT_FUNDS").await;
 
-    let fail = test.next_awaited().await;
+    let fail = test.next_command().await;
     let failing = fail.decode::<pb::FailTransactionCommand>();
     assert_eq!(failing.reason_code, "INSUFFICIENT_FUNDS");
     test.succeed(&fail).await;
@@ -132,13 +123,13 @@ async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
 async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
     test.reject(&post, "ACCOUNT_FROZEN").await;
 
-    let release = test.next_awaited().await;
+    let release = test.next_command().await;
     let releasing = release.decode::<pb::ReleaseFundsCommand>();
     assert_eq!(releasing.reserve_command_id, reserve.command_id);
     assert_eq!(
@@ -147,7 +138,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     );
     test.succeed(&release).await;
 
-    let fail = test.next_awaited().await;
+    let fail = test.next_command().await;
     assert_eq!(
         fail.decode::<pb::FailTransactionCommand>().reason_code,
         "ACCOUNT_FROZEN"
@@ -177,9 +168,9 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     let config = fast();
     let mut test = SagaTest::start(config.clone()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let first = test.next_awaited().await;
-    let second = test.next_awaited().await;
-    let third = test.next_awaited().await;
+    let first = test.next_command().await;
+    let second = test.next_command().await;
+    let third = test.next_command().await;
     for resend in [&second, &third] {
         assert_eq!(
             resend.command_id, first.command_id,
@@ -194,9 +185,9 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     assert_ne!(second.message_id, third.message_id);
     test.succeed(&third).await;
     test.approve_screen(&first.saga_id).await;
-    let post = test.next_awaited().await;
+    let post = test.next_command().await;
     test.succeed(&post).await;
-    let complete = test.next_awaited().await;
+    let complete = test.next_command().await;
     test.succeed(&complete).await;
 
     let saga = test
@@ -260,7 +251,7 @@ fn scheduled_wait(detail: &str) -> Duration {
 async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_out() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     let release = test.expect::<pb::ReleaseFundsCommand>().await;
     assert_eq!(
         release
@@ -298,13 +289,13 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     let config = fast();
     let mut test = SagaTest::start(config.clone()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
 
     let mut posts = 0;
     while posts < config.max_attempts + 2 {
-        let command = test.next_awaited().await;
+        let command = test.next_command().await;
         assert!(
             command.is::<pb::PostTransferCommand>(),
             "only the post is re-sent, got {}",
@@ -329,7 +320,7 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
         .into_inner();
     assert_eq!(attention.sagas.len(), 1);
 
-    let post = test.next_awaited().await;
+    let post = test.next_command().await;
     test.succeed(&post).await;
     let complete = test.expect::<pb::CompleteTransactionCommand>().await;
     test.succeed(&complete).await;
@@ -348,17 +339,13 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
 async fn a_duplicate_reply_makes_one_transition() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.succeed(&reserve).await;
     test.succeed(&reserve).await;
-    let screen = test.next_awaited().await;
+    let screen = test.next_command().await;
     assert!(screen.is::<pb::ScreenTransactionCommand>());
     let more = test.drain(Duration::from_millis(700)).await;
-    assert!(
-        more.iter()
-            .all(|command| command.is::<pb::MarkProcessingCommand>()),
-        "the duplicate sent nothing: {more:?}"
-    );
+    assert!(more.is_empty(), "the duplicate sent nothing: {more:?}");
 
     let saga = test.saga(&reserve.saga_id).await;
     let succeeded = history_events(&saga)
@@ -378,8 +365,8 @@ async fn queued_replies_move_each_saga_once_per_reply_and_in_order() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     test.request(pb::TransactionKind::Transfer, "20.00").await;
-    let first = test.next_awaited().await;
-    let second = test.next_awaited().await;
+    let first = test.next_command().await;
+    let second = test.next_command().await;
     assert!(first.is::<pb::ReserveFundsCommand>() && second.is::<pb::ReserveFundsCommand>());
     assert_ne!(first.saga_id, second.saga_id);
 
@@ -428,13 +415,9 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "10.00").await;
     test.publish_request(&request).await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     let more = test.drain(Duration::from_millis(700)).await;
-    assert!(
-        more.iter()
-            .all(|command| command.is::<pb::MarkProcessingCommand>()
-                && command.saga_id == reserve.saga_id)
-    );
+    assert!(more.is_empty(), "one saga, one reserve: {more:?}");
     assert_eq!(test.saga_count().await, 1);
     assert_eq!(
         test.saga_id_of(&request.transaction_id).await,
@@ -446,7 +429,7 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
 async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
@@ -467,16 +450,16 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
 async fn a_deposit_is_screened_then_credits_the_account_and_completes() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Deposit, "99.99").await;
-    let screen = test.next_awaited().await;
+    let screen = test.next_command().await;
     let screening = screen.decode::<pb::ScreenTransactionCommand>();
     assert_eq!(screening.kind, pb::TransactionKind::Deposit as i32);
     assert_eq!(screening.source_account_id, "");
     test.succeed(&screen).await;
-    let deposit = test.next_awaited().await;
+    let deposit = test.next_command().await;
     let posting = deposit.decode::<pb::PostDepositCommand>();
     assert_eq!(posting.account_id, request.destination_account_id);
     test.succeed(&deposit).await;
-    let complete = test.next_awaited().await;
+    let complete = test.next_command().await;
     test.succeed(&complete).await;
     let saga = test
         .wait_for_state(&deposit.saga_id, pb::SagaState::Completed)

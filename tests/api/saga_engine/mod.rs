@@ -386,12 +386,6 @@ impl SagaTest {
         }
     }
 
-    /// The next command that a saga awaits a reply to (skipping MarkProcessing).
-    async fn next_awaited(&mut self) -> Received {
-        self.expect_where(|command| !command.is::<pb::MarkProcessingCommand>())
-            .await
-    }
-
     /// Every command sent within `window`.
     async fn drain(&mut self, window: Duration) -> Vec<Received> {
         let mut all: Vec<Received> = self.buffered.drain(..).collect();

@@ -7,7 +7,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
     let mut test = SagaTest::start(patient()).await;
     let mut admin = test.admin();
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let early = test.next_awaited().await;
+    let early = test.next_command().await;
     test.request(pb::TransactionKind::Withdrawal, "20.00").await;
     let late = test
         .expect_where(|c| c.is::<pb::ReserveFundsCommand>() && c.saga_id != early.saga_id)
@@ -145,7 +145,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
 async fn the_step_log_cannot_be_edited() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_awaited().await;
+    let reserve = test.next_command().await;
     test.wait_for(&reserve.saga_id, "logged", |saga| !saga.history.is_empty())
         .await;
     let pool = test
@@ -191,7 +191,7 @@ fn admin_events(saga: &pb::Saga) -> Vec<&str> {
 async fn a_retry_sent_twice_with_one_key_replays_its_answer_and_resends_once() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let awaited = test.next_awaited().await;
+    let awaited = test.next_command().await;
     let request = keyed(&awaited.saga_id, "ticket OPS-7", &key());
 
     let first = test
@@ -230,7 +230,7 @@ async fn a_retry_sent_twice_with_one_key_replays_its_answer_and_resends_once() {
 async fn a_key_used_for_one_saga_action_is_refused_for_any_other() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let awaited = test.next_awaited().await;
+    let awaited = test.next_command().await;
     let used = key();
     let request = keyed(&awaited.saga_id, "ticket OPS-7", &used);
     test.admin()
@@ -272,7 +272,7 @@ async fn a_key_used_for_one_saga_action_is_refused_for_any_other() {
 async fn concurrent_aborts_with_one_key_compensate_once_and_answer_alike() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Withdrawal, "20.00").await;
-    let awaited = test.next_awaited().await;
+    let awaited = test.next_command().await;
     let request = keyed(&awaited.saga_id, "ticket OPS-9", &key());
     let aborts = (0..6).map(|_| {
         let mut admin = test.admin();

@@ -145,19 +145,12 @@ fn only(commands: Vec<OutgoingCommand>) -> OutgoingCommand {
 }
 
 #[test]
-fn a_transfer_announces_itself_then_reserves() {
+fn a_transfer_starts_by_reserving_and_sends_nothing_else() {
     let run = Run::start(SagaType::Transfer);
+    assert_eq!(run.steps_sent(), [("reserve", Direction::Forward)]);
+    assert_eq!(run.sent[0].participant, "account");
     assert_eq!(
-        run.steps_sent(),
-        [
-            ("mark_processing", Direction::Forward),
-            ("reserve", Direction::Forward)
-        ]
-    );
-    assert_eq!(run.sent[0].participant, "transaction");
-    assert_eq!(run.sent[1].participant, "account");
-    assert_eq!(
-        run.sent[1].command_id,
+        run.sent[0].command_id,
         format!("{}:reserve:forward", run.saga.saga_id)
     );
     assert_eq!(run.saga.state, SagaState::Running);
@@ -304,7 +297,7 @@ fn a_duplicate_reply_applies_once() {
 #[test]
 fn a_silent_step_is_re_sent_with_the_same_command_id_and_growing_waits() {
     let mut run = Run::start(SagaType::Transfer);
-    let first = run.sent[1].clone();
+    let first = run.sent[0].clone();
     let second = only(run.time_out());
     let waited_once = run.saga.next_attempt_at.expect("timer") - run.now;
     let third = only(run.time_out());
@@ -378,7 +371,7 @@ fn a_saga_is_not_timed_out_before_its_deadline() {
 fn a_screened_deposit_that_is_refused_fails_and_a_silent_one_never_gives_up() {
     let mut refused = Run::start(SagaType::Deposit);
     assert!(matches!(
-        refused.sent[1].command,
+        refused.sent[0].command,
         Command::ScreenTransaction {
             kind: SagaType::Deposit,
             source_account_id: None,
