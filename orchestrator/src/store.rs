@@ -346,6 +346,9 @@ pub async fn lock_all(
     let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {SAGA_COLUMNS} from saga where saga_id = any($1) order by saga_id for update"
     )))
+    // Planned afresh each time (an unnamed statement): a generic plan cached
+    // while the table was small would scan it whole as it grows.
+    .persistent(false)
     .bind(saga_ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -397,6 +400,8 @@ pub async fn update_all(
          )
          select (select count(*) from changed), (select count(*) from logged)",
     )
+    // As in `lock_all`: a cached generic plan would hash-join a full scan.
+    .persistent(false)
     .bind(&columns.saga_id)
     .bind(&columns.state)
     .bind(&columns.current_step)

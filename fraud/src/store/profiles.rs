@@ -115,6 +115,9 @@ pub async fn parties(
            from party
           order by ord",
     )
+    // Planned afresh each time (an unnamed statement): a generic plan cached
+    // while the profiles were few would hash-join full scans of them.
+    .persistent(false)
     .bind(accounts)
     .bind(now)
     .fetch_all(conn)

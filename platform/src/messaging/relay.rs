@@ -391,7 +391,10 @@ impl OutboxRelay {
             }
         }
 
+        // Planned afresh each round (an unnamed statement): a generic plan
+        // cached while the outbox was small scans it whole ever after.
         sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
+            .persistent(false)
             .bind(&confirmed_ids)
             .execute(&mut *tx)
             .await?;
