@@ -1,4 +1,4 @@
-//! A TCP fault proxy for fault-injection tests.
+//! A TCP fault proxy and private server instances for fault-injection tests.
 //!
 //! Network faults come from this proxy rather than from `tc netem` or
 //! containers, so a test needs neither root nor extra tools: put it in front
@@ -28,9 +28,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A test that stops, kills or restarts a server rather than cutting the
+//! network in front of it starts a private one of its own: [`PrivatePostgres`]
+//! or [`PrivateRabbit`], removed with everything they wrote when dropped. The
+//! servers every other test shares are never touched.
 
 mod connection;
 mod fault;
+mod instances;
 mod pump;
 mod stats;
 
@@ -51,6 +57,7 @@ use crate::connection::Rngs;
 use crate::stats::{Counters, OpenConnection};
 
 pub use crate::fault::Fault;
+pub use crate::instances::{PrivatePostgres, PrivateRabbit, StopMode};
 pub use crate::stats::Stats;
 
 /// The pause after a failed accept, so a lasting failure does not spin.
