@@ -4,33 +4,32 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use corebank_platform::clock::SharedClock;
-use corebank_platform::grpc::DEFAULT_DEADLINE;
 use corebank_platform::idempotency::fingerprint;
 use corebank_platform::messaging;
 use corebank_platform::money::AmountLimits;
 use corebank_platform::paging::Page;
 use corebank_platform::tenancy::Tenancy;
-use corebank_platform::time::{from_timestamp, to_timestamp};
+use corebank_platform::time::from_timestamp;
 use corebank_platform::{ApiError, Violations};
 use corebank_proto::v1 as pb;
 use corebank_proto::v1::transaction_service_server::TransactionService;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::accounts::AccountDirectory;
-use crate::domain::{
-    self, MoneyInput, NewTransaction, NewTransactionInput, Transaction, TransactionKind,
-    TransactionStatus,
-};
-use crate::messages::{self, kind_to_proto};
+use crate::domain::{self, NewTransaction, NewTransactionInput, Transaction, TransactionKind};
+use crate::messages;
 use crate::store::{self, ListFilter, TransactionStore};
 use crate::watch::{self, StatusHub};
 
-/// Time kept back from a caller's deadline to answer before it expires.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(250);
+mod convert;
+mod wait;
+
+use convert::{is_terminal, money_input, status_from_proto};
+pub use convert::{status_to_proto, to_proto};
+use wait::{caller_timeout, effective_wait};
 
 /// The gRPC handlers.
 #[derive(Debug, Clone)]
@@ -177,85 +176,6 @@ fn parse_key(text: &str) -> Result<String, &'static str> {
 
 fn parse_id(field: &str, text: &str) -> Result<Uuid, ApiError> {
     domain::parse_account_id(text).map_err(|why| ApiError::invalid_field(field, why))
-}
-
-fn is_terminal(transaction: &pb::Transaction) -> bool {
-    matches!(
-        pb::TransactionStatus::try_from(transaction.status),
-        Ok(pb::TransactionStatus::Completed | pb::TransactionStatus::Failed)
-    )
-}
-
-/// The caller's wait, shortened so the answer beats both the caller's own
-/// deadline and the server's request timeout.
-fn effective_wait(wait: Duration, caller_timeout: Option<Duration>) -> Duration {
-    let server_limit = DEFAULT_DEADLINE.saturating_sub(Duration::from_secs(1));
-    let caller_limit = caller_timeout.map_or(Duration::MAX, |timeout| {
-        timeout.saturating_sub(DEADLINE_MARGIN)
-    });
-    wait.min(server_limit).min(caller_limit)
-}
-
-/// The `grpc-timeout` a client sent (`<digits><unit>`, units H M S m u n).
-fn caller_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let value: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(value.saturating_mul(3600)),
-        "M" => Duration::from_secs(value.saturating_mul(60)),
-        "S" => Duration::from_secs(value),
-        "m" => Duration::from_millis(value),
-        "u" => Duration::from_micros(value),
-        "n" => Duration::from_nanos(value),
-        _ => return None,
-    })
-}
-
-pub fn status_to_proto(status: TransactionStatus) -> pb::TransactionStatus {
-    match status {
-        TransactionStatus::Pending => pb::TransactionStatus::Pending,
-        TransactionStatus::Processing => pb::TransactionStatus::Processing,
-        TransactionStatus::Review => pb::TransactionStatus::Review,
-        TransactionStatus::Completed => pb::TransactionStatus::Completed,
-        TransactionStatus::Failed => pb::TransactionStatus::Failed,
-    }
-}
-
-fn status_from_proto(status: pb::TransactionStatus) -> Option<TransactionStatus> {
-    match status {
-        pb::TransactionStatus::Unspecified => None,
-        pb::TransactionStatus::Pending => Some(TransactionStatus::Pending),
-        pb::TransactionStatus::Processing => Some(TransactionStatus::Processing),
-        pb::TransactionStatus::Review => Some(TransactionStatus::Review),
-        pb::TransactionStatus::Completed => Some(TransactionStatus::Completed),
-        pb::TransactionStatus::Failed => Some(TransactionStatus::Failed),
-    }
-}
-
-pub fn to_proto(transaction: &Transaction) -> pb::Transaction {
-    let id = |account_id: Option<Uuid>| account_id.map(|id| id.to_string()).unwrap_or_default();
-    pb::Transaction {
-        transaction_id: transaction.transaction_id.to_string(),
-        kind: kind_to_proto(transaction.kind) as i32,
-        status: status_to_proto(transaction.status) as i32,
-        source_account_id: id(transaction.source_account_id),
-        destination_account_id: id(transaction.destination_account_id),
-        amount: Some(messages::money(transaction.currency, transaction.amount)),
-        description: transaction.description.clone(),
-        failure_reason: transaction.failure_reason.clone(),
-        failure_detail: transaction.failure_detail.clone(),
-        journal_id: transaction.journal_id.clone(),
-        create_time: Some(to_timestamp(transaction.created_at)),
-        update_time: Some(to_timestamp(transaction.updated_at)),
-    }
-}
-
-fn money_input(money: Option<&pb::Money>) -> Option<MoneyInput<'_>> {
-    money.map(|money| MoneyInput {
-        currency: &money.currency,
-        amount: &money.amount,
-    })
 }
 
 /// The stream WatchTransaction answers with.
@@ -467,46 +387,5 @@ impl TransactionService for TransactionApi {
                 .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_caller_deadline_shortens_the_wait() {
-        let mut metadata = MetadataMap::new();
-        metadata.insert("grpc-timeout", "2S".parse().unwrap());
-        let timeout = caller_timeout(&metadata);
-        assert_eq!(timeout, Some(Duration::from_secs(2)));
-        assert_eq!(
-            effective_wait(Duration::from_secs(10), timeout),
-            Duration::from_millis(1750)
-        );
-        assert_eq!(
-            effective_wait(Duration::from_secs(1), timeout),
-            Duration::from_secs(1)
-        );
-    }
-
-    #[test]
-    fn the_wait_never_outlasts_the_server_timeout() {
-        assert!(effective_wait(domain::MAX_WAIT, None) < DEFAULT_DEADLINE);
-    }
-
-    #[test]
-    fn every_grpc_timeout_unit_is_understood() {
-        for (text, expected) in [
-            ("1H", Duration::from_secs(3600)),
-            ("3M", Duration::from_secs(180)),
-            ("250m", Duration::from_millis(250)),
-            ("7u", Duration::from_micros(7)),
-            ("9n", Duration::from_nanos(9)),
-        ] {
-            let mut metadata = MetadataMap::new();
-            metadata.insert("grpc-timeout", text.parse().unwrap());
-            assert_eq!(caller_timeout(&metadata), Some(expected), "{text}");
-        }
     }
 }
