@@ -9,7 +9,7 @@ mod harness;
 use std::time::Duration;
 
 use corebank_platform::messaging::{
-    Exchange, OutgoingMessage, QueueSpec, RelayConfig, RetryPolicy, batch_message_type, enqueue,
+    BATCH_MESSAGE_TYPE, Exchange, OutgoingMessage, QueueSpec, RelayConfig, RetryPolicy, enqueue,
     unpack,
 };
 use harness::{TestEnv, TestHandler, eventually};
@@ -88,7 +88,7 @@ async fn one_round_for_one_destination_is_one_amqp_message_and_each_inner_messag
             .kind()
             .as_ref()
             .map(|kind| kind.to_string()),
-        Some(batch_message_type())
+        Some(BATCH_MESSAGE_TYPE.to_owned())
     );
     let inner = unpack(batch);
     let inner_ids: Vec<String> = inner
@@ -169,7 +169,7 @@ async fn a_batch_that_does_not_decode_is_parked_whole_and_the_consumer_goes_on()
     let events = env.ns.exchange(Exchange::Events);
     let broken = BasicProperties::default()
         .with_message_id(uuid::Uuid::now_v7().to_string().into())
-        .with_type(batch_message_type().into());
+        .with_type(BATCH_MESSAGE_TYPE.into());
     // Field 1 with wire type 2 and a length past the end: not a batch.
     env.publish_raw(&events, "test.thing.happened", &[0x0a, 0x7f, 0x01], broken)
         .await;
@@ -183,7 +183,7 @@ async fn a_batch_that_does_not_decode_is_parked_whole_and_the_consumer_goes_on()
     let parked = env.parked_once("ledger", 1).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].reason.as_deref(), Some("malformed"));
-    assert_eq!(parked[0].message_type, Some(batch_message_type()));
+    assert_eq!(parked[0].message_type, Some(BATCH_MESSAGE_TYPE.to_owned()));
     assert_eq!(parked[0].payload, vec![0x0a, 0x7f, 0x01]);
     env.teardown().await;
 }

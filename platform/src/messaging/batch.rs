@@ -4,7 +4,7 @@
 //! message, so the inbox, retries and parking work per inner message.
 
 use chrono::Utc;
-use corebank_proto::{v1 as pb, wire};
+use corebank_proto::v1 as pb;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use prost::Message as _;
@@ -12,10 +12,9 @@ use uuid::Uuid;
 
 use super::envelope::{CONTENT_TYPE, PERSISTENT, properties_of};
 
-/// The message type of a batch envelope.
-pub fn batch_message_type() -> String {
-    wire::message_type::<pb::MessageBatch>()
-}
+/// The message type of a batch envelope: `corebank.v1.MessageBatch`, a
+/// constant so that telling a batch from a single message allocates nothing.
+pub const BATCH_MESSAGE_TYPE: &str = "corebank.v1.MessageBatch";
 
 /// One AMQP message carrying `envelopes` (all for one exchange and routing
 /// key): its payload and properties. The batch has an id of its own; each
@@ -30,7 +29,7 @@ pub(crate) fn batch(
     .encode_to_vec();
     let properties = BasicProperties::default()
         .with_message_id(Uuid::now_v7().to_string().into())
-        .with_type(batch_message_type().into())
+        .with_type(BATCH_MESSAGE_TYPE.into())
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(PERSISTENT)
         .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0))
@@ -47,7 +46,7 @@ pub fn unpack(delivery: Delivery) -> Vec<Delivery> {
         .properties
         .kind()
         .as_ref()
-        .is_some_and(|kind| kind.as_str() == batch_message_type());
+        .is_some_and(|kind| kind.as_str() == BATCH_MESSAGE_TYPE);
     if !is_batch {
         return vec![delivery];
     }
@@ -82,6 +81,14 @@ pub fn unpack(delivery: Delivery) -> Vec<Delivery> {
 mod tests {
     use super::super::envelope::{IncomingMessage, OutgoingMessage};
     use super::*;
+
+    #[test]
+    fn the_batch_type_is_the_batch_message_full_name() {
+        assert_eq!(
+            BATCH_MESSAGE_TYPE,
+            corebank_proto::wire::message_type::<pb::MessageBatch>()
+        );
+    }
 
     #[test]
     fn a_batch_unpacks_into_deliveries_that_parse_like_single_messages() {

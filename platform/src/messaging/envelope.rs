@@ -273,7 +273,7 @@ impl IncomingMessage {
             .map(|kind| kind.as_str().to_owned())
             .filter(|kind| !kind.is_empty())
             .ok_or_else(|| MalformedMessage("missing message type".into()))?;
-        if message_type == super::batch::batch_message_type() {
+        if message_type == super::batch::BATCH_MESSAGE_TYPE {
             return Err(MalformedMessage(
                 "a message batch that does not decode".into(),
             ));

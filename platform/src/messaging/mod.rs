@@ -27,7 +27,7 @@ mod outbox;
 mod relay;
 mod topology;
 
-pub use batch::{batch_message_type, unpack};
+pub use batch::{BATCH_MESSAGE_TYPE, unpack};
 pub use broker::{Broker, BrokerConfig};
 pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
