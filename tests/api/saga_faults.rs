@@ -277,46 +277,7 @@ async fn a_thousand_concurrent_random_transfers_among_twenty_accounts_keep_every
     for _ in 0..20 {
         accounts.push(app.funded_account("100.00").await.account_id);
     }
-    let mut tasks = Vec::new();
-    for i in 0..1000_usize {
-        let mut client = app.transaction.clone();
-        let from = accounts[i % 20].clone();
-        let to = accounts[(i * 7 + 3) % 20].clone();
-        let to = if to == from {
-            accounts[(i + 1) % 20].clone()
-        } else {
-            to
-        };
-        // Amounts large enough that some transfers find the money gone.
-        let amount = format!("{}.{:02}", 1 + (i * 13) % 40, (i * 29) % 100);
-        tasks.push(tokio::spawn(async move {
-            let request = pb::CreateTransferRequest {
-                idempotency_key: uuid::Uuid::now_v7().to_string(),
-                source_account_id: from,
-                destination_account_id: to,
-                amount: Some(usd(&amount)),
-                description: String::new(),
-                wait: None,
-            };
-            // UNAVAILABLE says "retry later" (a pool busy past its wait on a
-            // loaded machine): a client retries it with the same key, which
-            // must still give one transfer.
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                match client.create_transfer(request.clone()).await {
-                    Err(status) if status.code() == tonic::Code::Unavailable && attempts < 5 => {
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                    answer => return answer.map(|answer| answer.into_inner().transaction_id),
-                }
-            }
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        ids.push(task.await.unwrap().expect("every transfer is accepted"));
-    }
+    let ids = fire_transfers(&app, &accounts, 1000).await;
     let mut completed_count = 0;
     let mut failed_count = 0;
     for id in &ids {
@@ -342,4 +303,168 @@ async fn a_thousand_concurrent_random_transfers_among_twenty_accounts_keep_every
     .await
     .unwrap();
     assert_eq!(total, rust_decimal::Decimal::from(2000));
+}
+
+/// Sends `count` transfers at once among `accounts` (amounts large enough
+/// that some find the money gone); returns their transaction ids.
+async fn fire_transfers(app: &TestApp, accounts: &[String], count: usize) -> Vec<String> {
+    let n = accounts.len();
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let mut client = app.transaction.clone();
+        let from = accounts[i % n].clone();
+        let to = accounts[(i * 7 + 3) % n].clone();
+        let to = if to == from {
+            accounts[(i + 1) % n].clone()
+        } else {
+            to
+        };
+        let amount = format!("{}.{:02}", 1 + (i * 13) % 40, (i * 29) % 100);
+        tasks.push(tokio::spawn(async move {
+            let request = pb::CreateTransferRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                source_account_id: from,
+                destination_account_id: to,
+                amount: Some(usd(&amount)),
+                description: String::new(),
+                wait: None,
+            };
+            // UNAVAILABLE says "retry later" (a pool busy past its wait on a
+            // loaded machine): a client retries it with the same key, which
+            // must still give one transfer.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match client.create_transfer(request.clone()).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable && attempts < 5 => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    answer => return answer.map(|answer| answer.into_inner().transaction_id),
+                }
+            }
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().expect("every transfer is accepted"));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_published_again_mid_load_is_absorbed_and_every_invariant_holds() {
+    let app = TestApp::spawn_with(
+        Default::default(),
+        corebank_orchestrator::EngineConfig::default(),
+    )
+    .await;
+    let mut accounts = Vec::new();
+    for _ in 0..12 {
+        accounts.push(app.funded_account("100.00").await.account_id);
+    }
+    let load = {
+        let app = &app;
+        let accounts = &accounts;
+        async move { fire_transfers(app, accounts, 200).await }
+    };
+    // While the transfers run, every service's relay is made to publish
+    // again everything it has sent: each command, reply and event reaches
+    // its consumer a second (and third) time, in every state of its saga.
+    let republish = async {
+        let schemas: Vec<String> = sqlx::query_scalar(
+            "select table_schema::text from information_schema.tables where table_name = 'outbox'",
+        )
+        .fetch_all(&app.owner)
+        .await
+        .unwrap();
+        let (mut republished, mut in_flight) = (0, 0);
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let unfinished: i64 = sqlx::query_scalar(
+                "select count(*) from transaction.transaction where status not in ('completed', 'failed')",
+            )
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+            in_flight = in_flight.max(unfinished);
+            for schema in &schemas {
+                let sql =
+                    format!("update {schema}.outbox set sent_at = null where sent_at is not null");
+                republished += sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&app.owner)
+                    .await
+                    .unwrap()
+                    .rows_affected();
+            }
+        }
+        (republished, in_flight)
+    };
+    let (ids, (republished, in_flight)) = tokio::join!(load, republish);
+    eprintln!(
+        "{republished} outbox rows published again, with up to {in_flight} transfers in flight"
+    );
+    assert!(
+        in_flight > 0,
+        "the messages were published again while transfers ran"
+    );
+    assert!(republished > 200, "{republished} rows published again");
+
+    let mut completed_count = 0;
+    for id in &ids {
+        let transaction = app.terminal(id).await;
+        if completed(&transaction) {
+            completed_count += 1;
+        } else {
+            assert_eq!(
+                transaction.failure_reason, "INSUFFICIENT_FUNDS",
+                "{transaction:?}"
+            );
+        }
+    }
+    assert!(completed_count > 0);
+    app.assert_invariants().await;
+    let total: rust_decimal::Decimal = sqlx::query_scalar(
+        "select sum(ledger_balance) from account.account where product <> 'settlement'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(total, rust_decimal::Decimal::from(1200));
+    // Every duplicate was absorbed: no saga logged a transition twice, no
+    // transaction changed status twice to the same status, and reporting
+    // mirrors each ledger entry once.
+    let twice: i64 = sqlx::query_scalar(
+        "select count(*) from (select 1 from orchestrator.saga_log
+          where event <> 'retried'
+          group by saga_id, step, direction, event having count(*) > 1) as repeated",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(twice, 0, "saga transitions logged twice");
+    let changed_twice: i64 = sqlx::query_scalar(
+        "select count(*) from (select 1 from transaction.transaction_status_change
+          group by transaction_id, to_status having count(*) > 1) as repeated",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(changed_twice, 0, "transaction statuses changed twice");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ledger, mirrored): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from account.entry), (select count(*) from reporting.entry)",
+        )
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+        if ledger == mirrored {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline && mirrored < ledger,
+            "reporting mirrors {mirrored} entries of the ledger's {ledger}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
