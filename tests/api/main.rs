@@ -20,5 +20,6 @@ mod reporting;
 mod saga;
 mod saga_engine;
 mod saga_faults;
+mod saga_load;
 mod tenancy;
 mod transaction;
