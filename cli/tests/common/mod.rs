@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;
@@ -60,6 +62,20 @@ pub fn spawn_corebank_with(
     key: &Path,
     env: &[(&str, &str)],
 ) -> Child {
+    spawn_corebank_on(database_url, &amqp_url(), namespace, ports, key, env)
+}
+
+/// `corebank up` against the given PostgreSQL database (an owner login; the
+/// database, roles and schemas are made if missing) and RabbitMQ, on
+/// `ports`, trusting `key`, with `env` set besides.
+pub fn spawn_corebank_on(
+    database_url: &str,
+    broker_url: &str,
+    namespace: &str,
+    ports: &Peers,
+    key: &Path,
+    env: &[(&str, &str)],
+) -> Child {
     // Killed with the test even when the test process itself is killed (a
     // timeout), so that no corebank outlives its test holding connections
     // and consumers: util-linux's setpriv sets the parent-death signal.
@@ -75,7 +91,7 @@ pub fn spawn_corebank_with(
         "--database-url",
         database_url,
         "--amqp-url",
-        &amqp_url(),
+        broker_url,
         "--namespace",
         namespace,
     ]);
@@ -105,6 +121,7 @@ pub fn spawn_corebank_with(
     command.spawn().expect("corebank up starts")
 }
 
+/// `corebank up` against the test's PostgreSQL database and the shared RabbitMQ.
 pub fn spawn_corebank(database_url: &str, namespace: &str, ports: &Peers, key: &Path) -> Child {
     spawn_corebank_with(database_url, namespace, ports, key, &[])
 }

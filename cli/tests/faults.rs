@@ -1,0 +1,356 @@
+//! The fault matrix: each row runs a whole `corebank up` under a load of
+//! transfers (a burst that queues sagas up, then a trickle through the fault
+//! and past it), breaks what it depends on while transfers are in flight,
+//! holds the fault a few seconds, heals it, and then demands every
+//! invariant: each transaction ends within a bound, none is lost or made
+//! twice, money is conserved, no hold is left active, each completed
+//! transfer has exactly one journal, reporting reconciles with the ledger
+//! and no message is parked.
+//!
+//! A row that stops or kills a server runs the system on a private one of
+//! its own; the shared PostgreSQL and RabbitMQ are never stopped. Each row
+//! prints how long the system took, from the heal, until every transaction
+//! had ended (run with `--no-capture` to see it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corebank_faults::{PrivatePostgres, PrivateRabbit, StopMode};
+use corebank_platform::config::with_database;
+use corebank_tests::harness::{TestDb, amqp_url, key, lease_namespace};
+use rust_decimal::Decimal;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::Child;
+use tokio::time::{Instant, sleep};
+
+mod common;
+use common::workload::{
+    Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
+    unfinished, until_every_transaction_ends,
+};
+use common::{database_url, free_ports, spawn_corebank_on};
+
+/// Customer accounts the transfers move money among.
+const ACCOUNTS: usize = 6;
+/// What each of them is funded with before the load starts.
+const FUNDING: &str = "500.00";
+/// The burst of transfers sent just before the fault, as fast as
+/// [`SENDERS`] senders can: more than the system completes at once, so that
+/// sagas queue up (the mix skips an account paying itself, about one in
+/// eight here).
+const BURST: usize = 100;
+/// How many senders send the burst at once.
+const SENDERS: usize = 4;
+/// The trickle of transfers sent one by one from the moment the fault
+/// begins, [`TRICKLE_PACE`] apart: through the fault and past it.
+const TRICKLE: usize = 40;
+const TRICKLE_PACE: Duration = Duration::from_millis(100);
+/// How long a fault lasts once in force.
+const FAULT_HELD: Duration = Duration::from_secs(3);
+/// How long after the heal every transaction must have ended; also how long
+/// a transfer sent during the fault may take to be accepted.
+const BOUND: Duration = Duration::from_secs(120);
+/// The broker namespace of a row on a private RabbitMQ, which it has alone.
+const PRIVATE_NAMESPACE: &str = "corebank";
+
+/// A whole corebank with funded accounts and transfers in flight, ready for
+/// a fault.
+struct Row {
+    name: &'static str,
+    amqp_url: String,
+    namespace: String,
+    owner: PgPool,
+    _key: KeyFile,
+    corebank: Child,
+    clients: Clients,
+    burst: Load,
+    trickle: Load,
+}
+
+impl Row {
+    /// Starts `corebank up` on the database at `database_url` (an owner
+    /// login, reached by `owner` too) and the broker at `broker_url`, funds
+    /// the accounts, sends the burst and starts the trickle, and returns with
+    /// transactions in flight: the moment for the fault.
+    async fn start(
+        name: &'static str,
+        database_url: &str,
+        owner: PgPool,
+        broker_url: String,
+        namespace: String,
+    ) -> Row {
+        let ports = free_ports();
+        let key_path = std::env::temp_dir().join(format!("corebank-faults-{}.key.pem", key()));
+        let operator = operator(&key_path);
+        let corebank = spawn_corebank_on(
+            database_url,
+            &broker_url,
+            &namespace,
+            &ports,
+            &key_path,
+            &[],
+        );
+        let clients = Clients::connect(&ports, &operator).await;
+        let accounts = open_funded_accounts(&clients, ACCOUNTS, FUNDING).await;
+        let burst = Load::start(
+            &clients,
+            accounts.clone(),
+            BURST,
+            SENDERS,
+            Duration::ZERO,
+            BOUND,
+        );
+        burst.wait_until_sent(BURST).await;
+        let trickle = Load::start(&clients, accounts, TRICKLE, 1, TRICKLE_PACE, BOUND);
+        let in_flight = unfinished(&owner)
+            .await
+            .expect("count unfinished transactions");
+        assert!(
+            in_flight > 0,
+            "{name}: the fault should catch transfers in flight"
+        );
+        eprintln!("{name}: fault injected with {in_flight} transactions in flight");
+        Row {
+            name,
+            amqp_url: broker_url,
+            namespace,
+            owner,
+            _key: KeyFile(key_path),
+            corebank,
+            clients,
+            burst,
+            trickle,
+        }
+    }
+
+    /// Some transactions are unfinished while the fault is in force, or
+    /// the fault held nothing back and the row tested nothing.
+    async fn assert_held_back(&self) {
+        let held = unfinished(&self.owner)
+            .await
+            .expect("count unfinished transactions");
+        assert!(
+            held > 0,
+            "{}: the fault held no transaction back",
+            self.name
+        );
+        eprintln!(
+            "{}: {held} transactions unfinished while the fault is in force",
+            self.name
+        );
+    }
+
+    /// Once the fault is healed (at `healed`): the rest of the load is
+    /// accepted, every transaction ends within [`BOUND`] of the heal, the
+    /// process never stopped, and every invariant holds.
+    async fn check_recovery(mut self, healed: Instant) {
+        let name = self.name;
+        let accepted = self.burst.finish().await + self.trickle.finish().await;
+        let load_done = healed.elapsed();
+        let left = BOUND.saturating_sub(healed.elapsed());
+        if let Err(unfinished) = until_every_transaction_ends(&self.owner, left).await {
+            panic!(
+                "{name}: {unfinished} transactions had not ended {BOUND:?} after the heal \
+                 (corebank {})",
+                process_state(&mut self.corebank)
+            );
+        }
+        let recovery = healed.elapsed();
+        eprintln!(
+            "{name}: recovered: every transaction ended {:.1} s after the heal; the last of \
+             the {accepted} transfers was accepted {:.1} s after the heal, {:.1} s before \
+             every transaction had ended",
+            recovery.as_secs_f64(),
+            load_done.as_secs_f64(),
+            recovery.saturating_sub(load_done).as_secs_f64()
+        );
+        eprintln!("{name}: {}", outcome(&self.owner).await);
+        assert_eq!(
+            process_state(&mut self.corebank),
+            "running",
+            "{name}: corebank stopped"
+        );
+        let customer_money =
+            FUNDING.parse::<Decimal>().expect("an amount") * Decimal::from(ACCOUNTS);
+        assert_invariants(&self.owner, &self.clients, accepted, customer_money).await;
+        assert_nothing_parked(&self.amqp_url, &self.namespace).await;
+    }
+}
+
+/// How the transfers ended, and how many sagas the fault made re-send a
+/// command after a step timed out: evidence that it hit them.
+async fn outcome(owner: &PgPool) -> String {
+    let (completed, failed, timed_out): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from transaction.transaction
+                  where kind = 'transfer' and status = 'completed'),
+                (select count(*) from transaction.transaction
+                  where kind = 'transfer' and status = 'failed'),
+                (select count(distinct saga_id) from orchestrator.saga_log
+                  where event = 'timed_out')",
+    )
+    .fetch_one(owner)
+    .await
+    .expect("count outcomes");
+    format!(
+        "{completed} transfers completed, {failed} failed; {timed_out} sagas saw a step time out"
+    )
+}
+
+/// Whether the corebank process still runs, or how it ended.
+fn process_state(corebank: &mut Child) -> String {
+    match corebank.try_wait() {
+        Ok(None) => "running".to_owned(),
+        Ok(Some(status)) => format!("exited: {status}"),
+        Err(error) => format!("unknown: {error}"),
+    }
+}
+
+/// The row's token signing key, removed with the row.
+struct KeyFile(PathBuf);
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Holds a fault that is already in force, then says how long it lasted.
+async fn hold(name: &str, since: Instant) {
+    sleep(FAULT_HELD).await;
+    eprintln!(
+        "{name}: fault in force for {:.1} s",
+        since.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_stopped_gracefully_and_restarted_under_load_ends_every_saga_and_loses_nothing() {
+    let mut rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
+    let db = TestDb::create(&[]).await;
+    let name = "rabbitmq stopped gracefully";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        rabbit.url(),
+        PRIVATE_NAMESPACE.to_owned(),
+    )
+    .await;
+
+    let fault = Instant::now();
+    rabbit.stop_gracefully().await.expect("stop rabbitmq");
+    hold(name, fault).await;
+    row.assert_held_back().await;
+    rabbit.start_again().await.expect("start rabbitmq again");
+
+    row.check_recovery(Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_killed_and_restarted_under_load_ends_every_saga_and_loses_nothing() {
+    let mut rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
+    let db = TestDb::create(&[]).await;
+    let name = "rabbitmq killed";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        rabbit.url(),
+        PRIVATE_NAMESPACE.to_owned(),
+    )
+    .await;
+
+    let fault = Instant::now();
+    rabbit.kill().await.expect("kill rabbitmq");
+    hold(name, fault).await;
+    row.assert_held_back().await;
+    rabbit.start_again().await.expect("start rabbitmq again");
+
+    row.check_recovery(Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga_and_loses_nothing()
+{
+    let mut postgres = PrivatePostgres::start()
+        .await
+        .expect("a private postgresql");
+    let database_url = with_database(&postgres.url(), "corebank");
+    let mut admin = PgConnection::connect(&postgres.url())
+        .await
+        .expect("connect to the private postgresql");
+    sqlx::query("create database corebank")
+        .execute(&mut admin)
+        .await
+        .expect("create the database");
+    admin.close().await.expect("close the admin connection");
+    let owner = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await
+        .expect("owner pool");
+    let lease = lease_namespace().await;
+    let name = "postgresql stopped immediately";
+    let row = Row::start(
+        name,
+        &database_url,
+        owner,
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+    )
+    .await;
+
+    let fault = Instant::now();
+    postgres
+        .stop(StopMode::Immediate)
+        .await
+        .expect("stop postgresql");
+    hold(name, fault).await;
+    postgres
+        .start_again()
+        .await
+        .expect("start postgresql again");
+
+    row.check_recovery(Instant::now()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let name = "every backend terminated";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+    )
+    .await;
+
+    // Every connection to the row's database but the one asking, again and
+    // again while the fault lasts, so reconnections die as well.
+    let fault = Instant::now();
+    let mut terminated = 0;
+    while fault.elapsed() < FAULT_HELD {
+        let round: i64 = sqlx::query_scalar(
+            // Materialized, so that no plan terminates a backend before
+            // the filter has ruled out every other database's.
+            "with target as materialized (
+                 select pid from pg_stat_activity
+                  where datname = $1 and pid <> pg_backend_pid())
+             select count(*) from target where pg_terminate_backend(pid)",
+        )
+        .bind(&db.name)
+        .fetch_one(&db.owner)
+        .await
+        .expect("terminate backends");
+        terminated += round;
+        sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("{name}: {terminated} backends terminated");
+    assert!(terminated > 0, "{name}: no backend to terminate");
+
+    row.check_recovery(Instant::now()).await;
+}
