@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corebank_faults::{PrivatePostgres, PrivateRabbit, StopMode};
+use corebank_faults::{Fault, FaultProxy, PrivatePostgres, PrivateRabbit, StopMode};
 use corebank_platform::config::with_database;
 use corebank_tests::harness::{TestDb, amqp_url, key, lease_namespace};
 use rust_decimal::Decimal;
@@ -353,4 +353,81 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
     assert!(terminated > 0, "{name}: no backend to terminate");
 
     row.check_recovery(Instant::now()).await;
+}
+
+/// `url` with its host and port replaced by `proxy`'s, and the address the
+/// proxy must forward to (the URL's own host and port).
+async fn through_proxy(url: &str) -> (String, FaultProxy) {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (credentials, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = tokio::net::lookup_host(authority)
+        .await
+        .expect("the broker's address resolves")
+        .next()
+        .expect("an address");
+    let proxy = FaultProxy::start(upstream).await.expect("a fault proxy");
+    let at = if credentials.is_empty() { "" } else { "@" };
+    let proxied = format!("{scheme}://{credentials}{at}{}/{path}", proxy.addr());
+    (proxied, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_on_every_broker_link_slows_sagas_and_loses_nothing() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let (broker_url, proxy) = through_proxy(&amqp_url()).await;
+    let name = "200 ms ± 100 ms on every broker link";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        broker_url,
+        lease.namespace().as_str().to_owned(),
+    )
+    .await;
+
+    let fault = Instant::now();
+    proxy.set(Fault::Latency {
+        base: Duration::from_millis(200),
+        jitter: Duration::from_millis(100),
+    });
+    hold(name, fault).await;
+    row.assert_held_back().await;
+    proxy.set(Fault::Pass);
+
+    row.check_recovery(Instant::now()).await;
+    let stats = proxy.stats();
+    assert!(
+        stats.bytes_to_upstream > 0 && stats.bytes_to_client > 0,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_broker_link_blackholed_then_healed_ends_every_saga_and_loses_nothing() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let (broker_url, proxy) = through_proxy(&amqp_url()).await;
+    let name = "every broker link blackholed";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        broker_url,
+        lease.namespace().as_str().to_owned(),
+    )
+    .await;
+
+    // Bytes sent into the blackhole are lost, as after a partition that
+    // outlasted TCP's retransmissions: the links come back unusable, and
+    // only new connections work.
+    let fault = Instant::now();
+    proxy.set(Fault::Blackhole);
+    hold(name, fault).await;
+    row.assert_held_back().await;
+    proxy.set(Fault::Pass);
+
+    row.check_recovery(Instant::now()).await;
+    assert!(proxy.stats().bytes_blackholed > 0, "{:?}", proxy.stats());
 }
