@@ -431,3 +431,28 @@ async fn every_broker_link_blackholed_then_healed_ends_every_saga_and_loses_noth
     row.check_recovery(Instant::now()).await;
     assert!(proxy.stats().bytes_blackholed > 0, "{:?}", proxy.stats());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_database_link_blackholed_then_healed_ends_every_saga_and_loses_nothing() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let (database_url, proxy) = through_proxy(&database_url(&db.name)).await;
+    let name = "every database link blackholed";
+    let row = Row::start(
+        name,
+        &database_url,
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+    )
+    .await;
+
+    let fault = Instant::now();
+    proxy.set(Fault::Blackhole);
+    hold(name, fault).await;
+    row.assert_held_back().await;
+    proxy.set(Fault::Pass);
+
+    row.check_recovery(Instant::now()).await;
+    assert!(proxy.stats().bytes_blackholed > 0, "{:?}", proxy.stats());
+}

@@ -49,6 +49,11 @@ pub struct ConsumerConfig {
     pub prefetch: u16,
     /// Deliveries handled per database transaction, at most.
     pub batch_size: usize,
+    /// How long applying one batch may take. Past it the batch's database
+    /// connection is dropped and the channel restarted, so its deliveries
+    /// come again: a link that lost the request would otherwise hold the
+    /// consumer forever.
+    pub batch_timeout: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -56,6 +61,7 @@ impl Default for ConsumerConfig {
         Self {
             prefetch: 32,
             batch_size: 32,
+            batch_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -168,7 +174,14 @@ impl<H: Handler> QueueConsumer<H> {
             // acked, so one multiple ack of the last tag covers the batch.
             let last_tag = batch.last().map(|delivery| delivery.delivery_tag);
             let messages: Vec<Delivery> = batch.into_iter().flat_map(unpack).collect();
-            self.process_batch(channel, queue, &messages).await?;
+            tokio::time::timeout(
+                self.config.batch_timeout,
+                self.process_batch(channel, queue, &messages),
+            )
+            .await
+            .map_err(|_| {
+                MessagingError::Stalled("a consumer batch", self.config.batch_timeout)
+            })??;
             if let Some(last_tag) = last_tag {
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })

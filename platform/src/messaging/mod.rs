@@ -62,4 +62,9 @@ pub enum MessagingError {
     /// The broker cancelled our consumer (e.g. the queue was deleted).
     #[error("consumer cancelled by the broker")]
     ConsumerCancelled,
+    /// A batch or relay round outlived its deadline: a database or broker
+    /// link that swallowed a request answers never, and only dropping the
+    /// connection (and starting afresh) ends the wait.
+    #[error("{0} took longer than {1:?}")]
+    Stalled(&'static str, std::time::Duration),
 }

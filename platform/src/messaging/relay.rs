@@ -46,6 +46,11 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// How long to wait for the broker's confirms of one batch.
     pub confirm_timeout: Duration,
+    /// How long a whole round may take (its statements included). Past it
+    /// the round's connection is dropped and its rows stay pending: a
+    /// database link that lost a request would otherwise stall the relay
+    /// forever.
+    pub round_timeout: Duration,
     /// How long shutdown may spend flushing pending rows.
     pub flush_timeout: Duration,
 }
@@ -56,6 +61,7 @@ impl Default for RelayConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(500),
             confirm_timeout: Duration::from_secs(30),
+            round_timeout: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(10),
         }
     }
@@ -171,7 +177,16 @@ impl OutboxRelay {
             if let Some(listener) = listener.as_mut() {
                 while let Some(Ok(_)) = listener.recv().now_or_never() {}
             }
-            let more = match self.round(channel.as_ref(), &schema).await {
+            let round = tokio::time::timeout(
+                self.config.round_timeout,
+                self.round(channel.as_ref(), &schema),
+            )
+            .await
+            .unwrap_or(Err(MessagingError::Stalled(
+                "an outbox relay round",
+                self.config.round_timeout,
+            )));
+            let more = match round {
                 Ok(round) => {
                     round.claimed as i64 == self.config.batch_size
                         && round.confirmed == round.claimed
