@@ -224,11 +224,17 @@ async fn hold(name: &str, since: Instant) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_stopped_gracefully_and_restarted_under_load_ends_every_saga_and_loses_nothing() {
+/// How a row takes its private RabbitMQ down.
+#[derive(Clone, Copy)]
+enum BrokerDown {
+    Stopped,
+    Killed,
+}
+
+/// A row on a private RabbitMQ: taken down under load, held down, started again.
+async fn broker_down_row(name: &'static str, down: BrokerDown) {
     let mut rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
     let db = TestDb::create(&[]).await;
-    let name = "rabbitmq stopped gracefully";
     let row = Row::start(
         name,
         &database_url(&db.name),
@@ -239,7 +245,10 @@ async fn rabbitmq_stopped_gracefully_and_restarted_under_load_ends_every_saga_an
     .await;
 
     let fault = Instant::now();
-    rabbit.stop_gracefully().await.expect("stop rabbitmq");
+    match down {
+        BrokerDown::Stopped => rabbit.stop_gracefully().await.expect("stop rabbitmq"),
+        BrokerDown::Killed => rabbit.kill().await.expect("kill rabbitmq"),
+    }
     hold(name, fault).await;
     row.assert_held_back().await;
     rabbit.start_again().await.expect("start rabbitmq again");
@@ -248,26 +257,13 @@ async fn rabbitmq_stopped_gracefully_and_restarted_under_load_ends_every_saga_an
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_stopped_gracefully_and_restarted_under_load_ends_every_saga_and_loses_nothing() {
+    broker_down_row("rabbitmq stopped gracefully", BrokerDown::Stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_killed_and_restarted_under_load_ends_every_saga_and_loses_nothing() {
-    let mut rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
-    let db = TestDb::create(&[]).await;
-    let name = "rabbitmq killed";
-    let row = Row::start(
-        name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        rabbit.url(),
-        PRIVATE_NAMESPACE.to_owned(),
-    )
-    .await;
-
-    let fault = Instant::now();
-    rabbit.kill().await.expect("kill rabbitmq");
-    hold(name, fault).await;
-    row.assert_held_back().await;
-    rabbit.start_again().await.expect("start rabbitmq again");
-
-    row.check_recovery(Instant::now()).await;
+    broker_down_row("rabbitmq killed", BrokerDown::Killed).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -372,87 +368,50 @@ async fn through_proxy(url: &str) -> (String, FaultProxy) {
     (proxied, proxy)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn latency_on_every_broker_link_slows_sagas_and_loses_nothing() {
+/// A row whose every broker link goes through a fault proxy: `fault` is put
+/// on it under load, held, then lifted. Returns the proxy's counters.
+async fn proxied_row(name: &'static str, fault: Fault) -> corebank_faults::Stats {
     let db = TestDb::create(&[]).await;
     let lease = lease_namespace().await;
-    let (broker_url, proxy) = through_proxy(&amqp_url()).await;
-    let name = "200 ms ± 100 ms on every broker link";
+    let (amqp_url, proxy) = through_proxy(&amqp_url()).await;
     let row = Row::start(
         name,
         &database_url(&db.name),
         db.owner.clone(),
-        broker_url,
+        amqp_url,
         lease.namespace().as_str().to_owned(),
     )
     .await;
 
-    let fault = Instant::now();
-    proxy.set(Fault::Latency {
-        base: Duration::from_millis(200),
-        jitter: Duration::from_millis(100),
-    });
-    hold(name, fault).await;
+    let since = Instant::now();
+    proxy.set(fault);
+    hold(name, since).await;
     row.assert_held_back().await;
     proxy.set(Fault::Pass);
 
     row.check_recovery(Instant::now()).await;
-    let stats = proxy.stats();
+    proxy.stats()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_on_every_broker_link_slows_sagas_and_loses_nothing() {
+    let latency = Fault::Latency {
+        base: Duration::from_millis(200),
+        jitter: Duration::from_millis(100),
+    };
+    let stats = proxied_row("200 ms ± 100 ms on every broker link", latency).await;
     assert!(
         stats.bytes_to_upstream > 0 && stats.bytes_to_client > 0,
         "{stats:?}"
     );
 }
 
+// Bytes sent into a blackhole are lost, as after a partition that outlasted
+// TCP's retransmissions: the links come back unusable, and only new
+// connections work.
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_broker_link_blackholed_then_healed_ends_every_saga_and_loses_nothing() {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
-    let (broker_url, proxy) = through_proxy(&amqp_url()).await;
-    let name = "every broker link blackholed";
-    let row = Row::start(
-        name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        broker_url,
-        lease.namespace().as_str().to_owned(),
-    )
-    .await;
-
-    // Bytes sent into the blackhole are lost, as after a partition that
-    // outlasted TCP's retransmissions: the links come back unusable, and
-    // only new connections work.
-    let fault = Instant::now();
-    proxy.set(Fault::Blackhole);
-    hold(name, fault).await;
-    row.assert_held_back().await;
-    proxy.set(Fault::Pass);
-
-    row.check_recovery(Instant::now()).await;
-    assert!(proxy.stats().bytes_blackholed > 0, "{:?}", proxy.stats());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_database_link_blackholed_then_healed_ends_every_saga_and_loses_nothing() {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
-    let (database_url, proxy) = through_proxy(&database_url(&db.name)).await;
-    let name = "every database link blackholed";
-    let row = Row::start(
-        name,
-        &database_url,
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
-    )
-    .await;
-
-    let fault = Instant::now();
-    proxy.set(Fault::Blackhole);
-    hold(name, fault).await;
-    row.assert_held_back().await;
-    proxy.set(Fault::Pass);
-
-    row.check_recovery(Instant::now()).await;
-    assert!(proxy.stats().bytes_blackholed > 0, "{:?}", proxy.stats());
+    let stats = proxied_row("every broker link blackholed", Fault::Blackhole).await;
+    assert!(stats.bytes_blackholed > 0, "{stats:?}");
 }

@@ -41,6 +41,14 @@ pub fn service_options(
         .password(password.expose_secret())
 }
 
+/// How long the server lets a session of a service sit idle inside a
+/// transaction before it ends the session. A client that lost its link (a
+/// partition) leaves its backend waiting mid-transaction with its row locks
+/// held; the server then frees them instead of letting every later
+/// transaction on those rows wait. Longer than any wait a service makes
+/// inside a transaction (the relay awaits publisher confirms for 30 s).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "45s";
+
 /// A pool whose connections resolve unqualified names in `schema` only.
 pub async fn connect(
     options: PgConnectOptions,
@@ -50,7 +58,13 @@ pub async fn connect(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.options([("search_path", schema)]))
+        .connect_with(options.options([
+            ("search_path", schema),
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            ),
+        ]))
         .await
 }
 

@@ -20,6 +20,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::topology::{Namespace, declare_exchanges};
 
+/// How long opening a connection (with its topology) or a channel may take.
+/// A broker that accepts TCP but never answers, or answers one channel and
+/// not the next, would otherwise hold every caller waiting for a connection.
+pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The error of a broker call that outlived [`BROKER_CALL_TIMEOUT`].
+fn timed_out(what: &str) -> lapin::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} got no answer within {BROKER_CALL_TIMEOUT:?}"),
+    )
+    .into()
+}
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -131,7 +145,9 @@ impl Broker {
         loop {
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                opened = self.open() => opened,
+                opened = tokio::time::timeout(BROKER_CALL_TIMEOUT, self.open()) => {
+                    opened.unwrap_or_else(|_| Err(timed_out("opening a connection")))
+                }
             };
             match opened {
                 Ok(connection) => {
@@ -160,7 +176,10 @@ impl Broker {
         let mut backoff = self.inner.config.min_backoff;
         loop {
             let connection = self.connection(shutdown).await?;
-            match connection.create_channel().await {
+            let opened = tokio::time::timeout(BROKER_CALL_TIMEOUT, connection.create_channel())
+                .await
+                .unwrap_or_else(|_| Err(timed_out("opening a channel")));
+            match opened {
                 Ok(channel) => return Some(channel),
                 Err(error) => {
                     // The connection may have died between the check and here; the

@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use super::MessagingError;
 use super::batch::unpack;
+use super::broker::BROKER_CALL_TIMEOUT;
 use super::broker::Broker;
 use super::dlq::{ParkReason, park, schedule_retry};
 use super::envelope::{IncomingMessage, MalformedMessage};
@@ -139,21 +140,29 @@ impl<H: Handler> QueueConsumer<H> {
         queue: &str,
         shutdown: &CancellationToken,
     ) -> Result<(), MessagingError> {
-        declare_queue(channel, self.broker.namespace(), &self.spec).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // A broker that stops answering mid-setup (a node still recovering
+        // its queues) must not hold the consumer forever: past the deadline
+        // the channel is dropped and the consumer starts afresh.
+        let setup = async {
+            declare_queue(channel, self.broker.namespace(), &self.spec).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channel
+                .basic_qos(self.config.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        let mut consumer = tokio::time::timeout(BROKER_CALL_TIMEOUT, setup)
+            .await
+            .map_err(|_| MessagingError::Stalled("starting a consumer", BROKER_CALL_TIMEOUT))??;
         tracing::info!(%queue, prefetch = self.config.prefetch, "consumer started");
 
         loop {

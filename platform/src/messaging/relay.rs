@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::MessagingError;
 use super::batch::batch;
-use super::broker::Broker;
+use super::broker::{BROKER_CALL_TIMEOUT, Broker};
 use super::envelope::OutgoingMessage;
 use super::outbox::notify_channel;
 use super::topology::Exchange;
@@ -247,10 +247,16 @@ impl OutboxRelay {
     async fn publishing_channel(&self, shutdown: &CancellationToken) -> Option<Channel> {
         loop {
             let channel = self.broker.channel(shutdown).await?;
-            match channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-            {
+            let confirming = tokio::time::timeout(
+                BROKER_CALL_TIMEOUT,
+                channel.confirm_select(ConfirmSelectOptions::default()),
+            )
+            .await
+            .map_err(|_| {
+                MessagingError::Stalled("enabling publisher confirms", BROKER_CALL_TIMEOUT)
+            })
+            .and_then(|enabled| enabled.map_err(MessagingError::from));
+            match confirming {
                 Ok(()) => return Some(channel),
                 Err(error) => tracing::warn!(%error, "enabling publisher confirms failed"),
             }
