@@ -37,11 +37,15 @@ use super::MessagingError;
 use super::batch::unpack;
 use super::broker::BROKER_CALL_TIMEOUT;
 use super::broker::Broker;
-use super::dlq::{ParkReason, park, schedule_retry};
+use super::dlq::{park, schedule_retry};
 use super::envelope::{IncomingMessage, MalformedMessage};
 use super::handler::{BatchError, panicked};
-use super::handler::{Handler, HandlerError, message_span};
+use super::handler::{Handler, message_span};
 use super::topology::{QueueSpec, declare_queue};
+
+mod outcome;
+
+use outcome::Outcome;
 
 /// Consumer tuning.
 #[derive(Debug, Clone)]
@@ -74,13 +78,6 @@ pub struct QueueConsumer<H> {
     spec: QueueSpec,
     handler: Arc<H>,
     config: ConsumerConfig,
-}
-
-/// What to do with one delivery once the transaction committed.
-enum Outcome {
-    Ack,
-    Retry { attempt: u32, delay: Duration },
-    Park { reason: ParkReason, error: String },
 }
 
 impl<H: Handler> QueueConsumer<H> {
@@ -421,28 +418,6 @@ impl<H: Handler> QueueConsumer<H> {
         })
     }
 
-    fn malformed(&self, queue: &str, malformed: &MalformedMessage) -> Outcome {
-        tracing::warn!(%queue, error = %malformed, "malformed envelope, parking");
-        Outcome::Park {
-            reason: ParkReason::Malformed,
-            error: malformed.to_string(),
-        }
-    }
-
-    fn duplicate(&self, span: &tracing::Span) -> Outcome {
-        metrics::counter!("corebank_messaging_duplicates_total", "queue" => self.spec.name.clone())
-            .increment(1);
-        tracing::info!(parent: span, "duplicate message, acknowledging without effect");
-        Outcome::Ack
-    }
-
-    fn handled(&self, span: &tracing::Span) -> Outcome {
-        metrics::counter!("corebank_messaging_handled_total", "queue" => self.spec.name.clone())
-            .increment(1);
-        tracing::debug!(parent: span, "message handled");
-        Outcome::Ack
-    }
-
     /// Writes one message's inbox row; false when it was handled before.
     async fn claim_one(
         &self,
@@ -459,46 +434,5 @@ impl<H: Handler> QueueConsumer<H> {
         .await?
         .rows_affected();
         Ok(inserted == 1)
-    }
-
-    fn failure_outcome(
-        &self,
-        span: &tracing::Span,
-        message: &IncomingMessage,
-        error: HandlerError,
-    ) -> Outcome {
-        let text = error.to_string();
-        match error {
-            HandlerError::Transient(_) => match self.spec.retry.delay_after(message.attempt) {
-                Some(delay) => {
-                    tracing::warn!(parent: span, error = %text, retry_in_ms = delay.as_millis() as u64, "transient failure, retrying");
-                    Outcome::Retry {
-                        attempt: message.attempt + 1,
-                        delay,
-                    }
-                }
-                None => {
-                    tracing::error!(parent: span, error = %text, "transient failure, retries exhausted, parking");
-                    Outcome::Park {
-                        reason: ParkReason::RetriesExhausted,
-                        error: text,
-                    }
-                }
-            },
-            HandlerError::Permanent(_) => {
-                tracing::error!(parent: span, error = %text, "permanent failure, parking");
-                Outcome::Park {
-                    reason: ParkReason::Permanent,
-                    error: text,
-                }
-            }
-            HandlerError::Malformed(_) => {
-                tracing::error!(parent: span, error = %text, "malformed payload, parking");
-                Outcome::Park {
-                    reason: ParkReason::Malformed,
-                    error: text,
-                }
-            }
-        }
     }
 }
