@@ -148,18 +148,17 @@ impl<H: Handler> QueueConsumer<H> {
             channel
                 .basic_qos(self.config.prefetch, BasicQosOptions::default())
                 .await?;
-            channel
+            let consumer = channel
                 .basic_consume(
                     queue.into(),
                     "".into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
-                .await
+                .await?;
+            Ok::<_, MessagingError>(consumer)
         };
-        let mut consumer = tokio::time::timeout(BROKER_CALL_TIMEOUT, setup)
-            .await
-            .map_err(|_| MessagingError::Stalled("starting a consumer", BROKER_CALL_TIMEOUT))??;
+        let mut consumer = super::within("starting a consumer", BROKER_CALL_TIMEOUT, setup).await?;
         tracing::info!(%queue, prefetch = self.config.prefetch, "consumer started");
 
         loop {
@@ -180,14 +179,12 @@ impl<H: Handler> QueueConsumer<H> {
             // acked, so one multiple ack of the last tag covers the batch.
             let last_tag = batch.last().map(|delivery| delivery.delivery_tag);
             let messages: Vec<Delivery> = batch.into_iter().flat_map(unpack).collect();
-            tokio::time::timeout(
+            super::within(
+                "a consumer batch",
                 self.config.batch_timeout,
                 self.process_batch(channel, queue, &messages),
             )
-            .await
-            .map_err(|_| {
-                MessagingError::Stalled("a consumer batch", self.config.batch_timeout)
-            })??;
+            .await?;
             if let Some(last_tag) = last_tag {
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })

@@ -68,3 +68,16 @@ pub enum MessagingError {
     #[error("{0} took longer than {1:?}")]
     Stalled(&'static str, std::time::Duration),
 }
+
+/// Runs `work` (`what`, for the error) for at most `limit`; past it the
+/// work is dropped, with whatever connection it held, and the caller starts
+/// afresh.
+pub(crate) async fn within<T>(
+    what: &'static str,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, MessagingError>>,
+) -> Result<T, MessagingError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(MessagingError::Stalled(what, limit)))
+}

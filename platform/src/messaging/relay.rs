@@ -177,15 +177,12 @@ impl OutboxRelay {
             if let Some(listener) = listener.as_mut() {
                 while let Some(Ok(_)) = listener.recv().now_or_never() {}
             }
-            let round = tokio::time::timeout(
+            let round = super::within(
+                "an outbox relay round",
                 self.config.round_timeout,
                 self.round(channel.as_ref(), &schema),
             )
-            .await
-            .unwrap_or(Err(MessagingError::Stalled(
-                "an outbox relay round",
-                self.config.round_timeout,
-            )));
+            .await;
             let more = match round {
                 Ok(round) => {
                     round.claimed as i64 == self.config.batch_size
@@ -247,15 +244,13 @@ impl OutboxRelay {
     async fn publishing_channel(&self, shutdown: &CancellationToken) -> Option<Channel> {
         loop {
             let channel = self.broker.channel(shutdown).await?;
-            let confirming = tokio::time::timeout(
-                BROKER_CALL_TIMEOUT,
-                channel.confirm_select(ConfirmSelectOptions::default()),
-            )
-            .await
-            .map_err(|_| {
-                MessagingError::Stalled("enabling publisher confirms", BROKER_CALL_TIMEOUT)
-            })
-            .and_then(|enabled| enabled.map_err(MessagingError::from));
+            let confirming =
+                super::within("enabling publisher confirms", BROKER_CALL_TIMEOUT, async {
+                    Ok(channel
+                        .confirm_select(ConfirmSelectOptions::default())
+                        .await?)
+                })
+                .await;
             match confirming {
                 Ok(()) => return Some(channel),
                 Err(error) => tracing::warn!(%error, "enabling publisher confirms failed"),
