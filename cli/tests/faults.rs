@@ -12,11 +12,13 @@
 //! prints how long the system took, from the heal, until every transaction
 //! had ended (run with `--no-capture` to see it).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use corebank_faults::{Fault, FaultProxy, PrivatePostgres, PrivateRabbit, StopMode};
 use corebank_platform::config::with_database;
+use corebank_platform::service::Peers;
 use corebank_tests::harness::{TestDb, amqp_url, key, lease_namespace};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgPoolOptions;
@@ -51,6 +53,8 @@ const FAULT_HELD: Duration = Duration::from_secs(3);
 /// How long after the heal every transaction must have ended; also how long
 /// a transfer sent during the fault may take to be accepted.
 const BOUND: Duration = Duration::from_secs(120);
+/// The signal a failpoint kills its process with.
+const SIGKILL: i32 = 9;
 /// The broker namespace of a row on a private RabbitMQ, which it has alone.
 const PRIVATE_NAMESPACE: &str = "corebank";
 
@@ -58,6 +62,8 @@ const PRIVATE_NAMESPACE: &str = "corebank";
 /// a fault.
 struct Row {
     name: &'static str,
+    database_url: String,
+    ports: Peers,
     amqp_url: String,
     namespace: String,
     owner: PgPool,
@@ -72,13 +78,15 @@ impl Row {
     /// Starts `corebank up` on the database at `database_url` (an owner
     /// login, reached by `owner` too) and the broker at `broker_url`, funds
     /// the accounts, sends the burst and starts the trickle, and returns with
-    /// transactions in flight: the moment for the fault.
+    /// transactions in flight: the moment for the fault. The corebank
+    /// process gets `env` besides its usual environment.
     async fn start(
         name: &'static str,
         database_url: &str,
         owner: PgPool,
         broker_url: String,
         namespace: String,
+        env: &[(&str, &str)],
     ) -> Row {
         let ports = free_ports();
         let key_path = std::env::temp_dir().join(format!("corebank-faults-{}.key.pem", key()));
@@ -89,7 +97,7 @@ impl Row {
             &namespace,
             &ports,
             &key_path,
-            &[],
+            env,
         );
         let clients = Clients::connect(&ports, &operator).await;
         let accounts = open_funded_accounts(&clients, ACCOUNTS, FUNDING).await;
@@ -113,6 +121,8 @@ impl Row {
         eprintln!("{name}: fault injected with {in_flight} transactions in flight");
         Row {
             name,
+            database_url: database_url.to_owned(),
+            ports,
             amqp_url: broker_url,
             namespace,
             owner,
@@ -122,6 +132,51 @@ impl Row {
             burst,
             trickle,
         }
+    }
+
+    /// Arms the failpoint the row's corebank was started with (SIGUSR1),
+    /// waits until the failpoint kills the process, and starts corebank
+    /// again without it. Returns the moment the new process was started.
+    async fn crash_at_failpoint(&mut self) -> Instant {
+        let name = self.name;
+        let pid = self.corebank.id().expect("corebank runs").to_string();
+        let armed = std::process::Command::new("kill")
+            .args(["-USR1", &pid])
+            .status()
+            .expect("run kill");
+        assert!(armed.success(), "{name}: arming the failpoint failed");
+        let armed_at = Instant::now();
+        let status = tokio::time::timeout(BOUND, self.corebank.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the failpoint was not reached within {BOUND:?}"))
+            .expect("wait for corebank");
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "{name}: corebank should have been killed by the failpoint, not {status}"
+        );
+        let in_flight = unfinished(&self.owner)
+            .await
+            .expect("count unfinished transactions");
+        assert!(
+            in_flight > 0,
+            "{name}: the failpoint caught no transfer in flight"
+        );
+        eprintln!(
+            "{name}: killed by the failpoint {:.1} s after arming it, with {in_flight} \
+             transactions in flight and {} outbox rows unsent",
+            armed_at.elapsed().as_secs_f64(),
+            unsent(&self.owner).await
+        );
+        self.corebank = spawn_corebank_on(
+            &self.database_url,
+            &self.amqp_url,
+            &self.namespace,
+            &self.ports,
+            &self._key.0,
+            &[],
+        );
+        Instant::now()
     }
 
     /// Some transactions are unfinished while the fault is in force, or
@@ -197,6 +252,21 @@ async fn outcome(owner: &PgPool) -> String {
     )
 }
 
+/// Outbox rows not yet marked sent, in every schema that has an outbox.
+async fn unsent(owner: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select (select count(*) from customer.outbox where sent_at is null)
+              + (select count(*) from account.outbox where sent_at is null)
+              + (select count(*) from transaction.outbox where sent_at is null)
+              + (select count(*) from orchestrator.outbox where sent_at is null)
+              + (select count(*) from fraud.outbox where sent_at is null)
+              + (select count(*) from reporting.outbox where sent_at is null)",
+    )
+    .fetch_one(owner)
+    .await
+    .expect("count unsent outbox rows")
+}
+
 /// Whether the corebank process still runs, or how it ended.
 fn process_state(corebank: &mut Child) -> String {
     match corebank.try_wait() {
@@ -241,6 +311,7 @@ async fn broker_down_row(name: &'static str, down: BrokerDown) {
         db.owner.clone(),
         rabbit.url(),
         PRIVATE_NAMESPACE.to_owned(),
+        &[],
     )
     .await;
 
@@ -294,6 +365,7 @@ async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga
         owner,
         amqp_url(),
         lease.namespace().as_str().to_owned(),
+        &[],
     )
     .await;
 
@@ -322,6 +394,7 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
         db.owner.clone(),
         amqp_url(),
         lease.namespace().as_str().to_owned(),
+        &[],
     )
     .await;
 
@@ -380,6 +453,7 @@ async fn proxied_row(name: &'static str, fault: Fault) -> corebank_faults::Stats
         db.owner.clone(),
         amqp_url,
         lease.namespace().as_str().to_owned(),
+        &[],
     )
     .await;
 
@@ -414,4 +488,54 @@ async fn latency_on_every_broker_link_slows_sagas_and_loses_nothing() {
 async fn every_broker_link_blackholed_then_healed_ends_every_saga_and_loses_nothing() {
     let stats = proxied_row("every broker link blackholed", Fault::Blackhole).await;
     assert!(stats.bytes_blackholed > 0, "{stats:?}");
+}
+
+/// A row whose corebank kills itself at `failpoint` (see
+/// `corebank_platform::failpoint`) under load and is started again.
+async fn failpoint_row(name: &'static str, failpoint: &str) {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let mut row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+        &[("COREBANK_FAILPOINT", failpoint)],
+    )
+    .await;
+    let restarted = row.crash_at_failpoint().await;
+    row.check_recovery(restarted).await;
+}
+
+// The orchestrator's commands go out through its outbox: the step's state and
+// the next command commit together, and the relay publishes them after.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_orchestrator_killed_between_its_commit_and_the_publish_of_the_next_command_loses_nothing()
+ {
+    failpoint_row(
+        "orchestrator killed before publishing",
+        "relay.before_publish:orchestrator:3",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_killed_after_its_effects_commit_before_the_ack_applies_them_once() {
+    failpoint_row(
+        "account service killed before acking",
+        "consumer.before_ack:account.commands:3",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_killed_after_publishing_before_marking_its_outbox_sent_publishes_again_harmlessly()
+ {
+    failpoint_row(
+        "account service killed before marking sent",
+        "relay.before_mark_sent:account:3",
+    )
+    .await;
 }

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A token cancelled when the process receives SIGINT or SIGTERM.
 pub fn on_signal() -> CancellationToken {
+    crate::failpoint::listen();
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {

@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::failpoint::{self, Point};
+
 use super::MessagingError;
 use super::batch::unpack;
 use super::broker::BROKER_CALL_TIMEOUT;
@@ -185,6 +187,7 @@ impl<H: Handler> QueueConsumer<H> {
                 self.process_batch(channel, queue, &messages),
             )
             .await?;
+            failpoint::hit(Point::ConsumerBeforeAck, &self.spec.name);
             if let Some(last_tag) = last_tag {
                 channel
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })

@@ -27,6 +27,8 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::failpoint::{self, Point};
+
 use super::MessagingError;
 use super::batch::batch;
 use super::broker::{BROKER_CALL_TIMEOUT, Broker};
@@ -328,6 +330,7 @@ impl OutboxRelay {
             });
         }
 
+        failpoint::hit(Point::RelayBeforePublish, schema);
         let namespace = self.broker.namespace();
         let groups = destinations(&rows);
         let mut pending = Vec::with_capacity(groups.len());
@@ -407,6 +410,7 @@ impl OutboxRelay {
             }
         }
 
+        failpoint::hit(Point::RelayBeforeMarkSent, schema);
         // Planned afresh each round (an unnamed statement): a generic plan
         // cached while the outbox was small scans it whole ever after.
         sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
