@@ -356,6 +356,44 @@ async fn a_duplicate_reply_makes_one_transition() {
     assert_eq!(saga.current_step, "screen");
 }
 
+/// The reply to an earlier attempt of a step, arriving after the current
+/// attempt's reply moved the saga on, changes nothing and sends nothing, even
+/// when it says the opposite (a refusal after the success).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_refusal_of_an_earlier_attempt_after_the_current_success_changes_nothing() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let first = test.expect::<pb::ReserveFundsCommand>().await;
+    let again = test
+        .expect_where(|c| c.is::<pb::ReserveFundsCommand>() && c.message_id != first.message_id)
+        .await;
+    test.succeed(&again).await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
+    test.reject(&first, "INSUFFICIENT_FUNDS").await;
+    test.succeed(&screen).await;
+    let post = test.expect::<pb::PostTransferCommand>().await;
+    test.succeed(&post).await;
+    let complete = test.expect::<pb::CompleteTransactionCommand>().await;
+    test.succeed(&complete).await;
+
+    let saga = test
+        .wait_for_state(&first.saga_id, pb::SagaState::Completed)
+        .await;
+    let reserve_answers: Vec<String> = history_events(&saga)
+        .into_iter()
+        .filter(|(step, event)| step == "reserve" && (event == "succeeded" || event == "rejected"))
+        .map(|(_, event)| event)
+        .collect();
+    assert_eq!(reserve_answers, ["succeeded"], "{:?}", saga.history);
+    let rest = test.drain(Duration::from_millis(700)).await;
+    assert!(
+        rest.iter().all(|command| {
+            !command.is::<pb::ReleaseFundsCommand>() && !command.is::<pb::FailTransactionCommand>()
+        }),
+        "no release and no failure: {rest:?}"
+    );
+}
+
 /// Replies queued while the orchestrator is down reach it together, so they
 /// are applied in batches (one lock, one write and one outbox statement per
 /// batch): each saga moves once per reply, in order, a later reply of a saga
