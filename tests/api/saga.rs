@@ -289,6 +289,73 @@ async fn the_same_idempotency_key_makes_one_transfer_and_another_body_changes_no
     app.assert_invariants().await;
 }
 
+/// A client that times out and retries from many threads at once: one
+/// hundred identical requests with one key, all in flight together, make one
+/// transaction, one saga and one debit, and every answer names it (or asks
+/// to retry while the first holds the key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_concurrent_identical_requests_with_one_key_make_one_transfer() {
+    let app = TestApp::spawn().await;
+    let source = app.funded_account("30.00").await;
+    let destination = app.funded_account("1.00").await;
+    let request = pb::CreateTransferRequest {
+        idempotency_key: key(),
+        source_account_id: source.account_id.clone(),
+        destination_account_id: destination.account_id.clone(),
+        amount: Some(usd("7.00")),
+        description: "one of a hundred".to_owned(),
+        wait: None,
+    };
+    let answers = futures::future::join_all((0..100).map(|_| {
+        let mut client = app.transaction.clone();
+        let request = request.clone();
+        async move { client.create_transfer(request).await }
+    }))
+    .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        match answer {
+            Ok(response) => {
+                ids.insert(response.into_inner().transaction_id);
+            }
+            Err(status) => assert!(
+                status.code() == Code::Aborted && reason(&status) == "IDEMPOTENCY_KEY_IN_USE",
+                "{status:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every accepted answer names one transaction: {ids:?}"
+    );
+    let id = ids.pop_first().expect("one id");
+    app.terminal(&id).await;
+    assert_eq!(
+        count(
+            &app,
+            "select count(*) from transaction.transaction where kind = 'transfer'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "select count(*) from orchestrator.saga s
+               join transaction.transaction t using (transaction_id)
+              where t.kind = 'transfer'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.balance(&source.account_id).await.ledger.unwrap().amount,
+        "23.00"
+    );
+    app.assert_invariants().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_transfer_request_names_the_field_and_starts_nothing() {
     let app = TestApp::spawn().await;

@@ -258,7 +258,7 @@ async fn a_transfer_through_rest_replays_on_the_same_key_and_refuses_another_req
 }
 
 #[tokio::test]
-async fn twenty_concurrent_requests_with_one_key_have_one_effect() {
+async fn a_hundred_concurrent_requests_with_one_key_have_one_effect() {
     let app = TestApp::spawn().await;
     let rest = Rest::new(&app);
     let (source, destination) = rest.funded_accounts().await;
@@ -269,7 +269,7 @@ async fn twenty_concurrent_requests_with_one_key_have_one_effect() {
     });
     let key = key();
     let answers = futures::future::join_all(
-        (0..20).map(|_| rest.post(&rest.partner, "/v1/transfers", Some(&key), &body)),
+        (0..100).map(|_| rest.post(&rest.partner, "/v1/transfers", Some(&key), &body)),
     )
     .await;
     let ids: BTreeSet<String> = answers
