@@ -12,6 +12,7 @@
 //! prints how long the system took, from the heal, until every transaction
 //! had ended (run with `--no-capture` to see it).
 
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use corebank_faults::{Fault, FaultProxy, PrivatePostgres, PrivateRabbit, StopMode};
 use corebank_platform::config::with_database;
 use corebank_platform::service::Peers;
-use corebank_tests::harness::{TestDb, amqp_url, key, lease_namespace};
+use corebank_tests::harness::{TestDb, amqp_url, lease_namespace};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -31,7 +32,7 @@ use common::workload::{
     Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
     unfinished, until_every_transaction_ends,
 };
-use common::{database_url, free_ports, spawn_corebank_on};
+use common::{Launch, connect, counter, database_url, free_port, free_ports, port};
 
 /// Customer accounts the transfers move money among.
 const ACCOUNTS: usize = 6;
@@ -53,6 +54,15 @@ const FAULT_HELD: Duration = Duration::from_secs(3);
 /// How long after the heal every transaction must have ended; also how long
 /// a transfer sent during the fault may take to be accepted.
 const BOUND: Duration = Duration::from_secs(120);
+/// What a row's corebank runs with besides the usual.
+#[derive(Default)]
+struct Setup<'a> {
+    /// Environment for the `corebank up` process.
+    env: &'a [(&'a str, &'a str)],
+    /// Services of which a second replica (`corebank serve`) runs beside it.
+    replicas: &'a [&'static str],
+}
+
 /// The signal a failpoint kills its process with.
 const SIGKILL: i32 = 9;
 /// The broker namespace of a row on a private RabbitMQ, which it has alone.
@@ -67,8 +77,13 @@ struct Row {
     amqp_url: String,
     namespace: String,
     owner: PgPool,
-    _key: KeyFile,
+    key: KeyFile,
+    /// Where the `corebank up` process serves its metrics.
+    metrics: SocketAddr,
     corebank: Child,
+    /// Extra `corebank serve` processes: the service, where each serves its
+    /// metrics, and the process.
+    replicas: Vec<(&'static str, SocketAddr, Child)>,
     clients: Clients,
     burst: Load,
     trickle: Load,
@@ -79,27 +94,49 @@ impl Row {
     /// login, reached by `owner` too) and the broker at `broker_url`, funds
     /// the accounts, sends the burst and starts the trickle, and returns with
     /// transactions in flight: the moment for the fault. The corebank
-    /// process gets `env` besides its usual environment.
+    /// process gets `setup.env` besides its usual environment, and a second
+    /// replica of each of `setup.replicas` runs beside it from the start.
     async fn start(
         name: &'static str,
         database_url: &str,
         owner: PgPool,
         broker_url: String,
         namespace: String,
-        env: &[(&str, &str)],
+        setup: Setup<'_>,
     ) -> Row {
         let ports = free_ports();
-        let key_path = std::env::temp_dir().join(format!("corebank-faults-{}.key.pem", key()));
-        let operator = operator(&key_path);
-        let corebank = spawn_corebank_on(
+        let key = KeyFile(std::env::temp_dir().join(format!(
+            "corebank-faults-{}.key.pem",
+            corebank_tests::harness::key()
+        )));
+        let operator = operator(&key.0);
+        let metrics = free_port();
+        let launch = Launch {
             database_url,
-            &broker_url,
-            &namespace,
-            &ports,
-            &key_path,
-            env,
-        );
+            broker_url: &broker_url,
+            namespace: &namespace,
+            ports: &ports,
+            key: &key.0,
+            env: setup.env,
+            metrics,
+        };
+        let corebank = launch.spawn(&["up"]);
         let clients = Clients::connect(&ports, &operator).await;
+        let mut replicas = Vec::new();
+        for &service in setup.replicas {
+            // Its own gRPC port; every other address is the system's.
+            let mut own = ports.clone();
+            own.insert(service, free_port());
+            let metrics = free_port();
+            let replica = Launch {
+                ports: &own,
+                metrics,
+                ..launch
+            }
+            .spawn(&["serve", service]);
+            connect(port(&own, service)).await;
+            replicas.push((service, metrics, replica));
+        }
         let accounts = open_funded_accounts(&clients, ACCOUNTS, FUNDING).await;
         let burst = Load::start(
             &clients,
@@ -126,8 +163,10 @@ impl Row {
             amqp_url: broker_url,
             namespace,
             owner,
-            _key: KeyFile(key_path),
+            key,
+            metrics,
             corebank,
+            replicas,
             clients,
             burst,
             trickle,
@@ -168,14 +207,16 @@ impl Row {
             armed_at.elapsed().as_secs_f64(),
             unsent(&self.owner).await
         );
-        self.corebank = spawn_corebank_on(
-            &self.database_url,
-            &self.amqp_url,
-            &self.namespace,
-            &self.ports,
-            &self._key.0,
-            &[],
-        );
+        self.corebank = Launch {
+            database_url: &self.database_url,
+            broker_url: &self.amqp_url,
+            namespace: &self.namespace,
+            ports: &self.ports,
+            key: &self.key.0,
+            env: &[],
+            metrics: self.metrics,
+        }
+        .spawn(&["up"]);
         Instant::now()
     }
 
@@ -221,11 +262,25 @@ impl Row {
             recovery.saturating_sub(load_done).as_secs_f64()
         );
         eprintln!("{name}: {}", outcome(&self.owner).await);
+        eprintln!(
+            "{name}: {} duplicate deliveries absorbed by the inboxes (since the last start)",
+            counter(self.metrics, "corebank_messaging_duplicates_total", "").await
+        );
         assert_eq!(
             process_state(&mut self.corebank),
             "running",
             "{name}: corebank stopped"
         );
+        for (service, metrics, replica) in &mut self.replicas {
+            assert_eq!(
+                process_state(replica),
+                "running",
+                "{name}: the second {service} stopped"
+            );
+            let handled = counter(*metrics, "corebank_messaging_handled_total", "").await;
+            eprintln!("{name}: the second {service} handled {handled} messages");
+            assert!(handled > 0.0, "{name}: the second {service} did no work");
+        }
         let customer_money =
             FUNDING.parse::<Decimal>().expect("an amount") * Decimal::from(ACCOUNTS);
         assert_invariants(&self.owner, &self.clients, accepted, customer_money).await;
@@ -311,7 +366,7 @@ async fn broker_down_row(name: &'static str, down: BrokerDown) {
         db.owner.clone(),
         rabbit.url(),
         PRIVATE_NAMESPACE.to_owned(),
-        &[],
+        Setup::default(),
     )
     .await;
 
@@ -365,7 +420,7 @@ async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga
         owner,
         amqp_url(),
         lease.namespace().as_str().to_owned(),
-        &[],
+        Setup::default(),
     )
     .await;
 
@@ -394,7 +449,7 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
         db.owner.clone(),
         amqp_url(),
         lease.namespace().as_str().to_owned(),
-        &[],
+        Setup::default(),
     )
     .await;
 
@@ -453,7 +508,7 @@ async fn proxied_row(name: &'static str, fault: Fault) -> corebank_faults::Stats
         db.owner.clone(),
         amqp_url,
         lease.namespace().as_str().to_owned(),
-        &[],
+        Setup::default(),
     )
     .await;
 
@@ -501,7 +556,10 @@ async fn failpoint_row(name: &'static str, failpoint: &str) {
         db.owner.clone(),
         amqp_url(),
         lease.namespace().as_str().to_owned(),
-        &[("COREBANK_FAILPOINT", failpoint)],
+        Setup {
+            env: &[("COREBANK_FAILPOINT", failpoint)],
+            ..Setup::default()
+        },
     )
     .await;
     let restarted = row.crash_at_failpoint().await;
@@ -538,4 +596,28 @@ async fn a_service_killed_after_publishing_before_marking_its_outbox_sent_publis
         "relay.before_mark_sent:account:3",
     )
     .await;
+}
+
+/// Two replicas of the orchestrator and two of the account service, side by
+/// side for the whole load, competing for the same queues, outboxes and
+/// timers: every saga is handled exactly once (every invariant holds), and
+/// each second replica did its share of the work.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_saga_once() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let name = "replicas side by side";
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+        Setup {
+            replicas: &["orchestrator", "account"],
+            ..Setup::default()
+        },
+    )
+    .await;
+    row.check_recovery(Instant::now()).await;
 }

@@ -76,49 +76,101 @@ pub fn spawn_corebank_on(
     key: &Path,
     env: &[(&str, &str)],
 ) -> Child {
-    // Killed with the test even when the test process itself is killed (a
-    // timeout), so that no corebank outlives its test holding connections
-    // and consumers: util-linux's setpriv sets the parent-death signal.
-    let binary = env!("CARGO_BIN_EXE_corebank");
-    let mut command = if std::path::Path::new(SETPRIV).exists() {
-        let mut command = Command::new(SETPRIV);
-        command.args(["--pdeathsig", "KILL", "--", binary]);
-        command
-    } else {
-        Command::new(binary)
-    };
-    command.arg("up").args([
-        "--database-url",
+    Launch {
         database_url,
-        "--amqp-url",
         broker_url,
-        "--namespace",
         namespace,
-    ]);
-    for service in SERVICES {
-        let flag = format!("--{}-addr", service.name());
-        command.args([flag, port(ports, service.name()).to_string()]);
+        ports,
+        key,
+        env,
+        metrics: "127.0.0.1:0".parse().expect("an address"),
     }
-    command
-        .args([
-            "--customer-endpoint",
-            &format!("http://{}", port(ports, "customer")),
-        ])
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--saga-step-timeout-ms",
-            "1000",
-        ])
-        .env("RUST_LOG", "warn")
-        // Its services trust, and sign their own tokens with, the test's key.
-        .env("COREBANK_DEV_SIGNING_KEY", key)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        // Warnings and errors land in the test's own output, shown when it fails.
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    command.spawn().expect("corebank up starts")
+    .spawn(&["up"])
+}
+
+/// How a test runs the binary: which database, broker and namespace, the
+/// services' ports, the signing key its services trust, the environment
+/// besides, and where it serves its metrics.
+pub struct Launch<'a> {
+    pub database_url: &'a str,
+    pub broker_url: &'a str,
+    pub namespace: &'a str,
+    pub ports: &'a Peers,
+    pub key: &'a Path,
+    pub env: &'a [(&'a str, &'a str)],
+    pub metrics: SocketAddr,
+}
+
+impl Launch<'_> {
+    /// Runs `corebank <run>` (`up`, or `serve <service>`) so launched.
+    pub fn spawn(&self, run: &[&str]) -> Child {
+        // Killed with the test even when the test process itself is killed (a
+        // timeout), so that no corebank outlives its test holding connections
+        // and consumers: util-linux's setpriv sets the parent-death signal.
+        let binary = env!("CARGO_BIN_EXE_corebank");
+        let mut command = if std::path::Path::new(SETPRIV).exists() {
+            let mut command = Command::new(SETPRIV);
+            command.args(["--pdeathsig", "KILL", "--", binary]);
+            command
+        } else {
+            Command::new(binary)
+        };
+        command.args(run).args([
+            "--database-url",
+            self.database_url,
+            "--amqp-url",
+            self.broker_url,
+            "--namespace",
+            self.namespace,
+        ]);
+        for service in SERVICES {
+            let flag = format!("--{}-addr", service.name());
+            command.args([flag, port(self.ports, service.name()).to_string()]);
+        }
+        command
+            .args([
+                "--customer-endpoint",
+                &format!("http://{}", port(self.ports, "customer")),
+            ])
+            .args([
+                "--metrics-addr",
+                &self.metrics.to_string(),
+                "--saga-step-timeout-ms",
+                "1000",
+            ])
+            .env("RUST_LOG", "warn")
+            // Its services trust, and sign their own tokens with, the test's key.
+            .env("COREBANK_DEV_SIGNING_KEY", self.key)
+            .envs(self.env.iter().copied())
+            .stdout(Stdio::null())
+            // Warnings and errors land in the test's own output, shown when it fails.
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        command.spawn().expect("corebank starts")
+    }
+}
+
+/// The sum of the Prometheus counter `name` over the series whose labels
+/// hold `label` (`queue="account.commands"`; empty for all) in the metrics
+/// served at `addr`: 0 when none has been counted yet.
+pub async fn counter(addr: SocketAddr, name: &str, label: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
+        .await
+        .expect("ask for the metrics");
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .expect("read the metrics");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .fold(0.0, |sum, value| sum + value)
 }
 
 /// `corebank up` against the test's PostgreSQL database and the shared RabbitMQ.
