@@ -209,10 +209,7 @@ impl Application {
         let kyc = tokio::spawn(kyc.run(shutdown.clone()));
         let message_purge =
             messaging::spawn_purge(self.pool.clone(), self.clock.clone(), shutdown.clone());
-        let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(
-            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(relay_stop.clone()),
-        );
+        let relay = OutboxRelay::new(self.pool.clone(), self.broker.clone()).spawn();
         let server = GrpcServer {
             name: "account",
             services: vec![GRPC_SERVICE],
@@ -231,10 +228,7 @@ impl Application {
         // Consumers finish their batch first; the relay then flushes what they wrote.
         let _ = commands.await;
         let _ = kyc.await;
-        relay_stop.cancel();
-        if let Ok(Err(error)) = relay.await {
-            tracing::warn!(%error, "outbox relay stopped with an error");
-        }
+        relay.stop().await;
         result
     }
 }

@@ -207,6 +207,12 @@ impl Row {
             armed_at.elapsed().as_secs_f64(),
             unsent(&self.owner).await
         );
+        self.restart()
+    }
+
+    /// Starts `corebank up` again, without the environment of the first
+    /// start; the moment it was started.
+    fn restart(&mut self) -> Instant {
         self.corebank = Launch {
             database_url: &self.database_url,
             broker_url: &self.amqp_url,
@@ -218,6 +224,36 @@ impl Row {
         }
         .spawn(&["up"]);
         Instant::now()
+    }
+
+    /// Stops corebank with SIGTERM while transfers are in flight, expects it
+    /// to exit cleanly with every outbox flushed, and starts it again.
+    /// Returns the moment the new process was started.
+    async fn stop_gracefully_and_restart(&mut self) -> Instant {
+        let name = self.name;
+        let pid = self.corebank.id().expect("corebank runs").to_string();
+        let in_flight = unfinished(&self.owner)
+            .await
+            .expect("count unfinished transactions");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "{name}: sending SIGTERM failed");
+        let asked = Instant::now();
+        let status = tokio::time::timeout(BOUND, self.corebank.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: corebank did not stop within {BOUND:?}"))
+            .expect("wait for corebank");
+        assert!(status.success(), "{name}: corebank exited with {status}");
+        let unsent = unsent(&self.owner).await;
+        eprintln!(
+            "{name}: stopped {:.1} s after SIGTERM with {in_flight} transactions in flight; \
+             {unsent} outbox rows left unsent",
+            asked.elapsed().as_secs_f64()
+        );
+        assert_eq!(unsent, 0, "{name}: the outboxes were not flushed");
+        self.restart()
     }
 
     /// Some transactions are unfinished while the fault is in force, or
@@ -240,7 +276,9 @@ impl Row {
     /// Once the fault is healed (at `healed`): the rest of the load is
     /// accepted, every transaction ends within [`BOUND`] of the heal, the
     /// process never stopped, and every invariant holds.
-    async fn check_recovery(mut self, healed: Instant) {
+    /// Returns how many duplicate deliveries the (last started) corebank's
+    /// inboxes absorbed.
+    async fn check_recovery(mut self, healed: Instant) -> f64 {
         let name = self.name;
         let accepted = self.burst.finish().await + self.trickle.finish().await;
         let load_done = healed.elapsed();
@@ -262,9 +300,9 @@ impl Row {
             recovery.saturating_sub(load_done).as_secs_f64()
         );
         eprintln!("{name}: {}", outcome(&self.owner).await);
+        let duplicates = counter(self.metrics, "corebank_messaging_duplicates_total", "").await;
         eprintln!(
-            "{name}: {} duplicate deliveries absorbed by the inboxes (since the last start)",
-            counter(self.metrics, "corebank_messaging_duplicates_total", "").await
+            "{name}: {duplicates} duplicate deliveries absorbed by the inboxes (since the last start)"
         );
         assert_eq!(
             process_state(&mut self.corebank),
@@ -285,6 +323,7 @@ impl Row {
             FUNDING.parse::<Decimal>().expect("an amount") * Decimal::from(ACCOUNTS);
         assert_invariants(&self.owner, &self.clients, accepted, customer_money).await;
         assert_nothing_parked(&self.amqp_url, &self.namespace).await;
+        duplicates
     }
 }
 
@@ -620,4 +659,29 @@ async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_sa
     )
     .await;
     row.check_recovery(Instant::now()).await;
+}
+
+/// SIGTERM under load: corebank finishes the batches in hand, acknowledges
+/// them and flushes every outbox before it exits, so after the restart no
+/// message the stopped process handled is delivered again.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_drains_and_flushes_so_nothing_is_handled_twice_after_the_restart() {
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let name = "sigterm under load";
+    let mut row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+        Setup::default(),
+    )
+    .await;
+    let restarted = row.stop_gracefully_and_restart().await;
+    let duplicates = row.check_recovery(restarted).await;
+    assert_eq!(
+        duplicates, 0.0,
+        "{name}: messages the stopped process had handled came again"
+    );
 }

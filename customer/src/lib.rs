@@ -143,9 +143,7 @@ impl Application {
             self.clock.clone(),
             shutdown.clone(),
         );
-        let relay = tokio::spawn(
-            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(shutdown.clone()),
-        );
+        let relay = OutboxRelay::new(self.pool.clone(), self.broker.clone()).spawn();
         let message_purge =
             messaging::spawn_purge(self.pool.clone(), self.clock.clone(), shutdown.clone());
         let server = GrpcServer {
@@ -162,12 +160,8 @@ impl Application {
             .await;
         purge.abort();
         message_purge.abort();
-        // The relay flushes what is pending before it stops.
-        match relay.await {
-            Ok(Err(error)) => tracing::warn!(%error, "outbox relay stopped with an error"),
-            Err(error) => tracing::warn!(%error, "outbox relay task failed"),
-            Ok(Ok(())) => {}
-        }
+        // Requests in flight finished first; the relay then flushes what they wrote.
+        relay.stop().await;
         result
     }
 }

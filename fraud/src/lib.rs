@@ -215,10 +215,7 @@ impl Application {
             EventHandler::new(self.clock.clone()),
         );
         let events = tokio::spawn(events.run(shutdown.clone()));
-        let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(
-            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(relay_stop.clone()),
-        );
+        let relay = OutboxRelay::new(self.pool.clone(), self.broker.clone()).spawn();
         let server = GrpcServer {
             name: "fraud",
             services: vec![GRPC_SERVICE],
@@ -237,10 +234,7 @@ impl Application {
         // Consumers finish their batch first; the relay then flushes what they wrote.
         let _ = commands.await;
         let _ = events.await;
-        relay_stop.cancel();
-        if let Ok(Err(error)) = relay.await {
-            tracing::warn!(%error, "outbox relay stopped with an error");
-        }
+        relay.stop().await;
         result
     }
 }

@@ -220,7 +220,7 @@ impl Application {
         let stop = shutdown.child_token();
         let store = SagaStore::new(pool.clone(), idempotency);
 
-        let relay = tokio::spawn(OutboxRelay::new(pool.clone(), broker.clone()).run(stop.clone()));
+        let relay = OutboxRelay::new(pool.clone(), broker.clone()).spawn();
         let purge =
             corebank_platform::messaging::spawn_purge(pool.clone(), clock.clone(), stop.clone());
         let key_purge =
@@ -269,13 +269,13 @@ impl Application {
         purge.abort();
         key_purge.abort();
 
-        let (relay, requests, replies, timers) = tokio::join!(relay, requests, replies, timers);
+        // The consumers finish their batch and the timers their round; the
+        // relay then flushes what they wrote.
+        let (requests, replies, timers) = tokio::join!(requests, replies, timers);
+        relay.stop().await;
         requests?;
         replies?;
         timers?;
-        if let Err(error) = relay? {
-            tracing::warn!(%error, "outbox relay stopped with an error");
-        }
         tracing::info!("orchestrator stopped");
         served
     }

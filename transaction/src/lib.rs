@@ -182,17 +182,7 @@ impl Application {
             account_endpoint,
         } = self.settings;
         let intake = shutdown.child_token();
-        let relay_stop = CancellationToken::new();
-
-        let relay = tokio::spawn({
-            let relay = OutboxRelay::new(pool.clone(), broker.clone());
-            let stop = relay_stop.clone();
-            async move {
-                if let Err(error) = relay.run(stop).await {
-                    tracing::error!(%error, "outbox relay stopped with an error");
-                }
-            }
-        });
+        let relay = OutboxRelay::new(pool.clone(), broker.clone()).spawn();
         let hub = StatusHub::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(hub.clone().listen(self.store.clone(), intake.clone()));
@@ -235,10 +225,7 @@ impl Application {
                 tracing::error!(%error, "transaction service task panicked");
             }
         }
-        relay_stop.cancel();
-        if let Err(error) = relay.await {
-            tracing::error!(%error, "outbox relay panicked");
-        }
+        relay.stop().await;
         result
     }
 }

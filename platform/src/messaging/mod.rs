@@ -38,7 +38,7 @@ pub use outbox::{
     MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, enqueue_all, notify_channel, purge_inbox,
     purge_sent, spawn_purge,
 };
-pub use relay::{OutboxRelay, RelayConfig};
+pub use relay::{OutboxRelay, RelayConfig, RunningRelay};
 pub use topology::{
     Binding, Exchange, Namespace, QueueSpec, RetryPolicy, declare_exchanges, declare_queue,
     delete_topology,

@@ -134,6 +134,25 @@ struct Round {
     confirmed: usize,
 }
 
+/// A relay running in the background (see [`OutboxRelay::spawn`]).
+pub struct RunningRelay {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), MessagingError>>,
+}
+
+impl RunningRelay {
+    /// Flushes what is pending and stops. Call it once every writer of the
+    /// outbox has stopped.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "outbox relay stopped with an error"),
+            Err(error) => tracing::error!(%error, "outbox relay task failed"),
+        }
+    }
+}
+
 impl OutboxRelay {
     /// A relay with the default configuration.
     pub fn new(pool: PgPool, broker: Broker) -> Self {
@@ -148,6 +167,17 @@ impl OutboxRelay {
     pub fn with_config(mut self, config: RelayConfig) -> Self {
         self.config = config;
         self
+    }
+
+    /// Runs in the background until [`RunningRelay::stop`]. Not on the
+    /// service's shutdown token: what the service's other writers (gRPC
+    /// handlers, consumers, timers) commit while they drain must still go
+    /// out, so the relay stops last, once they all have, and flushes what
+    /// they wrote.
+    pub fn spawn(self) -> RunningRelay {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.run(stop.clone()));
+        RunningRelay { stop, task }
     }
 
     /// Runs until `shutdown` is cancelled, then flushes pending rows (bounded by
