@@ -17,7 +17,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corebank_faults::{Fault, FaultProxy, PrivatePostgres, PrivateRabbit, StopMode};
+use corebank_faults::{Fault, PrivatePostgres, PrivateRabbit, StopMode};
 use corebank_platform::config::with_database;
 use corebank_platform::service::Peers;
 use corebank_tests::harness::{TestDb, amqp_url, lease_namespace};
@@ -32,7 +32,7 @@ use common::workload::{
     Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
     unfinished, until_every_transaction_ends,
 };
-use common::{Launch, connect, counter, database_url, free_port, free_ports, port};
+use common::{Launch, connect, counter, database_url, free_port, free_ports, port, through_proxy};
 
 /// Customer accounts the transfers move money among.
 const ACCOUNTS: usize = 6;
@@ -516,23 +516,6 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
     assert!(terminated > 0, "{name}: no backend to terminate");
 
     row.check_recovery(Instant::now()).await;
-}
-
-/// `url` with its host and port replaced by `proxy`'s, and the address the
-/// proxy must forward to (the URL's own host and port).
-async fn through_proxy(url: &str) -> (String, FaultProxy) {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let (credentials, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = tokio::net::lookup_host(authority)
-        .await
-        .expect("the broker's address resolves")
-        .next()
-        .expect("an address");
-    let proxy = FaultProxy::start(upstream).await.expect("a fault proxy");
-    let at = if credentials.is_empty() { "" } else { "@" };
-    let proxied = format!("{scheme}://{credentials}{at}{}/{path}", proxy.addr());
-    (proxied, proxy)
 }
 
 /// A row whose every broker link goes through a fault proxy: `fault` is put

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
+use corebank_faults::FaultProxy;
 use corebank_platform::service::Peers;
 use corebank_tests::harness::amqp_url;
 use tokio::process::{Child, Command};
@@ -194,4 +195,21 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("corebank did not listen on {addr}");
+}
+
+/// `url` with its host and port replaced by `proxy`'s, and the address the
+/// proxy must forward to (the URL's own host and port).
+pub async fn through_proxy(url: &str) -> (String, FaultProxy) {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (credentials, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = tokio::net::lookup_host(authority)
+        .await
+        .expect("the address resolves")
+        .next()
+        .expect("an address");
+    let proxy = FaultProxy::start(upstream).await.expect("a fault proxy");
+    let at = if credentials.is_empty() { "" } else { "@" };
+    let proxied = format!("{scheme}://{credentials}{at}{}/{path}", proxy.addr());
+    (proxied, proxy)
 }

@@ -315,12 +315,32 @@ pub async fn assert_invariants(
     transfers: i64,
     customer_money: Decimal,
 ) {
+    let broken: Vec<String> = invariants(owner, clients, transfers, customer_money)
+        .await
+        .into_iter()
+        .filter_map(|(name, result)| result.err().map(|why| format!("{name}: {why}")))
+        .collect();
+    assert!(broken.is_empty(), "invariants broken: {broken:#?}");
+}
+
+/// Each invariant of [`assert_invariants`] by name, with why it does not
+/// hold when it does not.
+pub async fn invariants(
+    owner: &PgPool,
+    clients: &Clients,
+    transfers: i64,
+    customer_money: Decimal,
+) -> Vec<(&'static str, Result<(), String>)> {
     let counted: i64 =
         sqlx::query_scalar("select count(*) from transaction.transaction where kind = 'transfer'")
             .fetch_one(owner)
             .await
             .expect("count transfers");
-    assert_eq!(counted, transfers, "transfers stored against accepted");
+    let stored = if counted == transfers {
+        Ok(())
+    } else {
+        Err(format!("{counted} transfers stored, {transfers} accepted"))
+    };
 
     // The saga's own row ends a moment after its transaction's.
     let deadline = Instant::now() + SETTLE;
@@ -331,7 +351,11 @@ pub async fn assert_invariants(
         }
         sleep(POLL).await;
     };
-    assert!(report.ok(), "{:?}", report.violations());
+    let audit = if report.ok() {
+        Ok(())
+    } else {
+        Err(format!("{:?}", report.violations()))
+    };
 
     let held: Decimal = sqlx::query_scalar(
         "select sum(ledger_balance) from account.account where product <> 'settlement'",
@@ -339,14 +363,30 @@ pub async fn assert_invariants(
     .fetch_one(owner)
     .await
     .expect("sum customer balances");
-    assert_eq!(held, customer_money, "customer money before and after");
+    let conserved = if held == customer_money {
+        Ok(())
+    } else {
+        Err(format!("customers hold {held}, had {customer_money}"))
+    };
 
-    assert_reporting_reconciles(owner, clients).await;
+    vec![
+        ("each accepted transfer stored once", stored),
+        (
+            "ledger balanced, no hold active, one journal per completed transaction, \
+             every saga terminal (audit)",
+            audit,
+        ),
+        ("customer money conserved", conserved),
+        (
+            "reporting reconciles with the ledger",
+            reporting_reconciles(owner, clients).await,
+        ),
+    ]
 }
 
 /// Waits until the reporting projection has every ledger entry and none
 /// waiting for a predecessor, then asks it to reconcile with the ledger.
-async fn assert_reporting_reconciles(owner: &PgPool, clients: &Clients) {
+async fn reporting_reconciles(owner: &PgPool, clients: &Clients) -> Result<(), String> {
     let deadline = Instant::now() + SETTLE;
     loop {
         let (ledger, model, waiting): (i64, i64, i64) = sqlx::query_as(
@@ -360,11 +400,12 @@ async fn assert_reporting_reconciles(owner: &PgPool, clients: &Clients) {
         if ledger == model && waiting == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the projection never caught up: ledger {ledger} entries, \
-             read model {model}, {waiting} waiting"
-        );
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the projection never caught up: ledger {ledger} entries, \
+                 read model {model}, {waiting} waiting"
+            ));
+        }
         sleep(POLL).await;
     }
     let request = pb::ReconcileRequest {
@@ -379,20 +420,30 @@ async fn assert_reporting_reconciles(owner: &PgPool, clients: &Clients) {
             Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
                 sleep(POLL).await;
             }
-            Err(status) => panic!("reconcile: {status:?}"),
+            Err(status) => return Err(format!("reconcile: {status:?}")),
         }
     };
-    assert!(
-        reconciliation.clean,
-        "reporting differs from the ledger: {:#?}",
-        reconciliation.mismatches
-    );
+    if reconciliation.clean {
+        Ok(())
+    } else {
+        Err(format!(
+            "reporting differs from the ledger: {:#?}",
+            reconciliation.mismatches
+        ))
+    }
 }
 
 /// Every parking queue of `namespace` on the broker at `amqp_url` is empty;
 /// otherwise panics naming each parked message, its type and why it was
 /// parked. The messages are only looked at, not taken.
 pub async fn assert_nothing_parked(amqp_url: &str, namespace: &str) {
+    let parked = parked(amqp_url, namespace).await;
+    assert!(parked.is_empty(), "messages parked: {parked:#?}");
+}
+
+/// Each message parked in a parking queue of `namespace` on the broker at
+/// `amqp_url`: where, its type, its saga and why. Only looked at, not taken.
+pub async fn parked(amqp_url: &str, namespace: &str) -> Vec<String> {
     let broker = Broker::new(BrokerConfig::new(
         SecretString::from(amqp_url.to_owned()),
         Namespace::new(namespace),
@@ -422,5 +473,5 @@ pub async fn assert_nothing_parked(amqp_url: &str, namespace: &str) {
     }
     token.cancel();
     broker.close().await;
-    assert!(parked.is_empty(), "messages parked: {parked:#?}");
+    parked
 }

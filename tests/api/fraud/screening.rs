@@ -148,6 +148,45 @@ async fn fraud_away_for_longer_than_every_attempt_fails_the_transfer_closed_as_s
     app.assert_invariants().await;
 }
 
+/// Fraud away under load, for longer than the screen step's attempts: each of
+/// a hundred transfers in flight fails closed as SCREENING_UNAVAILABLE, every
+/// hold is released and no money moves; once fraud is back, a transfer
+/// completes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn fraud_away_under_load_fails_every_transfer_closed_and_releases_every_hold() {
+    let app = TestApp::spawn().await;
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        accounts.push(app.funded_account("500.00").await.account_id);
+    }
+    app.stop(Service::Fraud).await;
+    let ids = futures::future::join_all(
+        (0..100).map(|i| app.submit_transfer(&accounts[i % 4], &accounts[(i + 1) % 4], "1.00")),
+    )
+    .await;
+    for id in &ids {
+        let done = app.terminal(id).await;
+        assert!(failed_with(&done, "SCREENING_UNAVAILABLE"), "{done:?}");
+    }
+    for account in &accounts {
+        let balance = app.balance(account).await;
+        assert_eq!(balance.ledger.expect("ledger").amount, "500.00");
+        assert_eq!(
+            balance.available.expect("available").amount,
+            "500.00",
+            "every hold released"
+        );
+    }
+    app.start(Service::Fraud).await;
+    let after = app.transfer(&accounts[0], &accounts[1], "2.00").await;
+    assert_eq!(
+        after.status,
+        pb::TransactionStatus::Completed as i32,
+        "{after:?}"
+    );
+    app.assert_invariants().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_screen_command_makes_one_decision_and_gets_the_stored_reply_again() {
     let app = TestApp::spawn().await;

@@ -335,6 +335,42 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     );
 }
 
+/// A compensation refused again and again flags the saga for an operator
+/// and is sent again on its timer, never given up; the first acceptance
+/// finishes the failure and lifts the flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_refused_again_and_again_flags_the_saga_and_the_first_acceptance_finishes_it() {
+    let mut test = SagaTest::start(fast()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+    test.succeed(&reserve).await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
+    test.reject(&screen, "FRAUD_DECLINED").await;
+    for _ in 0..3 {
+        let release = test.expect::<pb::ReleaseFundsCommand>().await;
+        test.reject(&release, "HOLD_BUSY").await;
+        let saga = test
+            .wait_for(&reserve.saga_id, "flagged", |saga| saga.requires_attention)
+            .await;
+        assert_eq!(saga.state, pb::SagaState::Compensating as i32);
+        assert_eq!(saga.current_step, "reserve");
+    }
+    let release = test.expect::<pb::ReleaseFundsCommand>().await;
+    test.succeed(&release).await;
+    let fail = test.expect::<pb::FailTransactionCommand>().await;
+    test.succeed(&fail).await;
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Compensated)
+        .await;
+    assert!(!saga.requires_attention);
+    assert_eq!(saga.failure_reason, "FRAUD_DECLINED");
+    let refusals = history_events(&saga)
+        .iter()
+        .filter(|(step, event)| step == "reserve" && event == "rejected")
+        .count();
+    assert_eq!(refusals, 3, "{:?}", saga.history);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_reply_makes_one_transition() {
     let mut test = SagaTest::start(patient()).await;
