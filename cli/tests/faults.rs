@@ -61,6 +61,8 @@ struct Setup<'a> {
     env: &'a [(&'a str, &'a str)],
     /// Services of which a second replica (`corebank serve`) runs beside it.
     replicas: &'a [&'static str],
+    /// Environment for the second replicas.
+    replica_env: &'a [(&'a str, &'a str)],
 }
 
 /// The signal a failpoint kills its process with.
@@ -131,6 +133,7 @@ impl Row {
             let replica = Launch {
                 ports: &own,
                 metrics,
+                env: setup.replica_env,
                 ..launch
             }
             .spawn(&["serve", service]);
@@ -328,7 +331,7 @@ impl Row {
 }
 
 /// How the transfers ended, and how many sagas the fault made re-send a
-/// command after a step timed out: evidence that it hit them.
+/// command after a step timed out (or give up): evidence that it hit them.
 async fn outcome(owner: &PgPool) -> String {
     let (completed, failed, timed_out): (i64, i64, i64) = sqlx::query_as(
         "select (select count(*) from transaction.transaction
@@ -336,13 +339,14 @@ async fn outcome(owner: &PgPool) -> String {
                 (select count(*) from transaction.transaction
                   where kind = 'transfer' and status = 'failed'),
                 (select count(distinct saga_id) from orchestrator.saga_log
-                  where event = 'timed_out')",
+                  where event in ('retried', 'timed_out'))",
     )
     .fetch_one(owner)
     .await
     .expect("count outcomes");
     format!(
-        "{completed} transfers completed, {failed} failed; {timed_out} sagas saw a step time out"
+        "{completed} transfers completed, {failed} failed; {timed_out} sagas saw a step time out \
+         (re-sent or given up)"
     )
 }
 
@@ -667,4 +671,57 @@ async fn sigterm_under_load_drains_and_flushes_so_nothing_is_handled_twice_after
         duplicates, 0.0,
         "{name}: messages the stopped process had handled came again"
     );
+}
+
+/// Two orchestrators whose clocks are 2 s apart share the step timers for a
+/// whole load. The second runs ahead, so it finds a deadline the first set
+/// 2 s early: with a 2.1 s step timeout it re-sends every step still waiting
+/// after 100 ms. Each timer fires once for each attempt (never once
+/// per replica), the re-sends are absorbed, every transfer completes and
+/// every invariant holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_complete_every_saga()
+{
+    let db = TestDb::create(&[]).await;
+    let lease = lease_namespace().await;
+    let name = "orchestrator clocks 2 s apart";
+    let timeout = ("COREBANK_SAGA_STEP_TIMEOUT_MS", "2100");
+    let row = Row::start(
+        name,
+        &database_url(&db.name),
+        db.owner.clone(),
+        amqp_url(),
+        lease.namespace().as_str().to_owned(),
+        Setup {
+            env: &[timeout],
+            replicas: &["orchestrator"],
+            replica_env: &[timeout, ("COREBANK_CLOCK_SKEW_MS", "2000")],
+        },
+    )
+    .await;
+    let owner = row.owner.clone();
+    row.check_recovery(Instant::now()).await;
+    let failed: i64 =
+        sqlx::query_scalar("select count(*) from transaction.transaction where status = 'failed'")
+            .fetch_one(&owner)
+            .await
+            .expect("count failed transactions");
+    assert_eq!(failed, 0, "{name}: transfers failed");
+    let (timed_out, twice): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from orchestrator.saga_log
+                  where event in ('retried', 'timed_out')),
+                (select count(*) from (select 1 from orchestrator.saga_log
+                                        where event in ('retried', 'timed_out')
+                                        group by saga_id, step, direction, attempt
+                                       having count(*) > 1) as fired_twice)",
+    )
+    .fetch_one(&owner)
+    .await
+    .expect("count timer firings");
+    eprintln!("{name}: {timed_out} step timers fired, {twice} of them twice");
+    assert!(
+        timed_out > 0,
+        "{name}: no timer fired: the skew tested nothing"
+    );
+    assert_eq!(twice, 0, "{name}: a timer fired once per replica");
 }

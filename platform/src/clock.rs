@@ -25,9 +25,29 @@ impl Clock for SystemClock {
     }
 }
 
-/// The system clock as a [`SharedClock`].
+/// The system clock as a [`SharedClock`]; in a test build, skewed by
+/// [`crate::failpoint::clock_skew`] when one is set.
 pub fn system() -> SharedClock {
-    Arc::new(SystemClock)
+    match crate::failpoint::clock_skew() {
+        Some(skew) => {
+            tracing::warn!(
+                skew_ms = skew.num_milliseconds(),
+                "this process's clock is skewed (COREBANK_CLOCK_SKEW_MS, a test build)"
+            );
+            Arc::new(SkewedClock(skew))
+        }
+        None => Arc::new(SystemClock),
+    }
+}
+
+/// The wall clock moved by a fixed amount: a replica whose clock disagrees.
+#[derive(Debug, Clone, Copy)]
+pub struct SkewedClock(pub Duration);
+
+impl Clock for SkewedClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock.now() + self.0
+    }
 }
 
 /// A clock that only moves when told to; for tests.

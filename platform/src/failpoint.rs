@@ -9,6 +9,10 @@
 //! `n`th time it passes `<point>` in `<where>` (a schema for the relay, a
 //! queue for a consumer) once it has received SIGUSR1. The signal arms it,
 //! so that the test's own setup (customers, accounts, funding) runs first.
+//!
+//! The same build reads `COREBANK_CLOCK_SKEW_MS` (signed): the process's
+//! wall clock runs that far ahead of the machine's, so a test can run
+//! replicas whose clocks disagree.
 
 use std::fmt;
 
@@ -56,6 +60,21 @@ pub fn hit(point: Point, place: &str) {
 pub fn listen() {
     #[cfg(feature = "failpoints")]
     armed::listen();
+}
+
+/// How far the process's clock runs ahead of the machine's (behind, when
+/// negative): `COREBANK_CLOCK_SKEW_MS` in a test build, none otherwise.
+pub fn clock_skew() -> Option<chrono::Duration> {
+    #[cfg(feature = "failpoints")]
+    {
+        let value = std::env::var("COREBANK_CLOCK_SKEW_MS").ok()?;
+        let millis: i64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("COREBANK_CLOCK_SKEW_MS={value:?}: expected milliseconds"));
+        Some(chrono::Duration::milliseconds(millis))
+    }
+    #[cfg(not(feature = "failpoints"))]
+    None
 }
 
 #[cfg(feature = "failpoints")]

@@ -128,17 +128,20 @@ impl Launch<'_> {
             let flag = format!("--{}-addr", service.name());
             command.args([flag, port(self.ports, service.name()).to_string()]);
         }
+        // A short step timeout, unless the test sets its own.
+        if !self
+            .env
+            .iter()
+            .any(|(name, _)| *name == "COREBANK_SAGA_STEP_TIMEOUT_MS")
+        {
+            command.args(["--saga-step-timeout-ms", "1000"]);
+        }
         command
             .args([
                 "--customer-endpoint",
                 &format!("http://{}", port(self.ports, "customer")),
             ])
-            .args([
-                "--metrics-addr",
-                &self.metrics.to_string(),
-                "--saga-step-timeout-ms",
-                "1000",
-            ])
+            .args(["--metrics-addr", &self.metrics.to_string()])
             .env("RUST_LOG", "warn")
             // Its services trust, and sign their own tokens with, the test's key.
             .env("COREBANK_DEV_SIGNING_KEY", self.key)
