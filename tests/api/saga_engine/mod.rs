@@ -40,6 +40,7 @@ mod flows;
 mod operators;
 mod parking;
 mod participants;
+mod refusals;
 
 use participants::{Received, participants};
 
