@@ -9,7 +9,7 @@ use rand::seq::IndexedRandom;
 use tokio::process::Child;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::common::Launch;
+use crate::common::{Launch, terminate_backends};
 
 /// How long after the last heal every transaction must have ended; also how
 /// long a stopped corebank may take to end.
@@ -140,7 +140,7 @@ impl System {
                 "every link reset".to_owned()
             }
             Kind::BackendsTerminated => {
-                let terminated = terminate_backends(&self.wiring.db).await;
+                let terminated = terminate_backends(&self.wiring.db.owner).await;
                 format!("{terminated} backends terminated")
             }
             Kind::Killed => {
@@ -188,18 +188,4 @@ pub async fn held(proxy: &FaultProxy, fault: Fault, hold: Duration) {
     proxy.set(fault);
     sleep(hold).await;
     proxy.set(Fault::Pass);
-}
-
-/// Terminates every backend of `db`'s database but the asker's.
-pub async fn terminate_backends(db: &TestDb) -> i64 {
-    sqlx::query_scalar(
-        "with target as materialized (
-             select pid from pg_stat_activity
-              where datname = $1 and pid <> pg_backend_pid())
-         select count(*) from target where pg_terminate_backend(pid)",
-    )
-    .bind(&db.name)
-    .fetch_one(&db.owner)
-    .await
-    .expect("terminate backends")
 }

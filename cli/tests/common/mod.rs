@@ -216,3 +216,19 @@ pub async fn through_proxy(url: &str) -> (String, FaultProxy) {
     let proxied = format!("{scheme}://{credentials}{at}{}/{path}", proxy.addr());
     (proxied, proxy)
 }
+
+/// Terminates every backend of the database `pool` is connected to but the
+/// one asking; how many there were.
+pub async fn terminate_backends(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        // Materialized, so that no plan terminates a backend before the
+        // filter has ruled out every other database's.
+        "with target as materialized (
+             select pid from pg_stat_activity
+              where datname = current_database() and pid <> pg_backend_pid())
+         select count(*) from target where pg_terminate_backend(pid)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("terminate backends")
+}

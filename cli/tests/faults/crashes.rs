@@ -1,22 +1,14 @@
 //! Crashes at the dangerous spots (failpoints) and a graceful stop, each
 //! under load and followed by a restart.
 
-use corebank_tests::harness::{TestDb, amqp_url, lease_namespace};
-
-use crate::common::database_url;
 use crate::row::{Row, Setup};
 
 /// A row whose corebank kills itself at `failpoint` (see
 /// `corebank_platform::failpoint`) under load and is started again.
 async fn failpoint_row(name: &'static str, failpoint: &str) {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
-    let mut row = Row::start(
+    let mut row = Row::on_shared_servers(
         name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
+        None,
         Setup {
             env: &[("COREBANK_FAILPOINT", failpoint)],
             ..Setup::default()
@@ -64,18 +56,8 @@ async fn a_service_killed_after_publishing_before_marking_its_outbox_sent_publis
 /// message the stopped process handled is delivered again.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_under_load_drains_and_flushes_so_nothing_is_handled_twice_after_the_restart() {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
     let name = "sigterm under load";
-    let mut row = Row::start(
-        name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
-        Setup::default(),
-    )
-    .await;
+    let mut row = Row::on_shared_servers(name, None, Setup::default()).await;
     let restarted = row.stop_gracefully_and_restart().await;
     let duplicates = row.check_recovery(restarted).await;
     assert_eq!(

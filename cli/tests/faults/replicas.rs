@@ -1,10 +1,8 @@
 //! Replicas side by side: two orchestrators and two account services, and
 //! two orchestrators whose clocks disagree.
 
-use corebank_tests::harness::{TestDb, amqp_url, lease_namespace};
 use tokio::time::Instant;
 
-use crate::common::database_url;
 use crate::row::{Row, Setup};
 
 /// Two replicas of the orchestrator and two of the account service, side by
@@ -13,15 +11,10 @@ use crate::row::{Row, Setup};
 /// each second replica did its share of the work.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_saga_once() {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
     let name = "replicas side by side";
-    let row = Row::start(
+    let row = Row::on_shared_servers(
         name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
+        None,
         Setup {
             replicas: &["orchestrator", "account"],
             ..Setup::default()
@@ -40,16 +33,11 @@ async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_sa
 #[tokio::test(flavor = "multi_thread")]
 async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_complete_every_saga()
 {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
     let name = "orchestrator clocks 2 s apart";
     let timeout = ("COREBANK_SAGA_STEP_TIMEOUT_MS", "2100");
-    let row = Row::start(
+    let row = Row::on_shared_servers(
         name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
+        None,
         Setup {
             env: &[timeout],
             replicas: &["orchestrator"],

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corebank_platform::service::Peers;
+use corebank_tests::harness::{NamespaceLease, TestDb, amqp_url, lease_namespace};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio::process::Child;
@@ -16,7 +17,7 @@ use crate::common::workload::{
     Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
     unfinished, until_every_transaction_ends,
 };
-use crate::common::{Launch, connect, counter, free_port, free_ports, port};
+use crate::common::{Launch, connect, counter, database_url, free_port, free_ports, port};
 
 /// Customer accounts the transfers move money among.
 pub const ACCOUNTS: usize = 6;
@@ -73,6 +74,9 @@ pub struct Row {
     pub clients: Clients,
     pub burst: Load,
     pub trickle: Load,
+    /// The database and broker namespace a row on the shared servers made
+    /// for itself; dropped last, after the processes.
+    pub shared: Option<(TestDb, NamespaceLease)>,
 }
 
 impl Row {
@@ -157,7 +161,31 @@ impl Row {
             clients,
             burst,
             trickle,
+            shared: None,
         }
+    }
+
+    /// [`Row::start`] on a fresh database of the shared PostgreSQL and a
+    /// leased namespace of the shared RabbitMQ, reached at `broker_url` (the
+    /// shared broker's own by default).
+    pub async fn on_shared_servers(
+        name: &'static str,
+        broker_url: Option<String>,
+        setup: Setup<'_>,
+    ) -> Row {
+        let db = TestDb::create(&[]).await;
+        let lease = lease_namespace().await;
+        let mut row = Row::start(
+            name,
+            &database_url(&db.name),
+            db.owner.clone(),
+            broker_url.unwrap_or_else(amqp_url),
+            lease.namespace().as_str().to_owned(),
+            setup,
+        )
+        .await;
+        row.shared = Some((db, lease));
+        row
     }
 
     /// Arms the failpoint the row's corebank was started with (SIGUSR1),

@@ -11,7 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::time::{Instant, sleep};
 
-use crate::common::{database_url, through_proxy};
+use crate::common::{database_url, terminate_backends, through_proxy};
 use crate::row::{FAULT_HELD, PRIVATE_NAMESPACE, Row, Setup, hold};
 
 /// How a row takes its private RabbitMQ down.
@@ -105,36 +105,15 @@ async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing() {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
     let name = "every backend terminated";
-    let row = Row::start(
-        name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url(),
-        lease.namespace().as_str().to_owned(),
-        Setup::default(),
-    )
-    .await;
+    let row = Row::on_shared_servers(name, None, Setup::default()).await;
 
     // Every connection to the row's database but the one asking, again and
     // again while the fault lasts, so reconnections die as well.
     let fault = Instant::now();
     let mut terminated = 0;
     while fault.elapsed() < FAULT_HELD {
-        let round: i64 = sqlx::query_scalar(
-            // Materialized, so that no plan terminates a backend before
-            // the filter has ruled out every other database's.
-            "with target as materialized (
-                 select pid from pg_stat_activity
-                  where datname = $1 and pid <> pg_backend_pid())
-             select count(*) from target where pg_terminate_backend(pid)",
-        )
-        .bind(&db.name)
-        .fetch_one(&db.owner)
-        .await
-        .expect("terminate backends");
+        let round = terminate_backends(&row.owner).await;
         terminated += round;
         sleep(Duration::from_millis(250)).await;
     }
@@ -147,18 +126,8 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
 /// A row whose every broker link goes through a fault proxy: `fault` is put
 /// on it under load, held, then lifted. Returns the proxy's counters.
 async fn proxied_row(name: &'static str, fault: Fault) -> corebank_faults::Stats {
-    let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
     let (amqp_url, proxy) = through_proxy(&amqp_url()).await;
-    let row = Row::start(
-        name,
-        &database_url(&db.name),
-        db.owner.clone(),
-        amqp_url,
-        lease.namespace().as_str().to_owned(),
-        Setup::default(),
-    )
-    .await;
+    let row = Row::on_shared_servers(name, Some(amqp_url), Setup::default()).await;
 
     let since = Instant::now();
     proxy.set(fault);
