@@ -12,7 +12,7 @@ use crate::row::{Row, Setup};
 #[tokio::test(flavor = "multi_thread")]
 async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_saga_once() {
     let name = "replicas side by side";
-    let row = Row::on_shared_servers(
+    let mut row = Row::on_shared_servers(
         name,
         None,
         Setup {
@@ -35,7 +35,7 @@ async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_co
 {
     let name = "orchestrator clocks 2 s apart";
     let timeout = ("COREBANK_SAGA_STEP_TIMEOUT_MS", "2100");
-    let row = Row::on_shared_servers(
+    let mut row = Row::on_shared_servers(
         name,
         None,
         Setup {
@@ -45,11 +45,11 @@ async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_co
         },
     )
     .await;
-    let owner = row.owner.clone();
     row.check_recovery(Instant::now()).await;
+    let owner = &row.owner;
     let failed: i64 =
         sqlx::query_scalar("select count(*) from transaction.transaction where status = 'failed'")
-            .fetch_one(&owner)
+            .fetch_one(owner)
             .await
             .expect("count failed transactions");
     assert_eq!(failed, 0, "{name}: transfers failed");
@@ -61,7 +61,7 @@ async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_co
                                         group by saga_id, step, direction, attempt
                                        having count(*) > 1) as fired_twice)",
     )
-    .fetch_one(&owner)
+    .fetch_one(owner)
     .await
     .expect("count timer firings");
     eprintln!("{name}: {timed_out} step timers fired, {twice} of them twice");

@@ -72,8 +72,9 @@ pub struct Row {
     /// metrics, and the process.
     pub replicas: Vec<(&'static str, SocketAddr, Child)>,
     pub clients: Clients,
-    pub burst: Load,
-    pub trickle: Load,
+    /// The burst and the trickle, until [`Row::check_recovery`] awaits them.
+    pub burst: Option<Load>,
+    pub trickle: Option<Load>,
     /// The database and broker namespace a row on the shared servers made
     /// for itself; dropped last, after the processes.
     pub shared: Option<(TestDb, NamespaceLease)>,
@@ -159,8 +160,8 @@ impl Row {
             corebank,
             replicas,
             clients,
-            burst,
-            trickle,
+            burst: Some(burst),
+            trickle: Some(trickle),
             shared: None,
         }
     }
@@ -293,9 +294,11 @@ impl Row {
     /// process never stopped, and every invariant holds.
     /// Returns how many duplicate deliveries the (last started) corebank's
     /// inboxes absorbed.
-    pub async fn check_recovery(mut self, healed: Instant) -> f64 {
+    pub async fn check_recovery(&mut self, healed: Instant) -> f64 {
         let name = self.name;
-        let accepted = self.burst.finish().await + self.trickle.finish().await;
+        let burst = self.burst.take().expect("the burst was sent");
+        let trickle = self.trickle.take().expect("the trickle was sent");
+        let accepted = burst.finish().await + trickle.finish().await;
         let load_done = healed.elapsed();
         let left = BOUND.saturating_sub(healed.elapsed());
         if let Err(unfinished) = until_every_transaction_ends(&self.owner, left).await {

@@ -25,7 +25,7 @@ enum BrokerDown {
 async fn broker_down_row(name: &'static str, down: BrokerDown) {
     let mut rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
     let db = TestDb::create(&[]).await;
-    let row = Row::start(
+    let mut row = Row::start(
         name,
         &database_url(&db.name),
         db.owner.clone(),
@@ -79,7 +79,7 @@ async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga
         .expect("owner pool");
     let lease = lease_namespace().await;
     let name = "postgresql stopped immediately";
-    let row = Row::start(
+    let mut row = Row::start(
         name,
         &database_url,
         owner,
@@ -106,7 +106,7 @@ async fn postgresql_stopped_immediately_and_restarted_under_load_ends_every_saga
 #[tokio::test(flavor = "multi_thread")]
 async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing() {
     let name = "every backend terminated";
-    let row = Row::on_shared_servers(name, None, Setup::default()).await;
+    let mut row = Row::on_shared_servers(name, None, Setup::default()).await;
 
     // Every connection to the row's database but the one asking, again and
     // again while the fault lasts, so reconnections die as well.
@@ -127,7 +127,7 @@ async fn every_backend_terminated_under_load_ends_every_saga_and_loses_nothing()
 /// on it under load, held, then lifted. Returns the proxy's counters.
 async fn proxied_row(name: &'static str, fault: Fault) -> corebank_faults::Stats {
     let (amqp_url, proxy) = through_proxy(&amqp_url()).await;
-    let row = Row::on_shared_servers(name, Some(amqp_url), Setup::default()).await;
+    let mut row = Row::on_shared_servers(name, Some(amqp_url), Setup::default()).await;
 
     let since = Instant::now();
     proxy.set(fault);
