@@ -8,15 +8,8 @@ mod harness;
 
 use std::time::Duration;
 
-use corebank_platform::messaging::{Exchange, OutgoingMessage, QueueSpec, RelayConfig};
-use harness::{TestEnv, TestHandler, eventually};
-
-fn fast_relay() -> RelayConfig {
-    RelayConfig {
-        poll_interval: Duration::from_millis(200),
-        ..RelayConfig::default()
-    }
-}
+use corebank_platform::messaging::{Exchange, OutgoingMessage, QueueSpec};
+use harness::{TestEnv, TestHandler, eventually, fast_relay};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_sent_before_its_queue_exists_is_delivered_once_the_queue_appears() {

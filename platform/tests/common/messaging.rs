@@ -488,3 +488,17 @@ pub async fn close_connections_named(connection_name: &str) -> usize {
     }
     closed
 }
+
+/// A relay that polls every 200 ms besides listening, so a test never waits
+/// long for a row whose notification it missed.
+pub fn fast_relay() -> RelayConfig {
+    RelayConfig {
+        poll_interval: Duration::from_millis(200),
+        ..RelayConfig::default()
+    }
+}
+
+/// The tests' consumer queue: every `test.*` event.
+pub fn ledger_spec() -> QueueSpec {
+    QueueSpec::new("ledger").bind(Exchange::Events, "test.#")
+}
