@@ -96,16 +96,18 @@ mod armed {
     static SPEC: LazyLock<Option<Spec>> = LazyLock::new(|| {
         let value = std::env::var(VARIABLE).ok()?;
         let mut parts = value.splitn(3, ':');
-        let spec = (|| {
-            let point = parts.next()?.to_owned();
-            let place = parts.next()?.to_owned();
-            let nth = parts.next()?.parse().ok().filter(|nth| *nth > 0)?;
-            Some(Spec { point, place, nth })
-        })();
-        if spec.is_none() {
+        let (Some(point), Some(place), Some(Ok(nth @ 1..))) = (
+            parts.next(),
+            parts.next(),
+            parts.next().map(str::parse::<u64>),
+        ) else {
             panic!("{VARIABLE}={value:?}: expected <point>:<where>:<n>, n ≥ 1");
-        }
-        spec
+        };
+        Some(Spec {
+            point: point.to_owned(),
+            place: place.to_owned(),
+            nth,
+        })
     });
     static ARMED: AtomicBool = AtomicBool::new(false);
     static PASSES: AtomicU64 = AtomicU64::new(0);

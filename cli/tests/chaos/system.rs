@@ -89,12 +89,7 @@ impl System {
     }
 
     pub fn signal(&self, signal: &str) {
-        let pid = self.corebank.id().expect("corebank runs").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill {signal} {pid} failed");
+        crate::common::signal(&self.corebank, signal);
     }
 
     /// Waits up to `bound` for corebank to end; how it ended, if it did.

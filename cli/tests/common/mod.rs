@@ -232,3 +232,13 @@ pub async fn terminate_backends(pool: &sqlx::PgPool) -> i64 {
     .await
     .expect("terminate backends")
 }
+
+/// Sends `signal` (`-TERM`, `-KILL`, `-USR1`) to the running corebank `child`.
+pub fn signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("corebank runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill {signal} {pid} failed");
+}

@@ -17,7 +17,7 @@ use crate::common::workload::{
     Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
     unfinished, until_every_transaction_ends,
 };
-use crate::common::{Launch, connect, counter, database_url, free_port, free_ports, port};
+use crate::common::{Launch, connect, counter, database_url, free_port, free_ports, port, signal};
 
 /// Customer accounts the transfers move money among.
 pub const ACCOUNTS: usize = 6;
@@ -194,12 +194,7 @@ impl Row {
     /// again without it. Returns the moment the new process was started.
     pub async fn crash_at_failpoint(&mut self) -> Instant {
         let name = self.name;
-        let pid = self.corebank.id().expect("corebank runs").to_string();
-        let armed = std::process::Command::new("kill")
-            .args(["-USR1", &pid])
-            .status()
-            .expect("run kill");
-        assert!(armed.success(), "{name}: arming the failpoint failed");
+        signal(&self.corebank, "-USR1");
         let armed_at = Instant::now();
         let status = tokio::time::timeout(BOUND, self.corebank.wait())
             .await
@@ -247,15 +242,10 @@ impl Row {
     /// Returns the moment the new process was started.
     pub async fn stop_gracefully_and_restart(&mut self) -> Instant {
         let name = self.name;
-        let pid = self.corebank.id().expect("corebank runs").to_string();
         let in_flight = unfinished(&self.owner)
             .await
             .expect("count unfinished transactions");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "{name}: sending SIGTERM failed");
+        signal(&self.corebank, "-TERM");
         let asked = Instant::now();
         let status = tokio::time::timeout(BOUND, self.corebank.wait())
             .await
