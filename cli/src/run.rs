@@ -1,5 +1,6 @@
 //! `up`, `serve` and `migrate`: provisioning and running the services.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 use corebank_cli::services::{self, EveryServiceArgs, SERVICES};
@@ -48,6 +49,11 @@ pub struct UpArgs {
     /// Skip provisioning and migrations (they ran already).
     #[arg(long, env = "COREBANK_SKIP_MIGRATE")]
     skip_migrate: bool,
+    /// A service not to run in this process (repeatable): it runs beside it,
+    /// on this machine, with `corebank serve`, and the services that call it
+    /// reach it at its `--<service>-addr`.
+    #[arg(long, value_name = "SERVICE", value_parser = services::parser())]
+    except: Vec<&'static dyn AnyService>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,6 +133,21 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a service run beside this process listens: its `--<service>-addr`,
+/// on the loopback interface when that address is unspecified.
+fn beside(service: &dyn AnyService, args: &ServiceArgs) -> anyhow::Result<SocketAddr> {
+    let name = service.name();
+    let own_args = args
+        .each
+        .of(name)
+        .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
+    let mut addr = service.listen_addr(own_args)?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(addr)
+}
+
 /// Builds one service and spawns it; prints where it listens.
 async fn start(
     service: &dyn AnyService,
@@ -199,7 +220,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let mut peers = Peers::default();
     for service in SERVICES {
-        start(*service, &owner, flags, &mut peers, &mut tasks, &shutdown).await?;
+        if args.except.iter().any(|e| e.name() == service.name()) {
+            peers.insert(service.name(), beside(*service, flags)?);
+        } else {
+            start(*service, &owner, flags, &mut peers, &mut tasks, &shutdown).await?;
+        }
     }
     println!(
         "corebank is up (database {}, broker namespace {}); ctrl-c stops it",

@@ -103,25 +103,34 @@ async fn relay(
 }
 
 /// Reads and drops what the client sends for as long as the proxy is
-/// blackholed, so the upstream never sees a connection during a partition.
-/// Returns whether the client is still there.
+/// blackholed, and reads nothing while it is stalled, so the upstream never
+/// sees a connection during a partition. Returns whether the client is still
+/// there (and the proxy too).
 async fn hold_while_blackholed(
     client: &mut TcpStream,
     faults: &mut watch::Receiver<Fault>,
     shared: &Shared,
 ) -> io::Result<bool> {
     let mut buf = vec![0u8; CHUNK];
-    while *faults.borrow_and_update() == Fault::Blackhole {
-        tokio::select! {
-            biased;
-            Ok(()) = faults.changed() => {}
-            read = client.read(&mut buf) => match read? {
-                0 => return Ok(false),
-                read_bytes => add(&shared.counters.bytes_blackholed, read_bytes),
+    loop {
+        let fault = *faults.borrow_and_update();
+        match fault {
+            Fault::Blackhole => tokio::select! {
+                biased;
+                Ok(()) = faults.changed() => {}
+                read = client.read(&mut buf) => match read? {
+                    0 => return Ok(false),
+                    read_bytes => add(&shared.counters.bytes_blackholed, read_bytes),
+                },
             },
+            Fault::Stall => {
+                if faults.changed().await.is_err() {
+                    return Ok(false);
+                }
+            }
+            _ => return Ok(true),
         }
     }
-    Ok(true)
 }
 
 /// Makes both sockets send a reset instead of a clean close when dropped.

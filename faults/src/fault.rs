@@ -46,6 +46,13 @@ pub enum Fault {
     /// [`Fault::Pass`] a fresh exchange on them works. A connection accepted
     /// while blackholed reaches the upstream only once the blackhole ends.
     Blackhole,
+    /// Read nothing and forward nothing, but lose nothing: bytes wait in the
+    /// peers' socket buffers and in chunks already read, and flow on once the
+    /// proxy switches back to [`Fault::Pass`]. What a partition shorter than
+    /// TCP's retransmission timeout looks like: the peers see silence, then
+    /// every byte, in order. A connection accepted while stalled reaches the
+    /// upstream once the stall ends.
+    Stall,
     /// Throttle each direction to `bytes_per_second`, separately. A rate of
     /// zero is taken as one byte per second.
     Bandwidth {

@@ -63,10 +63,11 @@ impl Pump<'_> {
                 queue.clear();
                 queued_bytes = 0;
             }
-            if ended && queue.is_empty() && !blackholed {
+            let stalled = fault == Fault::Stall;
+            if ended && queue.is_empty() && !blackholed && !stalled {
                 return to.shutdown().await;
             }
-            let may_read = !ended && queued_bytes < fault.buffer_limit();
+            let may_read = !ended && !stalled && queued_bytes < fault.buffer_limit();
             let due = queue.front().map(|chunk| chunk.due);
             let read_size = fault.read_size();
 
@@ -80,7 +81,7 @@ impl Pump<'_> {
                         next_free = now;
                     }
                 }
-                () = sleep_until(due.unwrap_or_else(far_away)), if due.is_some() => {
+                () = sleep_until(due.unwrap_or_else(far_away)), if due.is_some() && !stalled => {
                     if let Some(chunk) = queue.pop_front() {
                         queued_bytes -= chunk.bytes.len();
                         to.write_all(&chunk.bytes).await?;

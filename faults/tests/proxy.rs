@@ -275,6 +275,52 @@ async fn blackhole_swallows_traffic_on_open_and_new_connections_until_pass_retur
 }
 
 #[tokio::test]
+async fn stall_holds_traffic_on_open_and_new_connections_then_delivers_every_byte_in_order()
+-> TestResult {
+    let proxy = proxy_in_front_of_echo().await?;
+    let mut open = connect(&proxy).await?;
+    assert_eq!(
+        exchange_within(&mut open, b"before", PATIENCE).await?,
+        b"before"
+    );
+
+    proxy.set(Fault::Stall);
+    // More than the sockets' buffers hold, so the writer is pushed back.
+    let payload = patterned(4 * 1024 * 1024);
+    let (mut open_from, mut open_to) = open.into_split();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move { open_to.write_all(&sent).await });
+    let mut first = [0u8; 1];
+    assert!(
+        timeout(SILENCE, open_from.read_exact(&mut first))
+            .await
+            .is_err()
+    );
+    assert!(!writer.is_finished(), "a stalled proxy took every byte");
+    let mut newcomer = connect(&proxy).await?;
+    newcomer.write_all(b"early").await?;
+    let mut early = [0u8; 5];
+    assert!(
+        timeout(SILENCE, newcomer.read_exact(&mut early))
+            .await
+            .is_err()
+    );
+
+    proxy.set(Fault::Pass);
+    let mut echoed = vec![0u8; payload.len()];
+    timeout(PATIENCE, open_from.read_exact(&mut echoed)).await??;
+    assert!(
+        echoed == payload,
+        "bytes were lost or reordered by the stall"
+    );
+    timeout(PATIENCE, writer).await???;
+    timeout(PATIENCE, newcomer.read_exact(&mut early)).await??;
+    assert_eq!(&early, b"early");
+    assert_eq!(proxy.stats().bytes_blackholed, 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_bandwidth_of_64_kib_per_second_makes_128_kib_take_over_a_second_and_a_half() -> TestResult
 {
     let proxy = proxy_in_front_of_echo().await?;

@@ -209,6 +209,11 @@ pub struct AmqpArgs {
     /// Prefix of every exchange and queue name; deployments sharing a broker differ here.
     #[arg(long, env = "COREBANK_NAMESPACE", default_value = "corebank")]
     pub namespace: String,
+    /// Seconds between AMQP heartbeats, unless the URL sets `heartbeat=`; a
+    /// link silent for two of them is taken for dead and replaced (0: the
+    /// broker's interval, 60 s by default).
+    #[arg(long, env = "COREBANK_AMQP_HEARTBEAT_SECS", default_value_t = crate::messaging::DEFAULT_HEARTBEAT_SECS)]
+    pub amqp_heartbeat_secs: u16,
 }
 
 impl AmqpArgs {
@@ -219,6 +224,9 @@ impl AmqpArgs {
             crate::messaging::Namespace::new(self.namespace.clone()),
             format!("corebank-{service}"),
         );
-        crate::messaging::Broker::new(config)
+        crate::messaging::Broker::new(crate::messaging::BrokerConfig {
+            heartbeat_secs: self.amqp_heartbeat_secs,
+            ..config
+        })
     }
 }

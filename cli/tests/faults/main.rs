@@ -15,6 +15,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod crashes;
+mod links;
 mod replicas;
 mod row;
 mod servers;

@@ -42,6 +42,7 @@ async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_co
             env: &[timeout],
             replicas: &["orchestrator"],
             replica_env: &[timeout, ("COREBANK_CLOCK_SKEW_MS", "2000")],
+            ..Setup::default()
         },
     )
     .await;

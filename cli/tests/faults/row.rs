@@ -6,6 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use corebank_cli::services::SERVICES;
+use corebank_faults::FaultProxy;
 use corebank_platform::service::Peers;
 use corebank_tests::harness::{NamespaceLease, TestDb, amqp_url, lease_namespace};
 use rust_decimal::Decimal;
@@ -17,7 +19,9 @@ use crate::common::workload::{
     Clients, Load, assert_invariants, assert_nothing_parked, open_funded_accounts, operator,
     unfinished, until_every_transaction_ends,
 };
-use crate::common::{Launch, connect, counter, database_url, free_port, free_ports, port, signal};
+use crate::common::{
+    Launch, connect, counter, database_url, free_port, free_ports, port, signal, through_proxy,
+};
 
 /// Customer accounts the transfers move money among.
 pub const ACCOUNTS: usize = 6;
@@ -48,6 +52,26 @@ pub struct Setup<'a> {
     pub replicas: &'a [&'static str],
     /// Environment for the second replicas.
     pub replica_env: &'a [(&'a str, &'a str)],
+    /// A service run as a process of its own (`up --except` beside `serve`)
+    /// with one of its links through a fault proxy.
+    pub apart: Option<(&'static str, Link)>,
+}
+
+/// A link of a service to one of the servers.
+#[derive(Clone, Copy, Debug)]
+pub enum Link {
+    Broker,
+    Database,
+}
+
+/// A service running as a process of its own, one of its links through a
+/// fault proxy.
+pub struct Apart {
+    pub service: &'static str,
+    pub proxy: FaultProxy,
+    /// Where it serves its metrics.
+    pub metrics: SocketAddr,
+    pub process: Child,
 }
 
 /// The signal a failpoint kills its process with.
@@ -71,6 +95,9 @@ pub struct Row {
     /// Extra `corebank serve` processes: the service, where each serves its
     /// metrics, and the process.
     pub replicas: Vec<(&'static str, SocketAddr, Child)>,
+    pub apart: Option<Apart>,
+    /// How the corebank process is run: `up`, and which services it leaves out.
+    pub run: Vec<&'static str>,
     pub clients: Clients,
     /// The burst and the trickle, until [`Row::check_recovery`] awaits them.
     pub burst: Option<Load>,
@@ -111,7 +138,43 @@ impl Row {
             env: setup.env,
             metrics,
         };
-        let corebank = launch.spawn(&["up"]);
+        let mut run = vec!["up"];
+        let mut apart = None;
+        let corebank = if let Some((service, link)) = setup.apart {
+            run.extend(["--except", service]);
+            let corebank = launch.spawn(&run);
+            // It provisioned every service's login and schema once it listens.
+            let first = SERVICES.iter().map(|s| s.name()).find(|s| *s != service);
+            connect(port(&ports, first.expect("another service"))).await;
+            let server = match link {
+                Link::Broker => broker_url.as_str(),
+                Link::Database => database_url,
+            };
+            let (proxied, proxy) = through_proxy(server).await;
+            let metrics = free_port();
+            let process = match link {
+                Link::Broker => Launch {
+                    broker_url: &proxied,
+                    metrics,
+                    ..launch
+                },
+                Link::Database => Launch {
+                    database_url: &proxied,
+                    metrics,
+                    ..launch
+                },
+            }
+            .spawn(&["serve", service]);
+            apart = Some(Apart {
+                service,
+                proxy,
+                metrics,
+                process,
+            });
+            corebank
+        } else {
+            launch.spawn(&run)
+        };
         let clients = Clients::connect(&ports, &operator).await;
         let mut replicas = Vec::new();
         for &service in setup.replicas {
@@ -159,6 +222,8 @@ impl Row {
             metrics,
             corebank,
             replicas,
+            apart,
+            run,
             clients,
             burst: Some(burst),
             trickle: Some(trickle),
@@ -233,7 +298,7 @@ impl Row {
             env: &[],
             metrics: self.metrics,
         }
-        .spawn(&["up"]);
+        .spawn(&self.run);
         Instant::now()
     }
 
@@ -326,6 +391,21 @@ impl Row {
             let handled = counter(*metrics, "corebank_messaging_handled_total", "").await;
             eprintln!("{name}: the second {service} handled {handled} messages");
             assert!(handled > 0.0, "{name}: the second {service} did no work");
+        }
+        if let Some(apart) = &mut self.apart {
+            let service = apart.service;
+            assert_eq!(
+                process_state(&mut apart.process),
+                "running",
+                "{name}: {service}, running apart, stopped"
+            );
+            let handled = counter(apart.metrics, "corebank_messaging_handled_total", "").await;
+            let absorbed = counter(apart.metrics, "corebank_messaging_duplicates_total", "").await;
+            eprintln!(
+                "{name}: {service}, running apart, handled {handled} messages and absorbed \
+                 {absorbed} duplicate deliveries; its proxy: {:?}",
+                apart.proxy.stats()
+            );
         }
         let customer_money =
             FUNDING.parse::<Decimal>().expect("an amount") * Decimal::from(ACCOUNTS);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +24,11 @@ use super::topology::{Namespace, declare_exchanges};
 /// How long opening a connection (with its topology) or a channel may take.
 /// A broker that accepts TCP but never answers, or answers one channel and
 /// not the next, would otherwise hold every caller waiting for a connection.
+/// Seconds between AMQP heartbeats unless configured otherwise: short enough
+/// that a partitioned link is replaced within half a minute, long enough
+/// that a busy process never misses one.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The error of a broker call that outlived [`BROKER_CALL_TIMEOUT`].
@@ -47,6 +53,10 @@ pub struct BrokerConfig {
     pub min_backoff: Duration,
     /// Reconnect delay cap.
     pub max_backoff: Duration,
+    /// Seconds between heartbeats, unless the URL sets `heartbeat=`: a link
+    /// silent for two of them is taken for dead, by this side and by the
+    /// broker, and replaced. 0 takes the broker's (60 s by default).
+    pub heartbeat_secs: u16,
 }
 
 impl BrokerConfig {
@@ -62,6 +72,7 @@ impl BrokerConfig {
             connection_name: connection_name.into(),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
         }
     }
 }
@@ -209,7 +220,17 @@ impl Broker {
         let config = &self.inner.config;
         let properties = ConnectionProperties::default()
             .with_connection_name(config.connection_name.clone().into());
-        let connection = Connection::connect(config.url.expose_secret(), properties).await?;
+        let url = config.url.expose_secret();
+        let connection = match url.parse::<AMQPUri>() {
+            Ok(mut uri) => {
+                if uri.query.heartbeat.is_none() && config.heartbeat_secs > 0 {
+                    uri.query.heartbeat = Some(config.heartbeat_secs);
+                }
+                Connection::connect_uri(uri, properties).await?
+            }
+            // Unparsable: lapin says why.
+            Err(_) => Connection::connect(url, properties).await?,
+        };
         let channel = connection.create_channel().await?;
         declare_exchanges(&channel, &config.namespace).await?;
         channel.close(200, "topology declared".into()).await?;

@@ -28,7 +28,7 @@ mod relay;
 mod topology;
 
 pub use batch::{BATCH_MESSAGE_TYPE, unpack};
-pub use broker::{Broker, BrokerConfig};
+pub use broker::{Broker, BrokerConfig, DEFAULT_HEARTBEAT_SECS};
 pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
