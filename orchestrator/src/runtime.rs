@@ -37,7 +37,7 @@ pub async fn start(
     }
     send(conn, &transition, now, causation_id).await?;
     metrics::counter!("corebank_saga_started_total", "saga_type" => transition.saga.saga_type.as_str()).increment(1);
-    tracing::info!(saga_id = %transition.saga.saga_id, "saga started");
+    tracing::debug!(saga_id = %transition.saga.saga_id, "saga started");
     Ok(Some(transition.saga))
 }
 
@@ -197,8 +197,10 @@ fn observe(before: &Saga, transition: &Transition, is_reply: bool, now: DateTime
     }
     if after.state.is_terminal() && !before.state.is_terminal() {
         metrics::counter!("corebank_saga_outcomes_total", "saga_type" => saga_type, "outcome" => after.state.as_str()).increment(1);
+        // The one line a money movement leaves at INFO.
         tracing::info!(
             saga_id = %after.saga_id,
+            saga_type,
             outcome = after.state.as_str(),
             reason = after.failure.as_ref().map(|failure| failure.reason_code.as_str()).unwrap_or(""),
             "saga finished"

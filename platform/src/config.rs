@@ -103,8 +103,10 @@ pub struct DatabaseArgs {
 /// Logging and metrics.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
-    /// Log format: `pretty` for people, `json` for collectors.
-    #[arg(long, env = "COREBANK_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    /// Log format: `pretty` for people, `json` for collectors, `auto` for
+    /// `pretty` (in colour) when stderr is a terminal and `json` otherwise.
+    /// Logs go to stderr; stdout is the command's own output.
+    #[arg(long, env = "COREBANK_LOG_FORMAT", default_value = "auto", value_parser = ["auto", "pretty", "json"])]
     pub log_format: String,
     /// Log filter (`RUST_LOG` syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]

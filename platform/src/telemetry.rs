@@ -2,6 +2,7 @@
 //! tower layer counting gRPC requests and their latency by method and code.
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -15,16 +16,43 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::TelemetryArgs;
 
-/// Installs the global log subscriber; later calls are no-ops.
+/// Targets whose events are too loud at the levels they use, quieted unless
+/// the filter names them: lapin logs every message the broker returns, bytes
+/// and all, at WARN, and an event published to no subscriber is returned by
+/// design (the relay counts those itself).
+const QUIETED: &[(&str, &str)] = &[("lapin::returned_messages", "error")];
+
+/// Installs the global log subscriber on stderr; later calls are no-ops.
 pub fn init_logging(args: &TelemetryArgs) {
-    let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    for (target, level) in QUIETED {
+        if !args.log_filter.contains(target)
+            && let Ok(directive) = format!("{target}={level}").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_target(true);
-    let _ = if args.log_format == "json" {
-        builder.json().flatten_event(true).try_init()
+    let json = match args.log_format.as_str() {
+        "json" => true,
+        "pretty" => false,
+        _ => !terminal,
+    };
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            // The current span is the last of `spans` already.
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init()
     } else {
-        builder.compact().try_init()
+        builder.compact().with_ansi(terminal).try_init()
     };
 }
 

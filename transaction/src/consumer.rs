@@ -195,7 +195,7 @@ impl CommandHandler {
                     )),
                 };
                 outgoing.extend(event);
-                tracing::info!(
+                tracing::debug!(
                     %transaction_id,
                     from = current.status.as_str(),
                     to = to.as_str(),

@@ -145,7 +145,7 @@ impl TransactionApi {
                             messaging::traceparent_for(transaction.transaction_id),
                         );
                         messaging::enqueue(conn, event).await?;
-                        tracing::info!(
+                        tracing::debug!(
                             transaction_id = %transaction.transaction_id,
                             kind = transaction.kind.as_str(),
                             "transaction requested"

@@ -277,7 +277,7 @@ async fn post(
     .bind(entries.iter().map(|e| e.account_seq).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
-    tracing::info!(%journal_id, ledger_seq, kind = kind.as_str(), "journal posted");
+    tracing::debug!(%journal_id, ledger_seq, kind = kind.as_str(), "journal posted");
     Ok(Journal {
         journal_id,
         ledger_seq,

@@ -105,6 +105,11 @@ pub struct Launch<'a> {
 impl Launch<'_> {
     /// Runs `corebank <run>` (`up`, or `serve <service>`) so launched.
     pub fn spawn(&self, run: &[&str]) -> Child {
+        self.command(run).spawn().expect("corebank starts")
+    }
+
+    /// The command [`Launch::spawn`] runs, to adjust before spawning it.
+    pub fn command(&self, run: &[&str]) -> Command {
         // Killed with the test even when the test process itself is killed (a
         // timeout), so that no corebank outlives its test holding connections
         // and consumers: util-linux's setpriv sets the parent-death signal.
@@ -150,7 +155,7 @@ impl Launch<'_> {
             // Warnings and errors land in the test's own output, shown when it fails.
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        command.spawn().expect("corebank starts")
+        command
     }
 }
 

@@ -310,13 +310,19 @@ async fn screen(
     messaging::enqueue_all(tx, events).await?;
     metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("corebank_fraud_decisions_total", "outcome" => outcome).increment(1);
-    tracing::info!(
-        transaction_id = %movement.transaction_id,
-        outcome,
-        rule_set_version = rules.version,
-        fired = evaluation.fired.len(),
-        "movement screened"
-    );
+    // One line per money movement is the saga's; a screening says more only
+    // when it held or refused the movement.
+    if outcome == "approve" {
+        tracing::debug!(transaction_id = %movement.transaction_id, rule_set_version = rules.version, "movement screened");
+    } else {
+        tracing::info!(
+            transaction_id = %movement.transaction_id,
+            outcome,
+            rule_set_version = rules.version,
+            fired = evaluation.fired.len(),
+            "movement screened"
+        );
+    }
     Ok(reply)
 }
 
