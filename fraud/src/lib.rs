@@ -239,12 +239,39 @@ impl Application {
     }
 }
 
+/// How often the review queue's gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets `corebank_fraud_reviews_open` and
+/// `corebank_fraud_review_oldest_open_seconds` (every replica reports the
+/// same figures: they share the table).
+async fn sample_review_queue(store: &FraudStore, clock: &SharedClock) {
+    let summary = match store.conn().await {
+        Ok(mut conn) => store::reviews::open_summary(&mut conn, clock.now())
+            .await
+            .map_err(|error| error.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match summary {
+        Ok((open, oldest)) => {
+            metrics::gauge!("corebank_fraud_reviews_open").set(open as f64);
+            metrics::gauge!("corebank_fraud_review_oldest_open_seconds").set(oldest);
+        }
+        Err(error) => tracing::debug!(%error, "review queue gauges not refreshed"),
+    }
+}
+
 /// Decides open reviews past their deadline by their timeout policy, as the
 /// injected clock tells time; a full batch is followed at once by the next.
 async fn expire_reviews(store: FraudStore, clock: SharedClock, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(REVIEW_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampled: Option<std::time::Instant> = None;
     loop {
+        if sampled.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+            sampled = Some(std::time::Instant::now());
+            sample_review_queue(&store, &clock).await;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {

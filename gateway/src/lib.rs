@@ -16,6 +16,7 @@ pub mod backend;
 pub mod errors;
 pub mod handler;
 pub mod limits;
+pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -316,6 +317,10 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             limits::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            observe::count,
         ))
         .with_state(gateway);
     let openapi = get(move || {

@@ -82,6 +82,7 @@ pub fn governor_config(
 pub fn rate_limited(error: GovernorError) -> Response {
     match error {
         GovernorError::TooManyRequests { wait_time, headers } => {
+            metrics::counter!("corebank_gateway_rate_limited_total").increment(1);
             // The limiter rounds a sub-second wait down to 0, which tells a
             // client to retry at once; a whole second is the least to ask.
             let wait_time = wait_time.max(1);

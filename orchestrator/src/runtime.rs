@@ -197,6 +197,9 @@ fn observe(before: &Saga, transition: &Transition, is_reply: bool, now: DateTime
     }
     if after.state.is_terminal() && !before.state.is_terminal() {
         metrics::counter!("corebank_saga_outcomes_total", "saga_type" => saga_type, "outcome" => after.state.as_str()).increment(1);
+        let lifetime = (now - after.created_at).to_std().unwrap_or_default();
+        metrics::histogram!("corebank_saga_duration_seconds", "saga_type" => saga_type, "outcome" => after.state.as_str())
+            .record(lifetime.as_secs_f64());
         // The one line a money movement leaves at INFO.
         tracing::info!(
             saga_id = %after.saga_id,

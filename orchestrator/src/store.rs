@@ -172,6 +172,23 @@ impl SagaStore {
     }
 
     /// The step log of a saga, oldest first.
+    /// How the sagas still running stand, for the gauges: how many there are,
+    /// how many require attention, how many are parked, and how long the
+    /// oldest has run at `now`.
+    pub async fn active_summary(&self, now: DateTime<Utc>) -> Result<ActiveSummary, sqlx::Error> {
+        sqlx::query_as(
+            "select count(*) as active,
+                    count(*) filter (where requires_attention) as requires_attention,
+                    count(*) filter (where parked_until is not null) as parked,
+                    coalesce(extract(epoch from $1 - min(created_at))::float8, 0) as oldest_seconds
+               from saga
+              where state in ('running', 'compensating')",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     pub async fn history(&self, saga_id: Uuid) -> Result<Vec<LogRecord>, ApiError> {
         let mut conn = self.pool.acquire().await?;
         Ok(history(&mut conn, saga_id).await?)
@@ -210,6 +227,15 @@ impl SagaStore {
             .map(Saga::try_from)
             .collect::<Result<_, _>>()?)
     }
+}
+
+/// See [`SagaStore::active_summary`].
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct ActiveSummary {
+    pub active: i64,
+    pub requires_attention: i64,
+    pub parked: i64,
+    pub oldest_seconds: f64,
 }
 
 pub fn not_found(saga_id: Uuid) -> ApiError {

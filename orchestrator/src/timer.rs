@@ -4,6 +4,7 @@
 //! so a restarted orchestrator resumes whatever fell due while it was down.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use corebank_platform::clock::SharedClock;
 use tokio::time::MissedTickBehavior;
@@ -22,6 +23,7 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sampled: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -38,8 +40,32 @@ pub async fn run(
                 }
             }
         }
+        if sampled.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+            sampled = Some(Instant::now());
+            sample(&store, &clock).await;
+        }
     }
     tracing::info!("saga timers stopped");
+}
+
+/// How often the gauges of running sagas are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the gauges of the sagas still running: `corebank_saga_active`,
+/// `corebank_saga_requires_attention`, `corebank_saga_parked` and
+/// `corebank_saga_oldest_active_seconds`. Every replica reports the same
+/// figures (they share the table): alert on one, or on `max`.
+async fn sample(store: &SagaStore, clock: &SharedClock) {
+    match store.active_summary(clock.now()).await {
+        Ok(summary) => {
+            metrics::gauge!("corebank_saga_active").set(summary.active as f64);
+            metrics::gauge!("corebank_saga_requires_attention")
+                .set(summary.requires_attention as f64);
+            metrics::gauge!("corebank_saga_parked").set(summary.parked as f64);
+            metrics::gauge!("corebank_saga_oldest_active_seconds").set(summary.oldest_seconds);
+        }
+        Err(error) => tracing::debug!(%error, "saga gauges not refreshed"),
+    }
 }
 
 /// Times out the due sagas of one batch in one transaction; returns how many

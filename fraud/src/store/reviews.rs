@@ -106,6 +106,20 @@ pub async fn decide(
     .await
 }
 
+/// How many reviews are open, and how long the oldest has waited at `now`.
+pub async fn open_summary(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "select count(*), coalesce(extract(epoch from $1 - min(created_at))::float8, 0)
+           from review where state = 'open'",
+    )
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
 /// Open reviews whose deadline passed, locked for deciding (skipping those
 /// another replica or an analyst holds).
 pub async fn claim_due(

@@ -294,7 +294,7 @@ impl<H: Handler> QueueConsumer<H> {
             Ok(()) => {
                 tx.commit().await?;
                 for (index, message) in &to_handle {
-                    outcomes[*index] = Some(self.handled(&message_span(message)));
+                    outcomes[*index] = Some(self.handled(&message_span(message), message));
                 }
                 return Ok(outcomes
                     .into_iter()
@@ -409,7 +409,7 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(match result {
             Ok(()) => {
                 savepoint.commit().await?;
-                self.handled(&span)
+                self.handled(&span, message)
             }
             Err(error) => {
                 savepoint.rollback().await?;

@@ -31,9 +31,17 @@ impl<H: Handler> QueueConsumer<H> {
         Outcome::Ack
     }
 
-    pub(super) fn handled(&self, span: &tracing::Span) -> Outcome {
+    /// Counts a message handled, and how long after it was written to its
+    /// outbox (`corebank_messaging_consumer_lag_seconds`: the relay's delay,
+    /// the broker's queue and the consumer's backlog together).
+    pub(super) fn handled(&self, span: &tracing::Span, message: &IncomingMessage) -> Outcome {
         metrics::counter!("corebank_messaging_handled_total", "queue" => self.spec.name.clone())
             .increment(1);
+        if let Some(occurred_at) = message.occurred_at {
+            let lag = (chrono::Utc::now() - occurred_at).as_seconds_f64().max(0.0);
+            metrics::histogram!("corebank_messaging_consumer_lag_seconds", "queue" => self.spec.name.clone())
+                .record(lag);
+        }
         tracing::debug!(parent: span, "message handled");
         Outcome::Ack
     }
