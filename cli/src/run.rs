@@ -11,18 +11,63 @@ use corebank_platform::db;
 use corebank_platform::messaging::{declare_exchanges, declare_queue};
 use corebank_platform::service::{AnyService, Context, Peers};
 use corebank_platform::{shutdown, telemetry};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     #[command(flatten)]
     db: DatabaseArgs,
     #[command(flatten)]
+    databases: ServiceDatabases,
+    #[command(flatten)]
     amqp: AmqpArgs,
+}
+
+/// The databases of the services that keep their schema somewhere other than
+/// `--database-url`'s database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceDatabases {
+    /// `SERVICE=URL`: the owner login of the database `SERVICE` keeps its
+    /// schema in, when not `--database-url`'s (repeatable; comma-separated
+    /// in the environment variable). `migrate` and `up` make the database,
+    /// the role and the schema there.
+    #[arg(
+        long = "service-database-url",
+        env = "COREBANK_SERVICE_DATABASE_URLS",
+        value_name = "SERVICE=URL",
+        value_delimiter = ',',
+        value_parser = parse_service_database,
+        hide_env_values = true
+    )]
+    each: Vec<(&'static str, SecretString)>,
+}
+
+impl ServiceDatabases {
+    /// The owner login of `service`'s database: its own, or `shared`.
+    fn owner(&self, service: &str, shared: &PgConnectOptions) -> anyhow::Result<PgConnectOptions> {
+        match self.each.iter().find(|(name, _)| *name == service) {
+            Some((_, url)) => db::options(url),
+            None => Ok(shared.clone()),
+        }
+    }
+}
+
+fn parse_service_database(text: &str) -> Result<(&'static str, SecretString), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| "expected SERVICE=URL".to_owned())?;
+    let service = services::find(name.trim()).ok_or_else(|| {
+        let known: Vec<&str> = SERVICES.iter().map(|service| service.name()).collect();
+        format!("unknown service {name:?} (one of {})", known.join(", "))
+    })?;
+    let url = SecretString::from(url.trim().to_owned());
+    db::options(&url).map_err(|error| format!("the URL for {}: {error}", service.name()))?;
+    Ok((service.name(), url))
 }
 
 /// Flags of every service: the shared ones, then each service's own.
@@ -30,6 +75,8 @@ pub struct MigrateArgs {
 pub struct ServiceArgs {
     #[command(flatten)]
     db: DatabaseArgs,
+    #[command(flatten)]
+    databases: ServiceDatabases,
     #[command(flatten)]
     amqp: AmqpArgs,
     #[command(flatten)]
@@ -93,14 +140,31 @@ async fn ensure_database(owner: &PgConnectOptions) -> anyhow::Result<()> {
 /// Schemas, roles, grants and migrations, then the broker topology. Idempotent.
 async fn provision_all(
     db_args: &DatabaseArgs,
+    databases: &ServiceDatabases,
     amqp: &AmqpArgs,
 ) -> anyhow::Result<PgConnectOptions> {
-    let owner = db::options(&db_args.database_url)?;
-    ensure_database(&owner).await?;
-    for spec in &services::schemas() {
-        db::provision(&owner, spec, &db_args.db_password).await?;
-        tracing::info!(schema = spec.schema, role = spec.role, "schema migrated");
+    let shared = db::options(&db_args.database_url)?;
+    ensure_database(&shared).await?;
+    for service in SERVICES {
+        let spec = service.schema();
+        let owner = databases.owner(service.name(), &shared)?;
+        if databases
+            .each
+            .iter()
+            .any(|(name, _)| *name == service.name())
+        {
+            ensure_database(&owner).await?;
+        }
+        db::provision(&owner, &spec, &db_args.db_password).await?;
+        let database = owner.get_database().unwrap_or("postgres");
+        tracing::info!(
+            schema = spec.schema,
+            role = spec.role,
+            database,
+            "schema migrated"
+        );
     }
+    let owner = shared;
     let broker = amqp.broker("migrate");
     let token = CancellationToken::new();
     let connect = tokio::time::timeout(std::time::Duration::from_secs(30), broker.channel(&token));
@@ -121,7 +185,7 @@ async fn provision_all(
 }
 
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let owner = provision_all(&args.db, &args.amqp).await?;
+    let owner = provision_all(&args.db, &args.databases, &args.amqp).await?;
     for spec in services::schemas() {
         println!("migrated schema {} (role {})", spec.schema, spec.role);
     }
@@ -163,7 +227,8 @@ async fn start(
         .of(name)
         .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
     let spec = service.schema();
-    let options = db::service_options(owner, &spec, &args.db.db_password);
+    let owner = args.databases.owner(name, owner)?;
+    let options = db::service_options(&owner, &spec, &args.db.db_password);
     let context = Context {
         pool: db::connect(options, spec.schema, args.db.db_pool_size).await?,
         clock: clock::system(),
@@ -209,7 +274,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let owner = if args.skip_migrate {
         db::options(&flags.db.database_url)?
     } else {
-        provision_all(&flags.db, &flags.amqp).await?
+        provision_all(&flags.db, &flags.databases, &flags.amqp).await?
     };
     let shutdown = shutdown::on_signal();
     if let Some(addr) =
