@@ -1,8 +1,12 @@
 //! `corebank audit`: checks the ledger and saga invariants across every
-//! schema with an owner login; exits non-zero when one is broken.
+//! schema with an owner login; exits 1 ([`Exit::ProblemFound`]) when one is
+//! broken, 3 when the database cannot be reached.
 
 use corebank_platform::config::DatabaseArgs;
 use corebank_platform::db;
+
+use crate::exit::{Exit, fail};
+use crate::output::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -21,17 +25,20 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         .await?;
     let report = corebank_audit::check(&pool).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if report.ok() {
-        println!("every invariant holds");
+        outln!("every invariant holds")?;
     } else {
         for violation in report.violations() {
-            println!("broken: {violation}");
+            outln!("broken: {violation}")?;
         }
     }
     if report.ok() {
         Ok(())
     } else {
-        anyhow::bail!("{} invariant(s) broken", report.violations().len())
+        Err(fail(
+            Exit::ProblemFound,
+            format!("{} invariant(s) broken", report.violations().len()),
+        ))
     }
 }

@@ -6,6 +6,7 @@ use corebank_proto::v1::account_service_client::AccountServiceClient;
 use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use tonic::transport::Endpoint;
 
+use crate::exit::{Exit, fail};
 use crate::output::print;
 
 /// Where the services are and how to print.
@@ -66,7 +67,12 @@ impl ClientArgs {
 /// ([`crate::token::operator_credentials`]).
 pub async fn channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|error| anyhow::anyhow!("invalid endpoint {endpoint:?}: {error}"))?
+        .map_err(|error| {
+            fail(
+                Exit::BadInput,
+                format!("invalid endpoint {endpoint:?}: {error}"),
+            )
+        })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30));
     crate::token::operator_credentials()?.connect_lazy(endpoint)
@@ -86,7 +92,12 @@ pub fn service_channel(endpoint: &str) -> anyhow::Result<AuthedChannel> {
         )?,
     };
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|error| anyhow::anyhow!("invalid endpoint {endpoint:?}: {error}"))?
+        .map_err(|error| {
+            fail(
+                Exit::BadInput,
+                format!("invalid endpoint {endpoint:?}: {error}"),
+            )
+        })?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .tcp_nodelay(true);
@@ -143,7 +154,7 @@ enum CustomerAction {
     List {
         #[arg(long, value_enum)]
         kyc_status: Option<KycFilter>,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -332,7 +343,7 @@ enum AccountAction {
         #[arg(long, value_enum, default_value = "checking")]
         product: Product,
         /// How far below zero the available balance may go, e.g. "500.00".
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", allow_negative_numbers = true)]
         overdraft_limit: String,
     },
     /// Show one account.
@@ -341,7 +352,7 @@ enum AccountAction {
     List {
         #[arg(long)]
         customer_id: String,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -351,7 +362,7 @@ enum AccountAction {
     /// Ledger entries, newest first, with the running balance.
     Entries {
         account_id: String,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,

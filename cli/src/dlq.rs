@@ -6,6 +6,9 @@ use corebank_platform::messaging::dlq::{self, ReplaySelection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::exit::{Exit, fail};
+use crate::output::{outln, stdout_closed};
+
 #[derive(Debug, clap::Args)]
 pub struct DlqCommand {
     #[command(flatten)]
@@ -33,6 +36,9 @@ enum DlqAction {
         message_ids: Vec<Uuid>,
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Print `{"queue": …, "replayed": n}` instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -47,13 +53,14 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
         .await
         .ok()
         .flatten()
-        .ok_or_else(|| anyhow::anyhow!("cannot reach RabbitMQ (AMQP_URL)"))?;
+        .ok_or_else(|| fail(Exit::Unavailable, "cannot reach RabbitMQ (AMQP_URL)"))?;
     let namespace = broker.namespace().clone();
     let result = match command.action {
         DlqAction::List { queue, limit, json } => {
             let parked = dlq::list_parked(&connection, &namespace, &queue, limit).await?;
-            if parked.is_empty() {
-                println!("no parked messages in {}", namespace.dlq(&queue));
+            // With --json, JSON Lines: no parked message is no line at all.
+            if parked.is_empty() && !json {
+                outln!("no parked messages in {}", namespace.dlq(&queue))?;
             }
             for message in parked {
                 let line = serde_json::json!({
@@ -67,16 +74,19 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
                     "payload_bytes": message.payload.len(),
                 });
                 if json {
-                    println!("{line}");
+                    outln!("{line}")?;
                 } else {
-                    println!(
+                    outln!(
                         "{}  {}  reason={}  parked_at={}\n    {}",
                         message.message_id.as_deref().unwrap_or("-"),
                         message.message_type.as_deref().unwrap_or("-"),
                         message.reason.as_deref().unwrap_or("-"),
                         message.parked_at.as_deref().unwrap_or("-"),
                         message.error.as_deref().unwrap_or(""),
-                    );
+                    )?;
+                }
+                if stdout_closed() {
+                    break;
                 }
             }
             Ok(())
@@ -85,6 +95,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
             queue,
             message_ids,
             limit,
+            json,
         } => {
             let selection = if message_ids.is_empty() {
                 ReplaySelection::All
@@ -93,7 +104,13 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
             };
             let moved =
                 dlq::replay_parked(&connection, &namespace, &queue, &selection, limit).await?;
-            println!("replayed {moved} message(s) to {}", namespace.queue(&queue));
+            let work_queue = namespace.queue(&queue);
+            if json {
+                let answer = serde_json::json!({"queue": work_queue, "replayed": moved});
+                outln!("{answer}")?;
+            } else {
+                outln!("replayed {moved} message(s) to {work_queue}")?;
+            }
             Ok(())
         }
     };

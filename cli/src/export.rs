@@ -19,6 +19,9 @@ use corebank_reporting::domain::export::{
 };
 use serde_json::json;
 
+use crate::exit::{Exit, bad_input, fail};
+use crate::output::{outln, write_out};
+
 /// Where the reporting service is and how to print.
 #[derive(Debug, clap::Args)]
 pub struct ExportClientArgs {
@@ -48,7 +51,7 @@ enum ExportAction {
     Create(online::CreateArgs),
     /// Exports made so far, newest first.
     List {
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -108,6 +111,9 @@ pub struct KeygenArgs {
     out_dir: PathBuf,
     #[arg(long, default_value = "export-signing")]
     name: String,
+    /// Print `{"key_id": …, "private_key": …, "public_key": …}` instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn export(command: ExportCommand) -> anyhow::Result<()> {
@@ -145,14 +151,20 @@ pub async fn export(command: ExportCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A file named on the command line; one that cannot be read is bad input.
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    std::fs::read(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(bad_input)
 }
 
 fn read_public_key(path: &Path) -> anyhow::Result<VerifyingKey> {
     let pem = String::from_utf8(read(path)?)
-        .with_context(|| format!("{} is not a PEM text file", path.display()))?;
-    domain::parse_public_key_pem(&pem).with_context(|| format!("reading {}", path.display()))
+        .with_context(|| format!("{} is not a PEM text file", path.display()))
+        .map_err(bad_input)?;
+    domain::parse_public_key_pem(&pem)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(bad_input)
 }
 
 /// The four files of an export directory.
@@ -189,23 +201,24 @@ fn print_problems(what: &str, problems: &[Problem], json: bool) -> anyhow::Resul
             .iter()
             .map(|p| json!({"kind": format!("{:?}", p.kind), "line": p.line, "message": p.message}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"ok": false, "problems": listed}))?
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{what} does NOT verify ({} problems, first bad line first):",
             problems.len()
-        );
+        )?;
         for problem in problems {
-            println!("  - {problem}");
+            outln!("  - {problem}")?;
         }
     }
-    match problems.first() {
-        Some(first) => anyhow::bail!("{what} does not verify: {first}"),
-        None => anyhow::bail!("{what} does not verify"),
-    }
+    let message = match problems.first() {
+        Some(first) => format!("{what} does not verify: {first}"),
+        None => format!("{what} does not verify"),
+    };
+    Err(fail(Exit::ProblemFound, message))
 }
 
 fn verify(
@@ -264,61 +277,66 @@ fn verify(
             "key_id": report.key_id,
             "millis": took.as_secs_f64() * 1000.0,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!("export {} verifies", m.export_id);
-    println!(
+    outln!("export {} verifies", m.export_id)?;
+    outln!(
         "  signature: ed25519 over manifest.json, key id {}",
         report.key_id
-    );
-    println!(
+    )?;
+    outln!(
         "  rows: {} (ledger_seq {} to {}), every line canonical, numbered, chained and hashed",
-        m.row_count, m.first_ledger_seq, m.last_ledger_seq
-    );
-    println!(
+        m.row_count,
+        m.first_ledger_seq,
+        m.last_ledger_seq
+    )?;
+    outln!(
         "  period: [{}, {})",
         domain::format_time(&m.period_start),
         domain::format_time(&m.period_end)
-    );
+    )?;
     match accounts.is_empty() {
-        true => println!("  scope: all accounts"),
-        false => println!(
+        true => outln!("  scope: all accounts")?,
+        false => outln!(
             "  scope: {} accounts: {}",
             accounts.len(),
             accounts.join(", ")
-        ),
+        )?,
     }
-    println!("  chain head: {}", hex_digest(&m.chain_head));
-    println!("  merkle root: {}", hex_digest(&m.merkle_root));
-    println!(
+    outln!("  chain head: {}", hex_digest(&m.chain_head))?;
+    outln!("  merkle root: {}", hex_digest(&m.merkle_root))?;
+    outln!(
         "  previous chain head: {}",
         hex_digest(&m.previous_chain_head)
-    );
+    )?;
     if let Some(previous) = continues {
-        println!("  continues export {previous} (checked: no export missing between)");
+        outln!("  continues export {previous} (checked: no export missing between)")?;
     }
-    println!(
+    outln!(
         "  entries.csv matches entries.jsonl row for row; both files match the manifest's sha256 and size"
-    );
-    println!("  took {:.1} ms", took.as_secs_f64() * 1000.0);
+    )?;
+    outln!("  took {:.1} ms", took.as_secs_f64() * 1000.0)?;
     Ok(())
 }
 
 fn prove(dir: &Path, journal_id: uuid::Uuid, out: Option<&Path>) -> anyhow::Result<()> {
     let files = ExportDir::read(dir)?;
-    let proof = domain::prove(files.bytes(), journal_id)?;
+    // Files that do not verify, or a journal that is not in them: the
+    // check found a problem.
+    let proof = domain::prove(files.bytes(), journal_id)
+        .map_err(|error| fail(Exit::ProblemFound, format!("{error:#}")))?;
     let text = proof.to_json();
     match out {
-        None => print!("{text}"),
+        None => write_out(&text)?,
         Some(path) => {
             std::fs::write(path, &text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!(
-                "wrote the proof of journal {journal_id} ({} lines) to {}",
+            crate::output::note(&format!(
+                "wrote the proof of journal {journal_id} ({} lines) to {}\n",
                 proof.lines.len(),
                 path.display()
-            );
+            ));
         }
     }
     Ok(())
@@ -326,8 +344,9 @@ fn prove(dir: &Path, journal_id: uuid::Uuid, out: Option<&Path>) -> anyhow::Resu
 
 fn verify_proof(path: &Path, public_key: &Path, json: bool) -> anyhow::Result<()> {
     let key = read_public_key(public_key)?;
-    let proof =
-        Proof::parse(&read(path)?).with_context(|| format!("reading {}", path.display()))?;
+    let proof = Proof::parse(&read(path)?)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(bad_input)?;
     let report = match domain::verify_proof(&proof, &key) {
         Ok(report) => report,
         Err(problems) => {
@@ -344,19 +363,20 @@ fn verify_proof(path: &Path, public_key: &Path, json: bool) -> anyhow::Result<()
             "merkle_root": hex_digest(&m.merkle_root),
             "key_id": report.key_id,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!("journal {} is in export {}", report.journal_id, m.export_id);
-    println!(
+    outln!("journal {} is in export {}", report.journal_id, m.export_id)?;
+    outln!(
         "  lines: {} of {}, each hashed and on an audit path to the merkle root",
-        report.lines, m.row_count
-    );
-    println!("  merkle root: {}", hex_digest(&m.merkle_root));
-    println!(
+        report.lines,
+        m.row_count
+    )?;
+    outln!("  merkle root: {}", hex_digest(&m.merkle_root))?;
+    outln!(
         "  signature: ed25519 over the manifest, key id {}",
         report.key_id
-    );
+    )?;
     Ok(())
 }
 
@@ -365,10 +385,13 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let public_path = args.out_dir.join(format!("{}.pub.pem", args.name));
     for path in [&private_path, &public_path] {
         if path.exists() {
-            anyhow::bail!(
-                "{} already exists: refusing to overwrite a key",
-                path.display()
-            );
+            return Err(fail(
+                Exit::BadInput,
+                format!(
+                    "{} already exists: refusing to overwrite a key",
+                    path.display()
+                ),
+            ));
         }
     }
     std::fs::create_dir_all(&args.out_dir)
@@ -385,9 +408,19 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         domain::public_key_pem(&public)?.as_bytes(),
         0o644,
     )?;
-    println!("key id: {}", domain::key_id(&public));
-    println!("private key: {}", private_path.display());
-    println!("public key: {}", public_path.display());
+    let key_id = domain::key_id(&public);
+    if args.json {
+        let answer = json!({
+            "key_id": key_id,
+            "private_key": private_path.display().to_string(),
+            "public_key": public_path.display().to_string(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
+    } else {
+        outln!("key id: {key_id}")?;
+        outln!("private key: {}", private_path.display())?;
+        outln!("public key: {}", public_path.display())?;
+    }
     Ok(())
 }
 

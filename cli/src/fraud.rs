@@ -13,7 +13,8 @@ use corebank_proto::v1 as pb;
 use corebank_proto::v1::fraud_service_client::FraudServiceClient;
 
 use crate::client::{ClientArgs, channel, default_actor};
-use crate::output::{from_json, print, to_json};
+use crate::exit::bad_input;
+use crate::output::{from_json, print};
 
 #[derive(Debug, clap::Args)]
 pub struct FraudCommand {
@@ -37,7 +38,7 @@ enum FraudAction {
     Reviews {
         #[arg(long, value_enum)]
         state: Option<ReviewStateFilter>,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -53,7 +54,7 @@ enum FraudAction {
     Alerts {
         #[arg(long, default_value = "")]
         account_id: String,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -101,7 +102,7 @@ struct Verdict {
 enum RulesAction {
     Show {
         /// 0 or absent: the active version.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         version: i64,
     },
     /// A new version from a JSON file (see `corebank fraud --help`).
@@ -129,7 +130,7 @@ enum WatchlistAction {
         #[arg(long)]
         reason: String,
         /// How long, in hours; until removed when absent.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         hours: Option<i64>,
         #[arg(long, default_value_t = default_actor())]
         actor: String,
@@ -145,7 +146,7 @@ enum WatchlistAction {
         /// Removed and expired entries too.
         #[arg(long)]
         all: bool,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -234,19 +235,15 @@ pub async fn fraud(command: FraudCommand) -> anyhow::Result<()> {
                 actor,
             } => {
                 let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
+                    .with_context(|| format!("reading {}", file.display()))
+                    .map_err(bad_input)?;
                 let mut request = rules_file(&text)
-                    .with_context(|| format!("{} is not a rules file", file.display()))?;
+                    .with_context(|| format!("{} is not a rules file", file.display()))
+                    .map_err(bad_input)?;
                 request.actor = actor;
                 request.reason = reason;
                 request.idempotency_key = key;
-                let stored = client.update_rule_set(request).await?.into_inner();
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&to_json(&stored)?)?);
-                    Ok(())
-                } else {
-                    print(&stored, false)
-                }
+                print(&client.update_rule_set(request).await?.into_inner(), json)
             }
         },
         FraudAction::Watchlist { action } => match action {

@@ -1,15 +1,21 @@
 //! `corebank`: run the services (`up`, `serve`), prepare the database and
 //! broker (`migrate`), move money and operate sagas from a shell, and
 //! benchmark the whole (`bench`).
+//!
+//! The exit status says how a command ended, one code per class
+//! ([`exit::TABLE`]); usage errors are clap's own, which exit 2 (bad input)
+//! like a request the server refused as given.
 
 mod audit;
 mod bench;
 mod client;
 mod dlq;
+mod exit;
 mod export;
 mod fraud;
 mod movements;
 mod output;
+mod progress;
 mod reporting;
 mod run;
 mod saga;
@@ -21,7 +27,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "corebank",
     version,
-    about = "A core-banking backend: services, migrations and a client"
+    about = "A core-banking backend: services, migrations and a client",
+    after_help = exit::TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,7 +65,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the REST gateway's cost: GetBalance through it beside direct gRPC, same run.
     BenchGateway(bench::edge::EdgeArgs),
-    /// Check the ledger and saga invariants (money conserved, no double posting, every saga ended).
+    /// Check the ledger and saga invariants (money conserved, no double posting, every saga ended); exit 1 when one is broken.
     Audit(audit::AuditArgs),
     /// Make an Ed25519 key pair for signing auditor exports.
     Keygen(export::KeygenArgs),
@@ -98,10 +105,10 @@ async fn main() -> std::process::ExitCode {
         Command::Token(command) => token::token(command),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => exit::Exit::Done.into(),
         Err(error) => {
             output::print_error(&error);
-            std::process::ExitCode::FAILURE
+            exit::Exit::of(&error).into()
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Money movements from a shell: deposit, transfer, withdraw, and following
 //! a transaction to its end.
+//!
+//! A movement's command waits for the outcome and says it in its exit
+//! status as well as on stdout: 0 COMPLETED, 4 FAILED, 5 not finished
+//! within `--wait` (see [`crate::exit`]).
 
 use std::time::Duration;
 
@@ -7,12 +11,14 @@ use corebank_proto::v1 as pb;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 
 use crate::client::{ClientArgs, channel};
-use crate::output::print;
+use crate::exit::{Exit, fail};
+use crate::output::{outln, print, stdout_closed, to_json};
 
 #[derive(Debug, clap::Args)]
 pub struct MoneyArgs {
-    /// Decimal amount, e.g. 125.50.
-    #[arg(long)]
+    /// Decimal amount, e.g. 125.50. A negative one reaches the server, which
+    /// refuses it naming the field.
+    #[arg(long, allow_negative_numbers = true)]
     amount: String,
     /// ISO 4217, e.g. USD.
     #[arg(long)]
@@ -20,7 +26,7 @@ pub struct MoneyArgs {
     #[arg(long, default_value = "")]
     description: String,
     /// Wait up to this many seconds for a terminal status (max 30).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     wait: u64,
 }
 
@@ -103,7 +109,12 @@ enum TransactionAction {
         account_id: String,
         #[arg(long, value_enum)]
         status: Option<StatusFilter>,
-        #[arg(long, default_value_t = 50)]
+        #[arg(
+            long,
+            default_value_t = 50,
+            allow_negative_numbers = true,
+            allow_negative_numbers = true
+        )]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -132,10 +143,9 @@ pub async fn deposit(command: DepositCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(
-        &client.create_deposit(request).await?.into_inner(),
-        command.client.json,
-    )
+    let transaction = client.create_deposit(request).await?.into_inner();
+    print(&transaction, command.client.json)?;
+    outcome(&transaction, command.money.wait)
 }
 
 pub async fn withdraw(command: WithdrawCommand) -> anyhow::Result<()> {
@@ -148,10 +158,9 @@ pub async fn withdraw(command: WithdrawCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(
-        &client.create_withdrawal(request).await?.into_inner(),
-        command.client.json,
-    )
+    let transaction = client.create_withdrawal(request).await?.into_inner();
+    print(&transaction, command.client.json)?;
+    outcome(&transaction, command.money.wait)
 }
 
 pub async fn transfer(command: TransferCommand) -> anyhow::Result<()> {
@@ -165,10 +174,36 @@ pub async fn transfer(command: TransferCommand) -> anyhow::Result<()> {
         wait: command.money.wait(),
     });
     request.set_timeout(deadline(command.money.wait));
-    print(
-        &client.create_transfer(request).await?.into_inner(),
-        command.client.json,
-    )
+    let transaction = client.create_transfer(request).await?.into_inner();
+    print(&transaction, command.client.json)?;
+    outcome(&transaction, command.money.wait)
+}
+
+/// The exit class of a movement's answer: done when COMPLETED, else why not.
+fn outcome(transaction: &pb::Transaction, wait: u64) -> anyhow::Result<()> {
+    let id = &transaction.transaction_id;
+    match transaction.status() {
+        pb::TransactionStatus::Completed => Ok(()),
+        pb::TransactionStatus::Failed => Err(fail(
+            Exit::MovementFailed,
+            format!(
+                "transaction {id} ended FAILED: {} {}",
+                transaction.failure_reason, transaction.failure_detail
+            )
+            .trim_end()
+            .to_owned(),
+        )),
+        status => Err(fail(
+            Exit::MovementUnfinished,
+            format!(
+                "transaction {id} is {} after waiting {}s; follow it with `corebank transaction watch {id}`",
+                status
+                    .as_str_name()
+                    .trim_start_matches("TRANSACTION_STATUS_"),
+                wait.min(30)
+            ),
+        )),
+    }
 }
 
 pub async fn transaction(command: TransactionCommand) -> anyhow::Result<()> {
@@ -187,9 +222,16 @@ pub async fn transaction(command: TransactionCommand) -> anyhow::Result<()> {
             request.set_timeout(Duration::from_secs(600));
             let mut stream = client.watch_transaction(request).await?.into_inner();
             while let Some(update) = stream.message().await? {
-                print(&update, json)?;
-                if !json {
-                    println!();
+                // With --json one compact object per line (JSON Lines), so a
+                // script reads each update as it comes.
+                if json {
+                    outln!("{}", serde_json::to_string(&to_json(&update)?)?)?;
+                } else {
+                    print(&update, false)?;
+                    outln!()?;
+                }
+                if stdout_closed() {
+                    break;
                 }
             }
             Ok(())

@@ -1,7 +1,19 @@
 //! Printing answers: canonical proto3 JSON with `--json`, readable
 //! `field: value` lines otherwise, and errors with their reason and fields.
+//!
+//! Everything meant for stdout goes through [`write_out`] (or [`outln!`]),
+//! never `println!`: `println!` panics when the reader has gone
+//! (`corebank saga list | head -1`). Rust ignores SIGPIPE, so such a write
+//! fails with `BrokenPipe`; that is taken as the reader saying "enough":
+//! nothing more is written and the command ends with the exit code of its
+//! own outcome (a FAILED transfer still exits 4). Restoring SIGPIPE's
+//! default instead would kill the process mid-command and report 141
+//! whatever happened, and would have to be kept away from `up` and `serve`,
+//! which must never die because nobody reads their stdout.
 
+use std::io::{ErrorKind, Write};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::Value;
@@ -39,15 +51,66 @@ pub fn from_json<M: prost::Message + prost::Name + Default>(text: &str) -> anyho
     )?)
 }
 
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `text` to stdout and flushes it. A closed pipe is not an error:
+/// it is remembered, and this and every later write do nothing.
+pub fn write_out(text: &str) -> std::io::Result<()> {
+    if stdout_closed() {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        written => written,
+    }
+}
+
+/// Whether the reader of stdout has gone: a command producing a stream of
+/// lines stops early.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` through [`write_out`]: an `std::io::Result<()>`, quiet on a
+/// closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
+
+/// Writes `text` to stderr, ignoring failure: a note that cannot be shown
+/// must not stop the command (`eprintln!` would panic).
+pub fn note(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+}
+
 /// Prints one answer.
 pub fn print<M: prost::Message + prost::Name>(message: &M, json: bool) -> anyhow::Result<()> {
     let value = to_json(message)?;
+    print_value(&value, json)
+}
+
+/// Prints a JSON value: pretty JSON with `--json`, `field: value` lines otherwise.
+pub fn print_value(value: &Value, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?)?;
     } else {
         let mut out = String::new();
-        human(&value, 0, &mut out);
-        print!("{out}");
+        human(value, 0, &mut out);
+        write_out(&out)?;
     }
     Ok(())
 }
@@ -131,20 +194,29 @@ fn label(name: &str) -> String {
 
 /// Prints an error to stderr: for a gRPC error its code, reason and fields.
 pub fn print_error(error: &anyhow::Error) {
+    let mut text = String::new();
     if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        eprintln!("error: {:?}: {}", status.code(), status.message());
+        text.push_str(&format!(
+            "error: {:?}: {}\n",
+            status.code(),
+            status.message()
+        ));
         if let Some(info) = status.get_details_error_info() {
-            eprintln!("  reason: {}", info.reason);
+            text.push_str(&format!("  reason: {}\n", info.reason));
         }
         if let Some(bad) = status.get_details_bad_request() {
             for violation in bad.field_violations {
-                eprintln!("  field {}: {}", violation.field, violation.description);
+                text.push_str(&format!(
+                    "  field {}: {}\n",
+                    violation.field, violation.description
+                ));
             }
         }
         if status.code() == tonic::Code::Unavailable {
-            eprintln!("  is corebank running? start it with scripts/up");
+            text.push_str("  is corebank running? start it with scripts/up\n");
         }
     } else {
-        eprintln!("error: {error:#}");
+        text.push_str(&format!("error: {error:#}\n"));
     }
+    note(&text);
 }

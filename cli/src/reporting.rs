@@ -8,6 +8,7 @@ use corebank_proto::v1 as pb;
 use corebank_proto::v1::reporting_service_client::ReportingServiceClient;
 
 use crate::client::channel;
+use crate::exit::{Exit, fail};
 use crate::export::ExportClientArgs;
 use crate::export::online::{parse_instant, timestamp};
 use crate::output::print;
@@ -31,7 +32,7 @@ enum ReportingAction {
         /// Exclusive, same forms; now when absent.
         #[arg(long, value_parser = parse_instant)]
         to: Option<DateTime<Utc>>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -49,7 +50,7 @@ enum ReportingAction {
         /// Last day (inclusive), YYYY-MM-DD.
         #[arg(long, default_value = "")]
         to: String,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -63,7 +64,7 @@ enum ReportingAction {
     },
     /// Stored reconciliation reports, newest first.
     Reconciliations {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,
@@ -78,7 +79,7 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     client: ExportClientArgs,
     /// The ledger sequence to compare as of; the projection's position when absent.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     as_of: i64,
     #[command(flatten)]
     key: IdempotencyKeyArg,
@@ -158,13 +159,14 @@ pub async fn reporting(command: ReportingCommand) -> anyhow::Result<()> {
             print(&status, json)
         }
         ReportingAction::Rebuild { key } => {
+            let spinner = crate::progress::spinner("rebuilding the read models from the ledger");
             let rebuilt = client
                 .rebuild_read_models(pb::RebuildReadModelsRequest {
                     idempotency_key: key.key(),
                 })
-                .await?
-                .into_inner();
-            print(&rebuilt, json)
+                .await;
+            spinner.finish_and_clear();
+            print(&rebuilt?.into_inner(), json)
         }
         ReportingAction::Reconciliations {
             page_size,
@@ -189,24 +191,29 @@ pub async fn reporting(command: ReportingCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Prints the report; fails (exit 1) when it found a mismatch, so a script
-/// can alert on it.
+/// Prints the report; fails with exit 1 ([`Exit::ProblemFound`]) when it
+/// found a mismatch, so a script can alert on it apart from a failed call.
 pub async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     let mut client = client(&args.client).await?;
+    let spinner = crate::progress::spinner("comparing the read models with the ledger");
     let report = client
         .reconcile(pb::ReconcileRequest {
             as_of_ledger_seq: args.as_of,
             idempotency_key: args.key.key(),
         })
-        .await?
-        .into_inner();
+        .await;
+    spinner.finish_and_clear();
+    let report = report?.into_inner();
     print(&report, args.client.json)?;
     if report.clean {
         Ok(())
     } else {
-        anyhow::bail!(
-            "{} mismatches between the read models and the ledger",
-            report.mismatches.len()
-        )
+        Err(fail(
+            Exit::ProblemFound,
+            format!(
+                "{} mismatches between the read models and the ledger",
+                report.mismatches.len()
+            ),
+        ))
     }
 }

@@ -17,6 +17,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::output::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -187,13 +188,13 @@ async fn provision_all(
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let owner = provision_all(&args.db, &args.databases, &args.amqp).await?;
     for spec in services::schemas() {
-        println!("migrated schema {} (role {})", spec.schema, spec.role);
+        outln!("migrated schema {} (role {})", spec.schema, spec.role)?;
     }
-    println!(
+    outln!(
         "database {}, broker namespace {}",
         owner.get_database().unwrap_or("postgres"),
         args.amqp.namespace
-    );
+    )?;
     Ok(())
 }
 
@@ -243,7 +244,8 @@ async fn start(
     let addr = service.listen_addr(own_args)?;
     let bound = service.start(settings, addr, shutdown.clone()).await?;
     let scheme = if name == "gateway" { "http" } else { "grpc" };
-    println!("{name:<13} {scheme}://{}", bound.local_addr);
+    // A server keeps serving whether or not anyone reads its stdout.
+    let _ = outln!("{name:<13} {scheme}://{}", bound.local_addr);
     peers.insert(name, bound.local_addr);
     tasks.spawn(bound.run);
     Ok(())
@@ -280,7 +282,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(addr) =
         telemetry::spawn_metrics(flags.telemetry.metrics_addr, shutdown.clone()).await
     {
-        println!("metrics       http://{addr}/metrics");
+        let _ = outln!("metrics       http://{addr}/metrics");
     }
     let mut tasks = JoinSet::new();
     let mut peers = Peers::default();
@@ -291,7 +293,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             start(*service, &owner, flags, &mut peers, &mut tasks, &shutdown).await?;
         }
     }
-    println!(
+    let _ = outln!(
         "corebank is up (database {}, broker namespace {}); ctrl-c stops it",
         redact(&flags.db),
         flags.amqp.namespace

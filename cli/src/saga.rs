@@ -33,7 +33,7 @@ enum SagaAction {
         #[arg(long, default_value = "")]
         saga_type: String,
         /// Only sagas older than this many seconds.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         older_than: Option<i64>,
         /// Only sagas flagged for an operator.
         #[arg(long)]
@@ -41,7 +41,7 @@ enum SagaAction {
         /// Only sagas parked at a step that answered "wait" (a fraud review).
         #[arg(long)]
         parked: bool,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
         page_size: i32,
         #[arg(long, default_value = "")]
         page_token: String,

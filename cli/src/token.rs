@@ -13,6 +13,8 @@ use corebank_platform::auth::{
 };
 use corebank_platform::config::parse_duration;
 
+use crate::output::outln;
+
 #[derive(Debug, clap::Args)]
 pub struct TokenCommand {
     #[command(subcommand)]
@@ -46,6 +48,9 @@ struct IssueArgs {
     /// The development signing key's file.
     #[arg(long, env = "COREBANK_DEV_SIGNING_KEY")]
     dev_signing_key: Option<PathBuf>,
+    /// Print `{"token": …}` instead of the bare token.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn token(command: TokenCommand) -> anyhow::Result<()> {
@@ -69,7 +74,12 @@ pub fn token(command: TokenCommand) -> anyhow::Result<()> {
                     Audience::Internal => DEFAULT_INTERNAL_AUDIENCE,
                 },
             );
-            println!("{}", key.issue(&spec)?);
+            let token = key.issue(&spec)?;
+            if args.json {
+                outln!("{}", serde_json::json!({ "token": token }))?;
+            } else {
+                outln!("{token}")?;
+            }
             Ok(())
         }
     }

@@ -362,7 +362,8 @@ fn a_generated_key_signs_an_export_that_verifies_and_is_never_overwritten() {
     );
 
     let (code, text) = corebank(&["keygen", "--out-dir", path(&keys), "--name", "audit"]);
-    assert_eq!(code, 1, "{text}");
+    // Bad input (the README's exit status table).
+    assert_eq!(code, 2, "{text}");
     assert!(text.contains("refusing to overwrite"), "{text}");
 }
 

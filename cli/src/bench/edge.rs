@@ -145,19 +145,26 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         rest: rest_report,
     };
     // With --json the object is the only thing on stdout, the table on stderr.
+    let mut table = Vec::new();
+    write_table(&mut table, &report)?;
+    let table = String::from_utf8_lossy(&table);
     if args.client.json {
-        write_table(&mut std::io::stderr().lock(), &report)?;
-        println!("{}", serde_json::to_string(&report)?);
+        crate::output::note(&table);
+        crate::output::outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        write_table(&mut std::io::stdout().lock(), &report)?;
+        crate::output::write_out(&table)?;
     }
     for (tally, path) in [(&over_grpc, "gRPC"), (&over_rest, "REST")] {
-        anyhow::ensure!(
-            tally.errors == 0,
-            "{} {path} requests failed, the first: {}",
-            tally.errors,
-            tally.first_error.as_deref().unwrap_or("?")
-        );
+        if tally.errors > 0 {
+            return Err(crate::exit::fail(
+                crate::exit::Exit::ProblemFound,
+                format!(
+                    "{} {path} requests failed, the first: {}",
+                    tally.errors,
+                    tally.first_error.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -342,7 +349,7 @@ fn text(value: &Value, field: &str) -> anyhow::Result<String> {
 }
 
 fn progress(message: &str) {
-    eprintln!("bench-gateway: {message}");
+    crate::output::note(&format!("bench-gateway: {message}\n"));
 }
 
 fn write_table(out: &mut impl std::io::Write, report: &EdgeReport) -> std::io::Result<()> {

@@ -30,7 +30,7 @@ pub(super) fn key() -> String {
 }
 
 pub(super) fn progress(message: &str) {
-    eprintln!("bench: {message}");
+    crate::output::note(&format!("bench: {message}\n"));
 }
 
 /// The `ErrorInfo` reason of a refusal, or its code when it has none.
@@ -189,14 +189,22 @@ pub(super) async fn open_funded_account(
     }
 }
 
+/// Opens and funds `--accounts` accounts, a step of `bar` each.
 pub(super) async fn setup(
     clients: &Clients,
     args: &BenchArgs,
     deadline: Instant,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Vec<String>> {
     let run_id = format!("{:08x}", rand::rng().random::<u32>());
+    let run_id = &run_id;
     futures::stream::iter(0..args.accounts)
-        .map(|index| open_funded_account(clients.clone(), &run_id, index, &args.funding, deadline))
+        .map(|index| async move {
+            let funded =
+                open_funded_account(clients.clone(), run_id, index, &args.funding, deadline).await;
+            bar.inc(1);
+            funded
+        })
         .buffered(SETUP_PARALLELISM)
         .try_collect()
         .await
@@ -407,19 +415,22 @@ impl Tally {
     }
 }
 
-/// `concurrency` workers, each sending its next transfer when the last one is terminal.
+/// `concurrency` workers, each sending its next transfer when the last one
+/// is terminal; a step of `bar` for each transfer that ends.
 pub(super) async fn closed_loop(
     clients: &Clients,
     accounts: Arc<Vec<String>>,
     plan: Arc<Vec<Planned>>,
     concurrency: u32,
     deadline: Instant,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Tally> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     for worker in 0..concurrency as usize {
         let client = clients.transactions(worker);
         let (accounts, plan, next) = (accounts.clone(), plan.clone(), next.clone());
+        let bar = bar.clone();
         workers.spawn(async move {
             let mut tally = Tally::new();
             loop {
@@ -430,6 +441,7 @@ pub(super) async fn closed_loop(
                 let sent = Instant::now();
                 let outcome = transfer(client.clone(), &accounts, plan[index], deadline).await;
                 tally.add(sent, outcome);
+                bar.inc(1);
             }
         });
     }
@@ -441,13 +453,15 @@ pub(super) async fn closed_loop(
 }
 
 /// Transfer `i` goes out at `start + i / rate`, whether or not earlier ones
-/// have answered; its latency counts from that intended time.
+/// have answered; its latency counts from that intended time. A step of
+/// `bar` for each transfer that ends.
 pub(super) async fn open_loop(
     clients: &Clients,
     accounts: Arc<Vec<String>>,
     plan: &[Planned],
     rate: f64,
     deadline: Instant,
+    bar: &ProgressBar,
 ) -> anyhow::Result<Tally> {
     let start = Instant::now();
     let mut in_flight = JoinSet::new();
@@ -468,11 +482,13 @@ pub(super) async fn open_loop(
         while let Some(done) = in_flight.try_join_next() {
             let (intended, outcome) = done.context("a bench transfer panicked")?;
             total.add(intended, outcome);
+            bar.inc(1);
         }
     }
     while let Some(done) = in_flight.join_next().await {
         let (intended, outcome) = done.context("a bench transfer panicked")?;
         total.add(intended, outcome);
+        bar.inc(1);
     }
     Ok(total)
 }

@@ -18,6 +18,7 @@ use anyhow::Context;
 use corebank_platform::auth::AuthedChannel;
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use rand::Rng;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -34,6 +35,8 @@ use corebank_proto::v1::customer_service_client::CustomerServiceClient;
 use corebank_proto::v1::transaction_service_client::TransactionServiceClient;
 
 use crate::client::{ClientArgs, service_channel};
+use crate::exit::{Exit, fail};
+use crate::output::{outln, write_out};
 
 pub mod edge;
 mod load;
@@ -83,7 +86,7 @@ pub struct BenchArgs {
     #[arg(long)]
     rate: Option<f64>,
     /// Opening deposit of every account, in USD.
-    #[arg(long, default_value = "1000000.00")]
+    #[arg(long, default_value = "1000000.00", allow_negative_numbers = true)]
     funding: String,
     /// Pause before reading PostgreSQL's statistics at each end of the transfer phase:
     /// an idle backend reports its commits up to 10 s late.
@@ -135,11 +138,13 @@ impl Clients {
 /// One planned transfer: indexes into the funded accounts, amount in cents.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    if let Some(rate) = args.rate {
-        anyhow::ensure!(
-            rate.is_finite() && rate > 0.0,
-            "--rate must be a positive number of transfers per second"
-        );
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(fail(
+            Exit::BadInput,
+            "--rate must be a positive number of transfers per second",
+        ));
     }
     let db = PgPoolOptions::new()
         .max_connections(2)
@@ -150,7 +155,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let clients = Clients::connect(&args.client).await?;
 
     progress(&format!("opening and funding {} accounts", args.accounts));
-    let accounts = match timeout_at(deadline, setup(&clients, &args, deadline)).await {
+    let bar = crate::progress::bar(u64::from(args.accounts), "accounts funded");
+    let funded = timeout_at(deadline, setup(&clients, &args, deadline, &bar)).await;
+    bar.finish_and_clear();
+    let accounts = match funded {
         Ok(accounts) => Arc::new(accounts.context("setting up the bench accounts")?),
         Err(_) => anyhow::bail!("setting up the bench accounts took longer than --timeout-secs"),
     };
@@ -170,9 +178,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "running {} transfers (seed {seed})",
         args.transfers
     ));
+    let bar = crate::progress::bar(args.transfers, "movements ended");
     let start = Instant::now();
     let tally = match args.rate {
-        Some(rate) => open_loop(&clients, accounts.clone(), &plan, rate, deadline).await?,
+        Some(rate) => open_loop(&clients, accounts.clone(), &plan, rate, deadline, &bar).await,
         None => {
             closed_loop(
                 &clients,
@@ -180,10 +189,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 plan.clone(),
                 args.concurrency,
                 deadline,
+                &bar,
             )
-            .await?
+            .await
         }
     };
+    bar.finish_and_clear();
+    let tally = tally?;
     let elapsed = tally
         .last_terminal
         .unwrap_or_else(Instant::now)
@@ -264,17 +276,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     // With --json the object is the only thing on stdout; the table goes to
     // stderr, so a script reads one and shows the other from a single run.
+    let mut table = Vec::new();
+    report.write_table(&mut table)?;
+    let table = String::from_utf8_lossy(&table);
     if args.client.json {
-        report.write_table(&mut std::io::stderr().lock())?;
-        println!("{}", serde_json::to_string(&report)?);
+        crate::output::note(&table);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        report.write_table(&mut std::io::stdout().lock())?;
+        write_out(&table)?;
     }
     let problems = report.problems();
-    anyhow::ensure!(
-        problems.is_empty(),
-        "the bench run failed: {}",
-        problems.join("; ")
-    );
+    if !problems.is_empty() {
+        return Err(fail(
+            Exit::ProblemFound,
+            format!("the bench run failed: {}", problems.join("; ")),
+        ));
+    }
     Ok(())
 }

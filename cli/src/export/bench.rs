@@ -19,6 +19,7 @@ use uuid::Uuid;
 use corebank_reporting::domain::export::{self as domain, ExportDraft, ExportFiles, ExportRow};
 
 use super::ExportDir;
+use crate::output::outln;
 
 /// Accounts the generated transfers move money between.
 const ACCOUNTS: usize = 1000;
@@ -27,7 +28,7 @@ const ACCOUNTS: usize = 1000;
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
     /// Ledger entries to export: two per journal, so an even number.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(2..), allow_negative_numbers = true)]
     rows: u64,
 }
 
@@ -149,7 +150,10 @@ fn write_files(dir: &Path, files: &ExportFiles) -> anyhow::Result<()> {
 pub(crate) fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
     let rows = usize::try_from(args.rows).context("--rows does not fit in memory")?;
     if rows % 2 != 0 {
-        anyhow::bail!("--rows must be even: every journal has two entries");
+        return Err(crate::exit::fail(
+            crate::exit::Exit::BadInput,
+            "--rows must be even: every journal has two entries",
+        ));
     }
     let journals = rows / 2;
     let start = start();
@@ -275,38 +279,42 @@ pub(crate) fn run(args: BenchArgs, json: bool) -> anyhow::Result<()> {
                 "lines": proof_report.lines,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "export bench: {rows} rows ({journals} journals between {ACCOUNTS} accounts), signed with key {}",
         report.key_id
-    );
-    println!("  entries.jsonl: {}", size(jsonl_bytes, rows));
-    println!("  entries.csv:   {}", size(csv_bytes, rows));
-    println!("baseline sha256 of the files: {:.1} ms", millis(baseline));
-    println!(
+    )?;
+    outln!("  entries.jsonl: {}", size(jsonl_bytes, rows))?;
+    outln!("  entries.csv:   {}", size(csv_bytes, rows))?;
+    outln!("baseline sha256 of the files: {:.1} ms", millis(baseline))?;
+    outln!(
         "  {:<20} {:>10} {:>14} {:>12}",
-        "step", "ms", "rows/s", "x baseline"
-    );
+        "step",
+        "ms",
+        "rows/s",
+        "x baseline"
+    )?;
     for step in &steps {
-        println!(
+        outln!(
             "  {:<20} {:>10.3} {:>14.0} {:>12.2}",
             step.name,
             step.millis(),
             step.rows_per_second(),
             step.ratio(baseline)
-        );
+        )?;
     }
-    println!(
+    outln!(
         "verify passed: {} rows; reading the files back took {:.1} ms of it",
         report.manifest.row_count,
         millis(took_read)
-    );
-    println!(
+    )?;
+    outln!(
         "proof of journal {} verified: {} lines (verify_proof's rows/s counts those lines)",
-        proof_report.journal_id, proof_report.lines
-    );
+        proof_report.journal_id,
+        proof_report.lines
+    )?;
     Ok(())
 }
 

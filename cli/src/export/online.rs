@@ -14,7 +14,8 @@ use corebank_reporting::domain::export::{FILE_NAMES, SIGNATURE_FILE};
 
 use super::ExportClientArgs;
 use crate::client::channel;
-use crate::output::print;
+use crate::exit::{Exit, fail};
+use crate::output::{outln, print};
 
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
@@ -59,7 +60,7 @@ async fn client(args: &ExportClientArgs) -> anyhow::Result<ReportingServiceClien
 
 pub async fn create(args: &ExportClientArgs, create: CreateArgs) -> anyhow::Result<()> {
     if create.to <= create.from {
-        anyhow::bail!("--to must be after --from");
+        return Err(fail(Exit::BadInput, "--to must be after --from"));
     }
     let request = pb::CreateExportRequest {
         idempotency_key: create
@@ -69,12 +70,11 @@ pub async fn create(args: &ExportClientArgs, create: CreateArgs) -> anyhow::Resu
         period_end: Some(timestamp(create.to)),
         account_ids: create.accounts.iter().map(ToString::to_string).collect(),
     };
-    let export = client(args)
-        .await?
-        .create_export(request)
-        .await?
-        .into_inner();
-    print(&export, args.json)
+    let mut client = client(args).await?;
+    let spinner = crate::progress::spinner("building and signing the export");
+    let export = client.create_export(request).await;
+    spinner.finish_and_clear();
+    print(&export?.into_inner(), args.json)
 }
 
 pub async fn list(
@@ -134,10 +134,13 @@ pub async fn download(
     for name in FILE_NAMES {
         let path = out.join(name);
         if path.exists() {
-            anyhow::bail!(
-                "{} already exists: refusing to overwrite it",
-                path.display()
-            );
+            return Err(fail(
+                Exit::BadInput,
+                format!(
+                    "{} already exists: refusing to overwrite it",
+                    path.display()
+                ),
+            ));
         }
     }
     let request = pb::DownloadExportRequest {
@@ -149,6 +152,48 @@ pub async fn download(
         .await?
         .into_inner();
     let mut files: HashMap<&'static str, Incoming> = HashMap::new();
+    let progress = crate::progress::bytes("downloading");
+    let received = receive(&mut stream, out, &mut files, &progress).await;
+    progress.finish_and_clear();
+    received?;
+    let sizes: Vec<(&str, u64)> = FILE_NAMES
+        .iter()
+        .map(|name| (*name, files.get(name).map_or(0, |incoming| incoming.size)))
+        .collect();
+    if args.json {
+        let answer = serde_json::json!({
+            "export_id": export_id,
+            "dir": out.display().to_string(),
+            "files": sizes
+                .iter()
+                .map(|(name, bytes)| serde_json::json!({"name": name, "bytes": bytes}))
+                .collect::<Vec<_>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
+        return Ok(());
+    }
+    outln!(
+        "export {export_id}: wrote {} files to {}",
+        FILE_NAMES.len(),
+        out.display()
+    )?;
+    for (name, size) in sizes {
+        outln!("  {name}: {size} bytes")?;
+    }
+    outln!(
+        "check it offline: corebank export verify {} --public-key <key.pub.pem> (keys: corebank export keys); {SIGNATURE_FILE} signs manifest.json",
+        out.display()
+    )?;
+    Ok(())
+}
+
+/// Writes the stream's chunks into `files` under `out`, checking each.
+async fn receive(
+    stream: &mut tonic::Streaming<pb::ExportChunk>,
+    out: &Path,
+    files: &mut HashMap<&'static str, Incoming>,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     while let Some(chunk) = stream.message().await? {
         let Some(name) = FILE_NAMES.iter().copied().find(|n| *n == chunk.file_name) else {
             anyhow::bail!(
@@ -199,6 +244,8 @@ pub async fn download(
             .write_all(&chunk.data)
             .with_context(|| format!("cannot write {}", out.join(name).display()))?;
         incoming.written = end;
+        progress.set_message(name);
+        progress.inc(chunk.data.len() as u64);
     }
     for name in FILE_NAMES {
         let Some(incoming) = files.get_mut(name) else {
@@ -213,18 +260,5 @@ pub async fn download(
         }
         incoming.file.sync_all()?;
     }
-    println!(
-        "export {export_id}: wrote {} files to {}",
-        FILE_NAMES.len(),
-        out.display()
-    );
-    for name in FILE_NAMES {
-        let size = files.get(name).map_or(0, |incoming| incoming.size);
-        println!("  {name}: {size} bytes");
-    }
-    println!(
-        "check it offline: corebank export verify {} --public-key <key.pub.pem> (keys: corebank export keys); {SIGNATURE_FILE} signs manifest.json",
-        out.display()
-    );
     Ok(())
 }
