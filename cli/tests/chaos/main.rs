@@ -8,8 +8,9 @@
 //! `CHAOS_SECONDS` sets how long faults are injected (default 120: the
 //! suite's short form; `scripts/chaos` runs 600), `CHAOS_SEED` the seed
 //! (default: a random one, printed). The faults: latency, a blackhole and a
-//! reset on every broker link, latency and a reset on every database link
-//! (each through the project's fault proxy), every database backend
+//! reset on every broker link, the broker (a private RabbitMQ node) killed or
+//! stopped and started again, latency, a stall and a reset on every database
+//! link (each link through the project's fault proxy), every database backend
 //! terminated, corebank killed with SIGKILL, stopped with SIGTERM, and killed
 //! at a random failpoint; each process stopped is started again at once.
 
@@ -17,7 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corebank_tests::harness::{TestDb, amqp_url, key, lease_namespace};
+use corebank_faults::PrivateRabbit;
+use corebank_tests::harness::{TestDb, key};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -164,13 +166,14 @@ async fn a_seeded_chaos_soak_under_open_loop_load_keeps_every_invariant() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let db = TestDb::create(&[]).await;
-    let lease = lease_namespace().await;
-    let (broker_url, broker_proxy) = through_proxy(&amqp_url()).await;
+    // A broker of its own, which the soak stops and kills.
+    let rabbit = PrivateRabbit::start().await.expect("a private rabbitmq");
+    let (broker_url, broker_proxy) = through_proxy(&rabbit.url()).await;
     let (database_url, database_proxy) = through_proxy(&database_url(&db.name)).await;
     let key_path = std::env::temp_dir().join(format!("corebank-chaos-{}.key.pem", key()));
     let operator = operator(&key_path);
     let wiring = Wiring {
-        namespace: lease.namespace().as_str().to_owned(),
+        namespace: "corebank".to_owned(),
         database_url,
         broker_url,
         ports: free_ports(),
@@ -179,6 +182,7 @@ async fn a_seeded_chaos_soak_under_open_loop_load_keeps_every_invariant() {
         broker_proxy,
         database_proxy,
         db,
+        rabbit,
     };
     let mut system = System {
         corebank: wiring.spawn(&[]),
@@ -276,7 +280,7 @@ async fn a_seeded_chaos_soak_under_open_loop_load_keeps_every_invariant() {
             )
             .await,
         );
-        let parked = parked(&amqp_url(), &system.wiring.namespace).await;
+        let parked = parked(&system.wiring.rabbit.url(), &system.wiring.namespace).await;
         results.push((
             "no message parked",
             if parked.is_empty() {

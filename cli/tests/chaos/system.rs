@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use corebank_faults::{Fault, FaultProxy};
+use corebank_faults::{Fault, FaultProxy, PrivateRabbit};
 use corebank_tests::harness::TestDb;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -27,7 +27,10 @@ pub enum Kind {
     BrokerLatency,
     BrokerBlackhole,
     BrokerReset,
+    BrokerKilled,
+    BrokerStopped,
     DatabaseLatency,
+    DatabaseStall,
     DatabaseReset,
     BackendsTerminated,
     Killed,
@@ -35,11 +38,14 @@ pub enum Kind {
     Failpoint,
 }
 
-pub const KINDS: [Kind; 9] = [
+pub const KINDS: [Kind; 12] = [
     Kind::BrokerLatency,
     Kind::BrokerBlackhole,
     Kind::BrokerReset,
+    Kind::BrokerKilled,
+    Kind::BrokerStopped,
     Kind::DatabaseLatency,
+    Kind::DatabaseStall,
     Kind::DatabaseReset,
     Kind::BackendsTerminated,
     Kind::Killed,
@@ -47,10 +53,11 @@ pub const KINDS: [Kind; 9] = [
     Kind::Failpoint,
 ];
 
-/// How corebank is started: its database and broker (each through a fault
-/// proxy), namespace, ports, signing key and metrics address.
+/// How corebank is started: its database and its private broker (each
+/// through a fault proxy), namespace, ports, signing key and metrics address.
 pub struct Wiring {
     pub db: TestDb,
+    pub rabbit: PrivateRabbit,
     pub namespace: String,
     pub database_url: String,
     pub broker_url: String,
@@ -62,15 +69,21 @@ pub struct Wiring {
 }
 
 impl Wiring {
-    /// Starts `corebank up` with `env` besides the usual environment.
+    /// Starts `corebank up` with `env` besides the usual environment. Its
+    /// log says only errors: the soak's own lines are the report, and every
+    /// fault it injects makes the services warn.
     pub fn spawn(&self, env: &[(&str, &str)]) -> Child {
+        let env: Vec<(&str, &str)> = [("RUST_LOG", "error")]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
         Launch {
             database_url: &self.database_url,
             broker_url: &self.broker_url,
             namespace: &self.namespace,
             ports: &self.ports,
             key: &self.key_path,
-            env,
+            env: &env,
             metrics: self.metrics,
         }
         .spawn(&["up"])
@@ -122,12 +135,40 @@ impl System {
                 self.wiring.broker_proxy.reset_all();
                 "every link reset".to_owned()
             }
+            Kind::BrokerKilled => {
+                self.wiring.rabbit.kill().await.expect("kill rabbitmq");
+                sleep(hold).await;
+                self.wiring
+                    .rabbit
+                    .start_again()
+                    .await
+                    .expect("start rabbitmq again");
+                format!("down {hold:?}, started again")
+            }
+            Kind::BrokerStopped => {
+                self.wiring
+                    .rabbit
+                    .stop_gracefully()
+                    .await
+                    .expect("stop rabbitmq");
+                sleep(hold).await;
+                self.wiring
+                    .rabbit
+                    .start_again()
+                    .await
+                    .expect("start rabbitmq again");
+                format!("down {hold:?}, started again")
+            }
             Kind::DatabaseLatency => {
                 let latency = Fault::Latency {
                     base: Duration::from_millis(20),
                     jitter: Duration::from_millis(10),
                 };
                 held(&self.wiring.database_proxy, latency, hold).await;
+                format!("held {hold:?}")
+            }
+            Kind::DatabaseStall => {
+                held(&self.wiring.database_proxy, Fault::Stall, hold).await;
                 format!("held {hold:?}")
             }
             Kind::DatabaseReset => {

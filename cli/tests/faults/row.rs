@@ -29,9 +29,9 @@ pub const ACCOUNTS: usize = 6;
 pub const FUNDING: &str = "500.00";
 /// The burst of transfers sent just before the fault, as fast as
 /// [`SENDERS`] senders can: more than the system completes at once, so that
-/// sagas queue up (the mix skips an account paying itself, about one in
-/// eight here).
-pub const BURST: usize = 100;
+/// sagas queue up, about 200 in flight with the trickle when the fault
+/// strikes (the mix skips an account paying itself, about one in eight here).
+pub const BURST: usize = 200;
 /// How many senders send the burst at once.
 pub const SENDERS: usize = 4;
 /// The trickle of transfers sent one by one from the moment the fault

@@ -149,7 +149,7 @@ async fn fraud_away_for_longer_than_every_attempt_fails_the_transfer_closed_as_s
 }
 
 /// Fraud away under load, for longer than the screen step's attempts: each of
-/// a hundred transfers in flight fails closed as SCREENING_UNAVAILABLE, every
+/// two hundred transfers in flight fails closed as SCREENING_UNAVAILABLE, every
 /// hold is released and no money moves; once fraud is back, a transfer
 /// completes again.
 #[tokio::test(flavor = "multi_thread")]
@@ -161,7 +161,7 @@ async fn fraud_away_under_load_fails_every_transfer_closed_and_releases_every_ho
     }
     app.stop(Service::Fraud).await;
     let ids = futures::future::join_all(
-        (0..100).map(|i| app.submit_transfer(&accounts[i % 4], &accounts[(i + 1) % 4], "1.00")),
+        (0..200).map(|i| app.submit_transfer(&accounts[i % 4], &accounts[(i + 1) % 4], "1.00")),
     )
     .await;
     for id in &ids {

@@ -79,7 +79,7 @@ async fn reporting_stopped_during_a_load_catches_up_when_started_and_reconciles_
     approve_everything(&app).await;
     let accounts = funded_accounts(&app, 4, "200.00").await;
     app.stop(Service::Reporting).await;
-    random_load(&app, &accounts, 50, 23).await;
+    random_load(&app, &accounts, 200, 23).await;
     app.assert_invariants().await;
     assert!(
         app.count("reporting.entry").await < app.count("account.entry").await,

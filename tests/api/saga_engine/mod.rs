@@ -37,6 +37,7 @@ use crate::helpers::{TestDb, key, reason};
 const OPERATOR: &str = "ops-test";
 
 mod flows;
+mod load;
 mod operators;
 mod parking;
 mod participants;
@@ -61,6 +62,17 @@ fn fast() -> EngineConfig {
         max_attempts: 3,
         tick: Duration::from_millis(50),
         ..EngineConfig::default()
+    }
+}
+
+/// [`fast`] timings for a scripted saga among a couple of hundred in flight
+/// (a load), on a machine that may answer a command late: a step times out
+/// after 2 s, and a forward step is tried five times.
+fn loaded() -> EngineConfig {
+    EngineConfig {
+        step_timeout: Duration::from_secs(2),
+        max_attempts: 5,
+        ..fast()
     }
 }
 
@@ -100,6 +112,7 @@ struct SagaTest {
     _connection: Connection,
     commands: mpsc::UnboundedReceiver<Received>,
     buffered: VecDeque<Received>,
+    background: load::Background,
 }
 
 impl SagaTest {
@@ -156,6 +169,7 @@ impl SagaTest {
             _connection: connection,
             commands,
             buffered: VecDeque::new(),
+            background: load::Background::default(),
         };
         test.start_orchestrator().await;
         test

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Transfers in flight around the scripted saga.
+const LOAD: usize = 200;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
     let mut test = SagaTest::start(patient()).await;
@@ -72,10 +75,12 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
 
 /// A compensation refused again and again flags the saga for an operator
 /// and is sent again on its timer, never given up; the first acceptance
-/// finishes the failure and lifts the flag.
+/// finishes the failure and lifts the flag. Among 200 transfers in flight,
+/// each of which ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_refused_again_and_again_flags_the_saga_and_the_first_acceptance_finishes_it() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(loaded()).await;
+    test.load(LOAD).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.succeed(&reserve).await;
@@ -104,14 +109,18 @@ async fn a_release_refused_again_and_again_flags_the_saga_and_the_first_acceptan
         .filter(|(step, event)| step == "reserve" && event == "rejected")
         .count();
     assert_eq!(refusals, 3, "{:?}", saga.history);
+    let completed = test.finish_load().await;
+    eprintln!("{completed} of the {LOAD} transfers in flight around it completed");
 }
 
 /// The reply to an earlier attempt of a step, arriving after the current
 /// attempt's reply moved the saga on, changes nothing and sends nothing, even
-/// when it says the opposite (a refusal after the success).
+/// when it says the opposite (a refusal after the success). Among 200
+/// transfers in flight, each of which ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_refusal_of_an_earlier_attempt_after_the_current_success_changes_nothing() {
-    let mut test = SagaTest::start(fast()).await;
+    let mut test = SagaTest::start(loaded()).await;
+    test.load(LOAD).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let first = test.expect::<pb::ReserveFundsCommand>().await;
     let again = test
@@ -142,4 +151,6 @@ async fn a_late_refusal_of_an_earlier_attempt_after_the_current_success_changes_
         }),
         "no release and no failure: {rest:?}"
     );
+    let completed = test.finish_load().await;
+    eprintln!("{completed} of the {LOAD} transfers in flight around it completed");
 }

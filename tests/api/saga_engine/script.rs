@@ -140,10 +140,9 @@ impl SagaTest {
         if let Some(command) = self.buffered.pop_front() {
             return command;
         }
-        tokio::time::timeout(WAIT, self.commands.recv())
+        self.receive_until(tokio::time::Instant::now() + WAIT)
             .await
             .expect("a command arrives in time")
-            .expect("participant queue open")
     }
 
     /// The next command of `M`, keeping the others for later.
@@ -157,10 +156,10 @@ impl SagaTest {
         }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let command = tokio::time::timeout_at(deadline, self.commands.recv())
+            let command = self
+                .receive_until(deadline)
                 .await
-                .expect("the expected command arrives in time")
-                .expect("participant queue open");
+                .expect("the expected command arrives in time");
             if wanted(&command) {
                 return command;
             }
@@ -172,8 +171,7 @@ impl SagaTest {
     pub(super) async fn drain(&mut self, window: Duration) -> Vec<Received> {
         let mut all: Vec<Received> = self.buffered.drain(..).collect();
         let deadline = tokio::time::Instant::now() + window;
-        while let Ok(Some(command)) = tokio::time::timeout_at(deadline, self.commands.recv()).await
-        {
+        while let Some(command) = self.receive_until(deadline).await {
             all.push(command);
         }
         all
