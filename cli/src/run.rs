@@ -272,7 +272,7 @@ async fn wait(
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let flags = &args.services;
-    telemetry::init_logging(&flags.telemetry);
+    let traces = telemetry::init_telemetry(&flags.telemetry, "corebank")?;
     let owner = if args.skip_migrate {
         db::options(&flags.db.database_url)?
     } else {
@@ -298,12 +298,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         redact(&flags.db),
         flags.amqp.namespace
     );
-    wait(tasks, shutdown).await
+    let stopped = wait(tasks, shutdown).await;
+    // The spans still buffered are exported before the process exits.
+    traces.shutdown().await;
+    stopped
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = &args.services;
-    telemetry::init_logging(&flags.telemetry);
+    let traces = telemetry::init_telemetry(&flags.telemetry, args.service.name())?;
     let owner = db::options(&flags.db.database_url)?;
     let shutdown = shutdown::on_signal();
     telemetry::spawn_metrics(flags.telemetry.metrics_addr, shutdown.clone()).await;
@@ -317,7 +320,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &shutdown,
     )
     .await?;
-    wait(tasks, shutdown).await
+    let stopped = wait(tasks, shutdown).await;
+    traces.shutdown().await;
+    stopped
 }
 
 /// The database URL without its password, for printing.

@@ -1,7 +1,8 @@
 //! Generic gRPC calls: a codec that encodes and decodes
 //! `prost_reflect::DynamicMessage` by the method's descriptors, and one lazy
 //! channel per proto service, so any method of any routed service can be
-//! called without generated stubs.
+//! called without generated stubs. Each call carries the request's trace
+//! context (`traceparent`) when traces are on.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -118,6 +119,8 @@ impl Backends {
         output: MessageDescriptor,
         request: Request<DynamicMessage>,
     ) -> Result<Response<DynamicMessage>, Status> {
+        let mut request = request;
+        corebank_platform::tracing_otel::inject(request.metadata_mut());
         let mut grpc = self.client(service)?;
         grpc.ready().await.map_err(unavailable)?;
         grpc.unary(request, grpc_path(path)?, DynamicCodec::new(output))
@@ -132,6 +135,8 @@ impl Backends {
         output: MessageDescriptor,
         request: Request<DynamicMessage>,
     ) -> Result<Response<Streaming<DynamicMessage>>, Status> {
+        let mut request = request;
+        corebank_platform::tracing_otel::inject(request.metadata_mut());
         let mut grpc = self.client(service)?;
         grpc.ready().await.map_err(unavailable)?;
         grpc.server_streaming(request, grpc_path(path)?, DynamicCodec::new(output))

@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_governor::GovernorLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, MakeSpan, TraceLayer};
 
 use crate::auth::{EdgeAuth, PlatformAuth};
 use crate::backend::Backends;
@@ -338,6 +338,31 @@ pub fn router(settings: Settings) -> anyhow::Result<Router> {
         .route("/openapi.json", openapi)
         .fallback_service(generated)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))
+}
+
+/// The span of one HTTP request: with traces on, an INFO span continuing the
+/// caller's `traceparent` (or starting a trace) that every backend call of
+/// the request carries on; otherwise tower-http's usual DEBUG span.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    if !corebank_platform::tracing_otel::enabled() {
+        return DefaultMakeSpan::new().make_span(request);
+    }
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+    );
+    corebank_platform::tracing_otel::continue_trace(
+        &span,
+        corebank_platform::tracing_otel::traceparent_header(request.headers()),
+    );
+    span
 }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::domain::{Command, Event, OutgoingCommand, ReplyOutcome, Saga, SagaData, SagaType};
 
 /// The outbox message of `command`: a fresh message id, the deterministic
-/// command id in the payload, the saga id as correlation id.
+/// command id in the payload, the saga id as correlation id, and the trace
+/// context of the span sending it (the transaction's own without traces).
 pub fn command_message(
     saga: &Saga,
     command: &OutgoingCommand,
@@ -117,7 +118,7 @@ pub fn command_message(
     };
     let message = OutgoingMessage::command(command.participant, message_type, payload)
         .with_correlation_id(saga.saga_id)
-        .with_traceparent(corebank_platform::messaging::traceparent_for(
+        .with_traceparent(corebank_platform::messaging::current_traceparent_or(
             saga.transaction_id,
         ))
         .with_occurred_at(now);

@@ -70,7 +70,7 @@ pub struct Applying<'a> {
     pub saga_id: Uuid,
     pub event: Event,
     pub causation_id: Option<Uuid>,
-    /// The span the event's logs and metrics belong to.
+    /// The span the event's logs, metrics and commands belong to.
     pub span: &'a tracing::Span,
 }
 
@@ -110,12 +110,13 @@ pub async fn apply_all(
                 continue;
             }
         };
-        commands.extend(transition.commands.iter().map(|command| {
-            messages::command_message(&transition.saga, command, now, applying.causation_id)
-        }));
-        applying
-            .span
-            .in_scope(|| observe(saga, &transition, is_reply, now));
+        // In the event's span, so the commands carry it as their parent.
+        applying.span.in_scope(|| {
+            commands.extend(transition.commands.iter().map(|command| {
+                messages::command_message(&transition.saga, command, now, applying.causation_id)
+            }));
+            observe(saga, &transition, is_reply, now);
+        });
         if !changed.contains(&saga.saga_id) {
             changed.push(saga.saga_id);
         }

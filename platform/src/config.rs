@@ -100,7 +100,7 @@ pub struct DatabaseArgs {
     pub db_pool_size: u32,
 }
 
-/// Logging and metrics.
+/// Logging, metrics and traces.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// Log format: `pretty` for people, `json` for collectors, `auto` for
@@ -114,6 +114,10 @@ pub struct TelemetryArgs {
     /// Where `/metrics` is served (Prometheus text format).
     #[arg(long, env = "COREBANK_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: SocketAddr,
+    /// Where spans are exported, OTLP over gRPC (`http://127.0.0.1:4317`);
+    /// unset, no trace is recorded or exported.
+    #[arg(long, env = "COREBANK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Rules applied to every request that carries money or an idempotency key.

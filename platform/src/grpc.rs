@@ -1,6 +1,7 @@
 //! The gRPC server every service runs: health (`grpc.health.v1`), reflection,
-//! request ids, a default deadline, tracing spans and metrics, and graceful
-//! shutdown that reports NOT_SERVING before draining.
+//! request ids, a default deadline, tracing spans (continuing the caller's
+//! `traceparent`) and metrics, and graceful shutdown that reports
+//! NOT_SERVING before draining.
 
 use std::time::Duration;
 
@@ -63,7 +64,13 @@ impl GrpcServer {
                     .get("x-request-id")
                     .and_then(|value| value.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("grpc", service = name, method = %request.uri().path(), request_id)
+                let span = tracing::info_span!("grpc", service = name, method = %request.uri().path(), request_id);
+                if crate::tracing_otel::enabled() {
+                    // The caller's trace goes on here, when it sent one.
+                    let traceparent = crate::tracing_otel::traceparent_header(request.headers());
+                    crate::tracing_otel::continue_trace(&span, traceparent);
+                }
+                span
             }).on_failure(crate::telemetry::GrpcFailureLog))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(GrpcMetricsLayer::new(name))

@@ -1,6 +1,6 @@
 //! The shared runtime every corebank service stands on: configuration,
-//! telemetry, PostgreSQL, the gRPC server, the error model, money, paging and
-//! idempotency. No domain logic lives here.
+//! telemetry (logs, metrics, traces), PostgreSQL, the gRPC server, the
+//! error model, money, paging and idempotency. No domain logic lives here.
 
 pub mod auth;
 pub mod clock;
@@ -20,5 +20,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
 pub mod time;
+pub mod tracing_otel;
 
 pub use error::{ApiError, ErrorCode, Violations};

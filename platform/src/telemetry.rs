@@ -1,5 +1,6 @@
-//! Logs (pretty or JSON) and Prometheus metrics: a `/metrics` endpoint and a
-//! tower layer counting gRPC requests and their latency by method and code.
+//! Logs (pretty or JSON), traces (OTLP, when asked for) and Prometheus
+//! metrics: a `/metrics` endpoint and a tower layer counting gRPC requests
+//! and their latency by method and code.
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -12,9 +13,12 @@ use std::time::Instant;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::TelemetryArgs;
+use crate::tracing_otel::{self, Traces};
 
 /// Targets whose events are too loud at the levels they use, quieted unless
 /// the filter names them: lapin logs every message the broker returns, bytes
@@ -24,6 +28,69 @@ const QUIETED: &[(&str, &str)] = &[("lapin::returned_messages", "error")];
 
 /// Installs the global log subscriber on stderr; later calls are no-ops.
 pub fn init_logging(args: &TelemetryArgs) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(args))
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = if log_json(args) {
+        builder
+            .json()
+            .flatten_event(true)
+            // The current span is the last of `spans` already.
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init()
+    } else {
+        builder
+            .compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+}
+
+/// Logs as [`init_logging`] does and, with `--otlp-endpoint`, exports
+/// spans there as `service_name` (see [`crate::tracing_otel`]). Call within
+/// the Tokio runtime; keep what it returns until the process stops, then
+/// [`Traces::shutdown`] it. Without an endpoint this is [`init_logging`].
+pub fn init_telemetry(args: &TelemetryArgs, service_name: &str) -> anyhow::Result<Traces> {
+    let Some(endpoint) = args.otlp_endpoint.as_deref() else {
+        init_logging(args);
+        return Ok(Traces::off());
+    };
+    let (traces_layer, traces) = tracing_otel::layer(endpoint, service_name)?;
+    let logs = if log_json(args) {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed()
+    };
+    let installed = tracing_subscriber::registry()
+        .with(traces_layer)
+        .with(logs.with_filter(log_filter(args)))
+        .try_init()
+        .is_ok();
+    if !installed {
+        // A subscriber was installed before: its spans are not ours to export.
+        return Ok(Traces::off());
+    }
+    tracing_otel::mark_enabled();
+    tracing::info!(%endpoint, service = service_name, "exporting traces");
+    Ok(traces)
+}
+
+/// The log filter of `args`, with the [`QUIETED`] targets quieted.
+fn log_filter(args: &TelemetryArgs) -> EnvFilter {
     let mut filter =
         EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     for (target, level) in QUIETED {
@@ -33,27 +100,16 @@ pub fn init_logging(args: &TelemetryArgs) {
             filter = filter.add_directive(directive);
         }
     }
-    let terminal = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(true);
-    let json = match args.log_format.as_str() {
+    filter
+}
+
+/// Whether logs are JSON lines (`auto`: when stderr is not a terminal).
+fn log_json(args: &TelemetryArgs) -> bool {
+    match args.log_format.as_str() {
         "json" => true,
         "pretty" => false,
-        _ => !terminal,
-    };
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            // The current span is the last of `spans` already.
-            .with_current_span(false)
-            .with_ansi(false)
-            .try_init()
-    } else {
-        builder.compact().with_ansi(terminal).try_init()
-    };
+        _ => !std::io::stderr().is_terminal(),
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

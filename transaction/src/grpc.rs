@@ -141,8 +141,9 @@ impl TransactionApi {
                 move |conn| {
                     Box::pin(async move {
                         let transaction = store::insert(conn, Uuid::now_v7(), &new, now).await?;
+                        // The request's span is the parent of the whole saga.
                         let event = messages::requested_event(&transaction, now).with_traceparent(
-                            messaging::traceparent_for(transaction.transaction_id),
+                            messaging::current_traceparent_or(transaction.transaction_id),
                         );
                         messaging::enqueue(conn, event).await?;
                         tracing::debug!(

@@ -133,6 +133,16 @@ impl Launch<'_> {
             let flag = format!("--{}-addr", service.name());
             command.args([flag, port(self.ports, service.name()).to_string()]);
         }
+        // Small pools, unless the test sets its own: several whole systems
+        // run at once beside the in-process tests, on PostgreSQL's 100
+        // connections (7 services of 3 connections each).
+        if !self
+            .env
+            .iter()
+            .any(|(name, _)| *name == "COREBANK_DB_POOL_SIZE")
+        {
+            command.args(["--db-pool-size", "3"]);
+        }
         // A short step timeout, unless the test sets its own.
         if !self
             .env

@@ -1,6 +1,7 @@
 //! What a client presents to a corebank gRPC port: a bearer token (fixed, or
 //! signed and renewed from the development key), optionally the token of the
-//! principal it acts for, and optionally a TLS client identity.
+//! principal it acts for, and optionally a TLS client identity; and, with
+//! traces on, the `traceparent` of the calling span.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -167,6 +168,8 @@ impl Interceptor for Credentials {
         if let Some(value) = &self.on_behalf_of {
             request.metadata_mut().insert(ON_BEHALF_OF, value.clone());
         }
+        // The callee's span continues the caller's trace.
+        crate::tracing_otel::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -40,14 +40,14 @@ use super::batch::unpack;
 use super::broker::BROKER_CALL_TIMEOUT;
 use super::broker::Broker;
 use super::dlq::{park, schedule_retry};
-use super::envelope::{IncomingMessage, MalformedMessage};
+use super::envelope::{IncomingMessage, MalformedMessage, header_text, headers};
 use super::handler::{BatchError, panicked};
 use super::handler::{Handler, message_span};
 use super::topology::{QueueSpec, declare_queue};
 
 mod outcome;
 
-use outcome::Outcome;
+use outcome::{Outcome, outcome_span};
 
 /// Consumer tuning.
 #[derive(Debug, Clone)]
@@ -263,6 +263,14 @@ impl<H: Handler> QueueConsumer<H> {
         batch: &[Delivery],
     ) -> Result<Vec<Outcome>, MessagingError> {
         let span = tracing::info_span!("handle_batch", %queue, deliveries = batch.len());
+        if crate::tracing_otel::enabled() {
+            // A batch may hold several traces: it joins its first message's.
+            let first = batch.iter().find_map(|delivery| {
+                let headers = delivery.properties.headers().as_ref()?;
+                header_text(headers, headers::TRACEPARENT)
+            });
+            crate::tracing_otel::continue_trace(&span, first.as_deref());
+        }
         self.apply_batch_in_span(queue, batch)
             .instrument(span)
             .await
@@ -287,14 +295,14 @@ impl<H: Handler> QueueConsumer<H> {
                     to_handle.push((index, message));
                     None
                 }
-                Ok(message) => Some(self.duplicate(&message_span(message))),
+                Ok(message) => Some(self.duplicate(&outcome_span(message))),
             });
         }
         let mut known = match self.handle_all(&mut tx, queue, &to_handle).await {
             Ok(()) => {
                 tx.commit().await?;
                 for (index, message) in &to_handle {
-                    outcomes[*index] = Some(self.handled(&message_span(message), message));
+                    outcomes[*index] = Some(self.handled(&outcome_span(message), message));
                 }
                 return Ok(outcomes
                     .into_iter()
@@ -340,7 +348,7 @@ impl<H: Handler> QueueConsumer<H> {
         };
         match failure.index.and_then(|index| to_handle.get(index)) {
             Some((position, message)) => {
-                let outcome = self.failure_outcome(&message_span(message), message, failure.error);
+                let outcome = self.failure_outcome(&outcome_span(message), message, failure.error);
                 Err(Some((*position, outcome)))
             }
             None => {

@@ -149,15 +149,17 @@ impl OutgoingMessage {
         self
     }
 
-    /// Continues the saga and trace of `cause`: same correlation id and
-    /// traceparent, causation id = the cause's message id.
+    /// Continues the saga and trace of `cause`: same correlation id,
+    /// causation id = the cause's message id, and the traceparent of the
+    /// span handling the cause when traces are on (the cause's own otherwise).
     pub fn caused_by(mut self, cause: &IncomingMessage) -> Self {
         self.causation_id = Some(cause.message_id);
         if self.correlation_id.is_none() {
             self.correlation_id = cause.correlation_id;
         }
         if self.traceparent.is_none() {
-            self.traceparent = cause.traceparent.clone();
+            self.traceparent =
+                crate::tracing_otel::current_traceparent().or_else(|| cause.traceparent.clone());
         }
         self
     }
@@ -440,6 +442,13 @@ mod tests {
 pub fn traceparent_for(trace: Uuid) -> String {
     let parent = rand::random::<u64>().max(1);
     format!("00-{}-{parent:016x}-01", trace.simple())
+}
+
+/// The `traceparent` of the current span when traces are on (so the span
+/// that produces a message is its consumer's parent), otherwise
+/// [`traceparent_for`]`(trace)`.
+pub fn current_traceparent_or(trace: Uuid) -> String {
+    crate::tracing_otel::current_traceparent().unwrap_or_else(|| traceparent_for(trace))
 }
 
 #[cfg(test)]

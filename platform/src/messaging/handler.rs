@@ -120,16 +120,21 @@ impl BatchError {
     }
 }
 
-/// The span a message is handled in: its ids and trace context.
+/// The span a message is handled in: its ids and trace context. With traces
+/// on, it continues the message's trace (see
+/// [`continue_message_trace`](crate::tracing_otel::continue_message_trace)),
+/// so what the handler enqueues carries this span as its parent.
 pub fn message_span(message: &IncomingMessage) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "handle_message",
         message_id = %message.message_id,
         message_type = %message.message_type,
         correlation_id = message.correlation_id.map(tracing::field::display),
         traceparent = message.traceparent.as_deref(),
         attempt = message.attempt,
-    )
+    );
+    crate::tracing_otel::continue_message_trace(&span, message.traceparent.as_deref());
+    span
 }
 
 /// A panicking handler is a bug in that handler: its message is parked

@@ -31,7 +31,8 @@ pub use batch::{BATCH_MESSAGE_TYPE, unpack};
 pub use broker::{Broker, BrokerConfig, DEFAULT_HEARTBEAT_SECS};
 pub use consumer::{ConsumerConfig, QueueConsumer};
 pub use envelope::{
-    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, headers, traceparent_for,
+    CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, current_traceparent_or,
+    headers, traceparent_for,
 };
 pub use handler::{BatchError, Handler, HandlerError, message_span};
 pub use outbox::{

@@ -8,6 +8,26 @@ use crate::messaging::dlq::ParkReason;
 use crate::messaging::envelope::{IncomingMessage, MalformedMessage};
 use crate::messaging::handler::{Handler, HandlerError};
 
+/// The target of [`outcome_span`]: the trace layer leaves it out.
+const OUTCOME_SPAN_TARGET: &str = "corebank_platform::messaging::outcome";
+
+/// A span with the fields of [`message_span`](crate::messaging::message_span)
+/// for the log lines of an outcome decided outside the handling span: a
+/// duplicate, a batch's messages once committed, a failure reported by the
+/// batch. Not a span of the trace: the message was handled (or not) in a
+/// span of its own already.
+pub(super) fn outcome_span(message: &IncomingMessage) -> tracing::Span {
+    tracing::info_span!(
+        target: OUTCOME_SPAN_TARGET,
+        "handle_message",
+        message_id = %message.message_id,
+        message_type = %message.message_type,
+        correlation_id = message.correlation_id.map(tracing::field::display),
+        traceparent = message.traceparent.as_deref(),
+        attempt = message.attempt,
+    )
+}
+
 /// What to do with one delivery once the transaction committed.
 pub(super) enum Outcome {
     Ack,
