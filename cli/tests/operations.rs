@@ -12,11 +12,12 @@ use corebank_platform::auth::{Audience, DevKey, PARTNER_SCOPES, TokenSpec};
 use corebank_platform::service::Peers;
 use corebank_tests::harness::{NamespaceLease, TestDb, lease_namespace};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 
 #[path = "common/mod.rs"]
 mod common;
+use common::http::http;
 use common::workload::{
     Clients, Load, open_funded_accounts, operator, until_every_transaction_ends,
 };
@@ -96,24 +97,6 @@ impl Drop for System {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.key);
     }
-}
-
-/// The text of `GET path` at `addr` with `headers`: status line, headers, body.
-async fn http_get(addr: SocketAddr, path: &str, headers: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect over HTTP");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: corebank\r\n{headers}\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .expect("read the response");
-    text
 }
 
 /// Every line is a JSON object (no colour codes), the broker's return of an
@@ -214,21 +197,23 @@ async fn the_metrics_of_moving_money_through_grpc_and_rest_are_scraped_with_thei
     let gateway = port(&system.ports, "gateway");
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let response = http_get(
+        let (status, _) = http(
             gateway,
+            "GET",
             "/v1/accounts/01a2445f-a781-70f6-9c0a-8e453fb6cbde",
-            &format!("Authorization: Bearer {partner}\r\n"),
+            &[("Authorization", &format!("Bearer {partner}"))],
+            "",
         )
         .await;
-        statuses.push(response.split(' ').nth(1).unwrap_or_default().to_owned());
+        statuses.push(status);
     }
     assert!(
-        statuses.iter().any(|status| status == "429"),
+        statuses.contains(&429),
         "no request was rate limited: {statuses:?}"
     );
     // The gauges are sampled every 5 s.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let scrape = http_get(system.metrics, "/metrics", "").await;
+    let (_, scrape) = http(system.metrics, "GET", "/metrics", &[], "").await;
 
     let series = |name: &str, labels: &[&str]| {
         scrape.lines().any(|line| {
@@ -311,6 +296,6 @@ async fn the_metrics_of_moving_money_through_grpc_and_rest_are_scraped_with_thei
         "durations recorded against sagas ended"
     );
     let limited = counter(system.metrics, "corebank_gateway_rate_limited_total", "").await;
-    let refused = statuses.iter().filter(|status| *status == "429").count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
     assert_eq!(limited, refused as f64, "rate-limit refusals counted");
 }

@@ -135,28 +135,15 @@ impl System {
                 self.wiring.broker_proxy.reset_all();
                 "every link reset".to_owned()
             }
-            Kind::BrokerKilled => {
-                self.wiring.rabbit.kill().await.expect("kill rabbitmq");
+            Kind::BrokerKilled | Kind::BrokerStopped => {
+                let rabbit = &mut self.wiring.rabbit;
+                if kind == Kind::BrokerKilled {
+                    rabbit.kill().await.expect("kill rabbitmq");
+                } else {
+                    rabbit.stop_gracefully().await.expect("stop rabbitmq");
+                }
                 sleep(hold).await;
-                self.wiring
-                    .rabbit
-                    .start_again()
-                    .await
-                    .expect("start rabbitmq again");
-                format!("down {hold:?}, started again")
-            }
-            Kind::BrokerStopped => {
-                self.wiring
-                    .rabbit
-                    .stop_gracefully()
-                    .await
-                    .expect("stop rabbitmq");
-                sleep(hold).await;
-                self.wiring
-                    .rabbit
-                    .start_again()
-                    .await
-                    .expect("start rabbitmq again");
+                rabbit.start_again().await.expect("start rabbitmq again");
                 format!("down {hold:?}, started again")
             }
             Kind::DatabaseLatency => {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod workload;
 
 use std::net::{SocketAddr, TcpListener};
@@ -173,19 +174,7 @@ impl Launch<'_> {
 /// hold `label` (`queue="account.commands"`; empty for all) in the metrics
 /// served at `addr`: 0 when none has been counted yet.
 pub async fn counter(addr: SocketAddr, name: &str, label: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the metrics endpoint");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
-        .await
-        .expect("ask for the metrics");
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .await
-        .expect("read the metrics");
+    let (_, text) = http::http(addr, "GET", "/metrics", &[], "").await;
     text.lines()
         .filter(|line| line.starts_with(name) && line.contains(label))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
