@@ -31,7 +31,8 @@
 //!
 //! A test that stops, kills or restarts a server rather than cutting the
 //! network in front of it starts a private one of its own: [`PrivatePostgres`]
-//! or [`PrivateRabbit`], removed with everything they wrote when dropped. The
+//! or [`PrivateRabbit`] (or a [`PrivateRabbitCluster`] of them), removed with
+//! everything they wrote when dropped. The
 //! servers every other test shares are never touched.
 
 mod connection;
@@ -57,7 +58,9 @@ use crate::connection::Rngs;
 use crate::stats::{Counters, OpenConnection};
 
 pub use crate::fault::Fault;
-pub use crate::instances::{PrivatePostgres, PrivateRabbit, StopMode};
+pub use crate::instances::{
+    PrivatePostgres, PrivateRabbit, PrivateRabbitCluster, QueueMembers, StopMode,
+};
 pub use crate::stats::Stats;
 
 /// The pause after a failed accept, so a lasting failure does not spin.

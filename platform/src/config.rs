@@ -205,6 +205,10 @@ mod tests {
 /// Where RabbitMQ is and which namespace this deployment's names live under.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmqpArgs {
+    /// The broker: `amqp://user:pass@host:5672/%2f`, or a comma-separated
+    /// list of URLs, one per node of a RabbitMQ cluster. Connecting tries
+    /// them in turn, each process starting from a random one and each
+    /// reconnect from the next, so a process that lost its node moves on.
     #[arg(
         long,
         env = "AMQP_URL",

@@ -4,7 +4,8 @@
 //! test that stops, kills or restarts a server starts its own here:
 //! [`PrivatePostgres`] (`initdb` and `pg_ctl` on a free port with its own
 //! socket folder) and [`PrivateRabbit`] (a `rabbitmq-server` node with its own
-//! name, ports, data folder and Erlang cookie). Each lives in a scratch folder
+//! name, ports, data folder and Erlang cookie), or several such nodes joined
+//! as a [`PrivateRabbitCluster`]. Each lives in a scratch folder
 //! under the system temp folder; dropping the value stops the server hard and
 //! removes that folder, also while a panicking test unwinds. Only a process
 //! killed outright (SIGKILL, `panic = "abort"`) leaves them behind.
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+mod cluster;
 mod ports;
 mod postgres;
 mod process;
@@ -45,6 +47,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
+pub use self::cluster::{PrivateRabbitCluster, QueueMembers};
 pub use self::postgres::{PrivatePostgres, StopMode};
 pub use self::rabbit::PrivateRabbit;
 

@@ -64,10 +64,16 @@ impl PrivateRabbit {
     /// and `rabbitmqctl await_startup` agrees it has booted. That takes about
     /// ten seconds.
     pub async fn start() -> io::Result<PrivateRabbit> {
+        Self::start_with_cookie(&new_cookie()).await
+    }
+
+    /// [`PrivateRabbit::start`] with the Erlang cookie given: nodes that are
+    /// to form a cluster share one.
+    pub(crate) async fn start_with_cookie(cookie: &str) -> io::Result<PrivateRabbit> {
         let sbin = sbin_dir()?;
         let dir = ScratchDir::new("corebank-rabbit")?;
         let node = format!("corebank-{}@localhost", dir.id());
-        write_files(dir.path())?;
+        write_files(dir.path(), cookie)?;
         let mut rabbit = PrivateRabbit {
             node,
             amqp: ports::lease(FIRST_AMQP_PORT)?,
@@ -123,6 +129,12 @@ impl PrivateRabbit {
     /// or shutting down counts as running.
     pub fn is_running(&mut self) -> bool {
         self.server.as_mut().is_some_and(ProcessGroup::is_running)
+    }
+
+    /// Whether the node was started and not stopped or killed since, without
+    /// looking at its processes.
+    pub(crate) fn has_server(&self) -> bool {
+        self.server.is_some()
     }
 
     /// Stops the node with `rabbitmqctl stop` and waits until its processes
@@ -218,7 +230,13 @@ impl PrivateRabbit {
     }
 
     /// Runs `rabbitmqctl -n <node> <args>`, failing after [`PATIENCE`].
-    async fn rabbitmqctl(&self, args: &[&str]) -> io::Result<()> {
+    pub(crate) async fn rabbitmqctl(&self, args: &[&str]) -> io::Result<()> {
+        self.rabbitmqctl_output(args).await.map(drop)
+    }
+
+    /// Runs `rabbitmqctl -n <node> <args>` and returns what it printed on
+    /// stdout, failing after [`PATIENCE`] or when it fails.
+    pub(crate) async fn rabbitmqctl_output(&self, args: &[&str]) -> io::Result<String> {
         let mut command = Command::new(self.sbin.join("rabbitmqctl"));
         self.environment(&mut command);
         command
@@ -233,7 +251,7 @@ impl PrivateRabbit {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("{what} hung")))??;
         if output.status.success() {
-            return Ok(());
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let details = format!(
             "{}{}",
@@ -342,15 +360,19 @@ fn sbin_dir() -> io::Result<PathBuf> {
         })
 }
 
-/// The configuration, the empty plugin list and environment file, and a
-/// fresh Erlang cookie that only its owner may read, as Erlang demands.
-fn write_files(dir: &Path) -> io::Result<()> {
+/// A fresh Erlang cookie: 32 random capital letters.
+pub(crate) fn new_cookie() -> String {
+    (0..32)
+        .map(|_| char::from(b'A' + rand::random_range(0..26u8)))
+        .collect()
+}
+
+/// The configuration, the empty plugin list and environment file, and the
+/// Erlang cookie in a file only its owner may read, as Erlang demands.
+fn write_files(dir: &Path, cookie: &str) -> io::Result<()> {
     fs::write(dir.join("rabbitmq.conf"), CONFIG)?;
     fs::write(dir.join("enabled_plugins"), "[].\n")?;
     fs::write(dir.join("rabbitmq-env.conf"), "")?;
-    let cookie: String = (0..32)
-        .map(|_| char::from(b'A' + rand::random_range(0..26u8)))
-        .collect();
     OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -7,9 +7,16 @@
 //! returns. Each relay and consumer then re-declares its own queues and restarts.
 //! Messages unacknowledged on the dead connection are redelivered by the broker;
 //! the inbox makes that harmless.
+//!
+//! The URL may be a comma-separated list, one URL per node of a RabbitMQ
+//! cluster. Each attempt to connect tries them in turn until one answers, and
+//! starts one further along the list than the attempt before, from a random
+//! place for each process: the processes of a deployment spread over the
+//! nodes, and one that lost its node reconnects to another without waiting on
+//! the lost one first.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
@@ -43,8 +50,14 @@ fn timed_out(what: &str) -> lapin::Error {
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `amqp://user:pass@host:5672/%2f` (an empty vhost is not `/`).
+    /// `amqp://user:pass@host:5672/%2f` (an empty vhost is not `/`), or a
+    /// comma-separated list of such URLs, one per node of a cluster.
     pub url: SecretString,
+    /// Which URL of the list the first attempt to connect tries first (taken
+    /// modulo the list's length); each later attempt starts one further on.
+    /// [`BrokerConfig::new`] picks it at random, so processes spread over the
+    /// nodes.
+    pub first_url: usize,
     /// Prefix of every exchange and queue.
     pub namespace: Namespace,
     /// Shown by `rabbitmqctl list_connections client_properties`, e.g. `account-7f3a`.
@@ -68,6 +81,7 @@ impl BrokerConfig {
     ) -> Self {
         Self {
             url,
+            first_url: rand::random_range(0..1024),
             namespace,
             connection_name: connection_name.into(),
             min_backoff: Duration::from_millis(100),
@@ -87,6 +101,8 @@ struct Inner {
     config: BrokerConfig,
     current: Mutex<Option<Arc<Connection>>>,
     connections: AtomicU64,
+    /// Where in the URL list the next attempt to connect starts.
+    next_url: AtomicUsize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -104,9 +120,10 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config,
                 current: Mutex::new(None),
                 connections: AtomicU64::new(0),
+                next_url: AtomicUsize::new(config.first_url),
+                config,
             }),
         }
     }
@@ -154,11 +171,10 @@ impl Broker {
 
         let mut backoff = self.inner.config.min_backoff;
         loop {
+            // With a list, each URL has its own bound inside `open`.
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                opened = tokio::time::timeout(BROKER_CALL_TIMEOUT, self.open()) => {
-                    opened.unwrap_or_else(|_| Err(timed_out("opening a connection")))
-                }
+                opened = self.open() => opened,
             };
             match opened {
                 Ok(connection) => {
@@ -216,11 +232,43 @@ impl Broker {
         }
     }
 
+    /// Opens a connection to the first URL of the list that answers,
+    /// starting one further along the list than the previous attempt. A
+    /// single URL gets [`BROKER_CALL_TIMEOUT`] as before; with a list, so
+    /// does each URL, so a node that accepts TCP and never answers delays
+    /// the next by that much and no more.
     async fn open(&self) -> Result<Arc<Connection>, lapin::Error> {
+        let config = &self.inner.config;
+        let list = config.url.expose_secret();
+        let urls = url_list(list);
+        let start = self.inner.next_url.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for index in attempt_order(urls.len(), start) {
+            let url = urls[index];
+            let opened = tokio::time::timeout(BROKER_CALL_TIMEOUT, self.open_one(url))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("opening a connection")));
+            match opened {
+                Ok(connection) => return Ok(connection),
+                Err(error) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(%error, node = %authority(url), "broker node did not answer, trying the next");
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        // An empty list: lapin says why the text is no URL.
+        match last_error {
+            Some(error) => Err(error),
+            None => self.open_one(list).await,
+        }
+    }
+
+    async fn open_one(&self, url: &str) -> Result<Arc<Connection>, lapin::Error> {
         let config = &self.inner.config;
         let properties = ConnectionProperties::default()
             .with_connection_name(config.connection_name.clone().into());
-        let url = config.url.expose_secret();
         let connection = match url.parse::<AMQPUri>() {
             Ok(mut uri) => {
                 if uri.query.heartbeat.is_none() && config.heartbeat_secs > 0 {
@@ -236,13 +284,76 @@ impl Broker {
         channel.close(200, "topology declared".into()).await?;
         let opened = self.inner.connections.fetch_add(1, Ordering::SeqCst) + 1;
         metrics::counter!("corebank_messaging_broker_connections_total").increment(1);
-        tracing::info!(connection_name = %config.connection_name, namespace = %config.namespace, opened, "broker connected");
+        tracing::info!(connection_name = %config.connection_name, namespace = %config.namespace, node = %authority(url), opened, "broker connected");
         Ok(Arc::new(connection))
     }
+}
+
+/// The URLs of a comma-separated list, trimmed, empty entries left out.
+fn url_list(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// The indices of a list of `len` URLs in the order one attempt tries them:
+/// every one once, from `start` (modulo `len`) on, wrapping around.
+fn attempt_order(len: usize, start: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |step| (start + step) % len)
+}
+
+/// `host:port` of an AMQP URL, without its credentials, for logs.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
 }
 
 /// Spreads reconnects of many processes after a broker restart: 50–100 % of `delay`.
 fn jitter(delay: Duration) -> Duration {
     let millis = delay.as_millis().max(2) as u64;
     Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_url_is_a_list_of_one() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=5";
+        assert_eq!(url_list(url), vec![url]);
+    }
+
+    #[test]
+    fn a_list_is_split_on_commas_trimmed_and_empty_entries_dropped() {
+        let list = " amqp://u:p@a:5672/%2f , amqp://u:p@b:5673/%2f,,amqp://u:p@c:5674/%2f, ";
+        assert_eq!(
+            url_list(list),
+            vec![
+                "amqp://u:p@a:5672/%2f",
+                "amqp://u:p@b:5673/%2f",
+                "amqp://u:p@c:5674/%2f"
+            ]
+        );
+        assert!(url_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn an_attempt_tries_every_url_once_from_its_start_wrapping_around() {
+        assert_eq!(attempt_order(3, 0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(attempt_order(3, 4).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(attempt_order(1, 7).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(attempt_order(0, 7).count(), 0);
+    }
+
+    #[test]
+    fn logs_name_a_node_without_its_credentials() {
+        assert_eq!(
+            authority("amqp://guest:s3cret@10.0.0.7:5673/%2f?heartbeat=5"),
+            "10.0.0.7:5673"
+        );
+        assert_eq!(authority("amqp://rabbit-1"), "rabbit-1");
+    }
 }

@@ -216,10 +216,15 @@ impl OutboxRelay {
             )
             .await;
             let more = match round {
-                Ok(round) => {
-                    round.claimed as i64 == self.config.batch_size
-                        && round.confirmed == round.claimed
+                Ok(round) if round.confirmed < round.claimed => {
+                    // A publish was nacked or returned. After a cluster node
+                    // died, a channel that published to a queue whose leader
+                    // it was keeps nacking while a fresh one is accepted:
+                    // the rows stay pending and the next round opens anew.
+                    channel = None;
+                    false
                 }
+                Ok(round) => round.claimed as i64 == self.config.batch_size,
                 Err(error) => {
                     tracing::warn!(%error, %schema, "outbox relay round failed, will retry");
                     // The channel may be dead or hold unknown confirms: start afresh.
