@@ -26,15 +26,15 @@ async fn two_orchestrators_and_two_account_services_side_by_side_handle_every_sa
 
 /// Two orchestrators whose clocks are 2 s apart share the step timers for a
 /// whole load. The second runs ahead, so it finds a deadline the first set
-/// 2 s early: with a 2.1 s step timeout it re-sends every step still waiting
-/// after 100 ms. Each timer fires once for each attempt (never once
+/// 2 s early: with a 2.03 s step timeout it re-sends every step still
+/// waiting after 30 ms (a fast run leaves few steps waiting 100 ms). Each timer fires once for each attempt (never once
 /// per replica), the re-sends are absorbed, every transfer completes and
 /// every invariant holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_orchestrators_with_clocks_two_seconds_apart_share_the_timers_and_complete_every_saga()
 {
     let name = "orchestrator clocks 2 s apart";
-    let timeout = ("COREBANK_SAGA_STEP_TIMEOUT_MS", "2100");
+    let timeout = ("COREBANK_SAGA_STEP_TIMEOUT_MS", "2030");
     let mut row = Row::on_shared_servers(
         name,
         None,
