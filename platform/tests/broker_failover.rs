@@ -202,14 +202,17 @@ async fn a_lost_connection_is_replaced_through_the_next_node_of_the_list() {
     // The first node goes away with the connection to it.
     first.cut().await;
     let shutdown = CancellationToken::new();
-    let deadline = Instant::now() + WAIT;
+    // A loaded machine may see the close late: then the heartbeat (10 s,
+    // two missed) is what notices it, well within the bound.
+    let bound = 3 * WAIT;
+    let deadline = Instant::now() + bound;
     while broker.connections_opened() < 2 {
         assert!(
             Instant::now() < deadline,
-            "no new connection within {WAIT:?}"
+            "no new connection within {bound:?}"
         );
         // Asking for a channel is what notices the loss and reconnects.
-        let _ = timeout(WAIT, broker.channel(&shutdown)).await;
+        let _ = timeout(Duration::from_secs(2), broker.channel(&shutdown)).await;
         sleep(Duration::from_millis(50)).await;
     }
 
