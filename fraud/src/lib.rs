@@ -266,10 +266,9 @@ async fn sample_review_queue(store: &FraudStore, clock: &SharedClock) {
 async fn expire_reviews(store: FraudStore, clock: SharedClock, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(REVIEW_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sampled: Option<std::time::Instant> = None;
+    let mut gauges = corebank_platform::telemetry::Every::new(GAUGES_EVERY);
     loop {
-        if sampled.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
-            sampled = Some(std::time::Instant::now());
+        if gauges.due() {
             sample_review_queue(&store, &clock).await;
         }
         tokio::select! {

@@ -4,9 +4,10 @@
 //! so a restarted orchestrator resumes whatever fell due while it was down.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corebank_platform::clock::SharedClock;
+use corebank_platform::telemetry::Every;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +24,7 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut sampled: Option<Instant> = None;
+    let mut gauges = Every::new(GAUGES_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -40,8 +41,7 @@ pub async fn run(
                 }
             }
         }
-        if sampled.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
-            sampled = Some(Instant::now());
+        if gauges.due() {
             sample(&store, &clock).await;
         }
     }

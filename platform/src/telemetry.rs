@@ -112,6 +112,29 @@ fn log_json(args: &TelemetryArgs) -> bool {
     }
 }
 
+/// When a gauge read from the database is refreshed: due at once, then at
+/// most once per `period`, however often a loop asks.
+#[derive(Debug)]
+pub struct Every {
+    period: std::time::Duration,
+    last: Option<Instant>,
+}
+
+impl Every {
+    pub fn new(period: std::time::Duration) -> Self {
+        Self { period, last: None }
+    }
+
+    /// Whether the period has passed since the last time this said yes.
+    pub fn due(&mut self) -> bool {
+        let due = self.last.is_none_or(|at| at.elapsed() >= self.period);
+        if due {
+            self.last = Some(Instant::now());
+        }
+        due
+    }
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -288,6 +311,17 @@ impl tower_http::trace::OnFailure<tower_http::classify::GrpcFailureClass> for Gr
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_is_due_at_once_then_not_again_until_its_period_passed() {
+        let mut hourly = Every::new(std::time::Duration::from_secs(3600));
+        assert!(hourly.due());
+        assert!(!hourly.due());
+        let mut always = Every::new(std::time::Duration::ZERO);
+        assert!(always.due());
+        assert!(always.due());
+    }
+
     use super::*;
 
     #[test]

@@ -28,7 +28,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::common::connect;
-use crate::common::workload::transfer;
+use crate::common::workload::{self, transfer};
 
 /// How long a transfer may wait for its end inside the request.
 const WAIT_SECONDS: i64 = 30;
@@ -127,17 +127,10 @@ async fn send_grpc(
             Ok(Err(status)) => status,
             Err(_) => tonic::Status::deadline_exceeded("no answer"),
         };
-        let retryable = matches!(
-            status.code(),
-            Code::Unavailable
-                | Code::Unknown
-                | Code::Internal
-                | Code::Aborted
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted
+        assert!(
+            workload::retryable(status.code()),
+            "a transfer was refused: {status:?}"
         );
-        assert!(retryable, "a transfer was refused: {status:?}");
         assert!(
             Instant::now() < deadline,
             "a transfer was still not accepted after {PATIENCE:?}: {status:?}"

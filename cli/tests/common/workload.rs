@@ -188,23 +188,31 @@ pub async fn send_transfer(
             Ok(Err(status)) => status,
             Err(_) => tonic::Status::deadline_exceeded("no answer"),
         };
-        let retryable = matches!(
-            status.code(),
-            Code::Unavailable
-                | Code::Unknown
-                | Code::Internal
-                | Code::Aborted
-                | Code::DeadlineExceeded
-                | Code::Cancelled
-                | Code::ResourceExhausted
+        assert!(
+            retryable(status.code()),
+            "a transfer was refused: {status:?}"
         );
-        assert!(retryable, "a transfer was refused: {status:?}");
         assert!(
             Instant::now() < deadline,
             "a transfer was still not accepted after {patience:?}: {status:?}"
         );
         sleep(POLL).await;
     }
+}
+
+/// Whether a request that failed with `code` may be sent again with the
+/// same idempotency key: something was down or busy, nothing refused it.
+pub fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
+    )
 }
 
 /// Transfers sent in the background by a few concurrent senders, each

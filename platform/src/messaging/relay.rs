@@ -189,7 +189,7 @@ impl OutboxRelay {
         tracing::info!(%schema, "outbox relay started");
         let mut listener: Option<PgListener> = None;
         let mut channel: Option<Channel> = None;
-        let mut reported: Option<std::time::Instant> = None;
+        let mut report = crate::telemetry::Every::new(PENDING_REPORT_INTERVAL);
 
         while !shutdown.is_cancelled() {
             if listener.is_none() {
@@ -234,9 +234,8 @@ impl OutboxRelay {
             };
             // The gauges need no fresher than a second: counting the
             // pending rows after every round would be one statement a round.
-            if reported.is_none_or(|at| at.elapsed() >= PENDING_REPORT_INTERVAL) {
+            if report.due() {
                 self.report_pending(&schema).await;
-                reported = Some(std::time::Instant::now());
             }
             if !more {
                 self.wait_for_work(listener.as_mut(), &shutdown).await;
