@@ -1,6 +1,7 @@
 //! `enqueue_all`: several messages written in one statement keep their
 //! order, commit or vanish with the caller's transaction, and are published
-//! in that order.
+//! in that order; inside `waking_relay_after` they wake the relay of this
+//! process without a NOTIFY.
 
 #[path = "common/messaging.rs"]
 #[allow(dead_code)]
@@ -8,7 +9,9 @@ mod harness;
 
 use std::time::Duration;
 
-use corebank_platform::messaging::{OutgoingMessage, RelayConfig, enqueue_all};
+use corebank_platform::messaging::{
+    OutgoingMessage, RelayConfig, enqueue_all, notify_channel, outbox_key, waking_relay_after,
+};
 use harness::{TestEnv, eventually};
 use lapin::types::FieldTable;
 
@@ -57,5 +60,83 @@ async fn messages_enqueued_together_commit_together_and_are_published_in_their_o
     let published = published.into_inner();
     assert_eq!(published, expected, "published once each, in order");
     assert_eq!(env.pending().await, 0);
+    env.teardown().await;
+}
+
+/// A relay that never polls in a test's time: only a wake-up moves it.
+fn woken_only() -> RelayConfig {
+    RelayConfig {
+        poll_interval: Duration::from_secs(600),
+        ..RelayConfig::default()
+    }
+}
+
+async fn write_in(env: &TestEnv, key: &str, message: OutgoingMessage) {
+    waking_relay_after(Some(key), async {
+        let mut tx = env.pool.begin().await.unwrap();
+        enqueue_all(&mut tx, vec![message]).await.unwrap();
+        tx.commit().await.unwrap();
+    })
+    .await;
+}
+
+async fn listener(env: &TestEnv) -> sqlx::postgres::PgListener {
+    let schema: String = sqlx::query_scalar("select current_schema()")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&env.pool)
+        .await
+        .unwrap();
+    listener.listen(&notify_channel(&schema)).await.unwrap();
+    listener
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_in_the_relays_process_wakes_it_in_memory_without_a_notify() {
+    let mut env = TestEnv::new().await;
+    let sink = env.sink("woken", "test.#", FieldTable::default()).await;
+    env.spawn_relay(woken_only());
+    // A first message by NOTIFY: once it is out, the relay runs (and is registered).
+    let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    env.enqueue_committed(first).await;
+    eventually("the first message published", || async {
+        (env.drain(&sink).await.len() == 1).then_some(())
+    })
+    .await;
+
+    let mut notifications = listener(&env).await;
+    let key = outbox_key(&env.pool).await.unwrap();
+    let second = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+    write_in(&env, &key, second.clone()).await;
+    let published = eventually("the second message published", || async {
+        let ids = env.drain(&sink).await;
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    assert_eq!(published, vec![second.message_id.to_string()]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), notifications.recv())
+            .await
+            .is_err(),
+        "the write notified, though its relay was woken in memory"
+    );
+    assert_eq!(env.pending().await, 0);
+    // The listener holds one of the pool's connections.
+    drop(notifications);
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_relay_runs_elsewhere_notifies() {
+    let env = TestEnv::new().await;
+    let mut notifications = listener(&env).await;
+    let message = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![3]);
+    write_in(&env, "another-database/another-schema", message).await;
+    tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+        .await
+        .expect("a NOTIFY for the relay of another process")
+        .unwrap();
+    drop(notifications);
     env.teardown().await;
 }

@@ -73,6 +73,38 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// How long a consumer waits before it restarts after an interruption:
+/// 100 ms after a run that handled a batch, doubling (up to 30 s) over
+/// runs that handled nothing. Progress, not the run's length, marks a new
+/// incident: under faults a few seconds apart, a consumer that works between
+/// them must not climb to the cap and sit out 30 s after the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RestartBackoff {
+    next: Duration,
+}
+
+impl RestartBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(30);
+
+    /// The wait before the next run, after a run that did or did not make
+    /// `progress`.
+    fn after_interruption(&mut self, progress: bool) -> Duration {
+        if progress {
+            self.next = Self::FIRST;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        delay
+    }
+}
+
+impl Default for RestartBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
 /// Runs a [`Handler`] over one queue, surviving lost connections.
 pub struct QueueConsumer<H> {
     broker: Broker,
@@ -104,29 +136,43 @@ impl<H: Handler> QueueConsumer<H> {
     /// prefetched but unhandled deliveries go back to the queue.
     pub async fn run(self, shutdown: CancellationToken) {
         let queue = self.broker.namespace().queue(&self.spec.name);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RestartBackoff::default();
+        // The outbox the handlers write to: its relay, when it runs in this
+        // process, is woken after each batch instead of by a NOTIFY in it.
+        let outbox = match super::outbox_key(&self.pool).await {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(%error, %queue, "outbox unknown: batches will notify their relay");
+                None
+            }
+        };
         while !shutdown.is_cancelled() {
             let Some(channel) = self.broker.channel(&shutdown).await else {
                 break;
             };
-            let started = std::time::Instant::now();
-            match self.consume(&channel, &queue, &shutdown).await {
+            let mut progressed = false;
+            match self
+                .consume(
+                    &channel,
+                    &queue,
+                    outbox.as_deref(),
+                    &shutdown,
+                    &mut progressed,
+                )
+                .await
+            {
                 Ok(()) => {
                     let _ = channel.close(200, "shutdown".into()).await;
                     break;
                 }
                 Err(error) => {
-                    if started.elapsed() > Duration::from_secs(60) {
-                        // It ran fine for a while: this is a new incident.
-                        backoff = Duration::from_millis(100);
-                    }
-                    tracing::warn!(%error, %queue, "consumer interrupted, restarting");
+                    let delay = backoff.after_interruption(progressed);
+                    tracing::warn!(%error, %queue, ?delay, "consumer interrupted, restarting");
                     let _ = channel.close(200, "restarting".into()).await;
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
@@ -137,7 +183,9 @@ impl<H: Handler> QueueConsumer<H> {
         &self,
         channel: &Channel,
         queue: &str,
+        outbox: Option<&str>,
         shutdown: &CancellationToken,
+        progressed: &mut bool,
     ) -> Result<(), MessagingError> {
         // A broker that stops answering mid-setup (a node still recovering
         // its queues) must not hold the consumer forever: past the deadline
@@ -184,7 +232,7 @@ impl<H: Handler> QueueConsumer<H> {
             super::within(
                 "a consumer batch",
                 self.config.batch_timeout,
-                self.process_batch(channel, queue, &messages),
+                super::waking_relay_after(outbox, self.process_batch(channel, queue, &messages)),
             )
             .await?;
             failpoint::hit(Point::ConsumerBeforeAck, &self.spec.name);
@@ -193,6 +241,7 @@ impl<H: Handler> QueueConsumer<H> {
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                     .await?;
             }
+            *progressed = true;
         }
     }
 
@@ -442,5 +491,40 @@ impl<H: Handler> QueueConsumer<H> {
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_double_while_nothing_is_handled_and_reset_once_a_batch_is() {
+        let mut backoff = RestartBackoff::default();
+        let waits: Vec<u64> = (0..11)
+            .map(|_| backoff.after_interruption(false).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 30_000, 30_000
+            ]
+        );
+        // A run that handled a batch before it broke: the next fault is a new incident.
+        assert_eq!(backoff.after_interruption(true), Duration::from_millis(100));
+        assert_eq!(
+            backoff.after_interruption(false),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn faults_seconds_apart_never_reach_the_cap_when_the_consumer_works_between_them() {
+        let mut backoff = RestartBackoff::default();
+        let longest = (0..50)
+            .map(|_| backoff.after_interruption(true))
+            .max()
+            .expect("waits");
+        assert_eq!(longest, Duration::from_millis(100));
     }
 }

@@ -26,6 +26,7 @@ mod handler;
 mod outbox;
 mod relay;
 mod topology;
+mod wake;
 
 pub use batch::{BATCH_MESSAGE_TYPE, unpack};
 pub use broker::{Broker, BrokerConfig, DEFAULT_HEARTBEAT_SECS};
@@ -44,6 +45,7 @@ pub use topology::{
     Binding, Exchange, Namespace, QueueSpec, RetryPolicy, declare_exchanges, declare_queue,
     delete_topology,
 };
+pub use wake::{OutboxKey, outbox_key, waking_relay_after};
 
 /// What can go wrong moving messages between PostgreSQL and RabbitMQ.
 #[derive(Debug, thiserror::Error)]

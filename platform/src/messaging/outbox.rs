@@ -94,8 +94,9 @@ impl Columns {
 }
 
 /// Writes every message of `messages` to the outbox in one statement (one
-/// round trip, one NOTIFY), in their order; the same guarantees as
-/// [`enqueue`]. Nothing is written when `messages` is empty.
+/// round trip, one NOTIFY, or none inside
+/// [`waking_relay_after`](super::waking_relay_after)), in their order; the
+/// same guarantees as [`enqueue`]. Nothing is written when `messages` is empty.
 #[tracing::instrument(skip_all, fields(messages = messages.len()), err)]
 pub async fn enqueue_all(
     conn: &mut PgConnection,
@@ -140,7 +141,7 @@ pub async fn enqueue_all(
             returning 1
         )
         select pg_notify('corebank_outbox_' || current_schema(), '')
-        where exists (select 1 from inserted)
+        where $11 and exists (select 1 from inserted)
         "#,
     )
     .bind(ids)
@@ -153,6 +154,7 @@ pub async fn enqueue_all(
     .bind(traceparents)
     .bind(versions)
     .bind(occurred)
+    .bind(super::wake::needs_notify())
     .execute(conn)
     .await?;
     Ok(())

@@ -186,6 +186,8 @@ impl OutboxRelay {
         let schema: String = sqlx::query_scalar("select current_schema()")
             .fetch_one(&self.pool)
             .await?;
+        // Writers of this process wake it in memory (see `wake`).
+        let local = super::wake::register(super::wake::outbox_key(&self.pool).await?);
         tracing::info!(%schema, "outbox relay started");
         let mut listener: Option<PgListener> = None;
         let mut channel: Option<Channel> = None;
@@ -238,7 +240,8 @@ impl OutboxRelay {
                 self.report_pending(&schema).await;
             }
             if !more {
-                self.wait_for_work(listener.as_mut(), &shutdown).await;
+                self.wait_for_work(listener.as_mut(), &local, &shutdown)
+                    .await;
             }
         }
 
@@ -309,7 +312,12 @@ impl OutboxRelay {
         }
     }
 
-    async fn wait_for_work(&self, listener: Option<&mut PgListener>, shutdown: &CancellationToken) {
+    async fn wait_for_work(
+        &self,
+        listener: Option<&mut PgListener>,
+        local: &super::wake::Registration,
+        shutdown: &CancellationToken,
+    ) {
         let notified = async {
             match listener {
                 Some(listener) => {
@@ -325,6 +333,7 @@ impl OutboxRelay {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = notified => {}
+            _ = local.woken() => {}
             _ = tokio::time::sleep(self.config.poll_interval) => {}
         }
     }
