@@ -98,8 +98,8 @@ impl Handler for ScreenHandler {
             return Err(HandlerError::malformed(anyhow!("command_id is empty")));
         }
         let now = self.clock.now();
-        let reply = match decisions::by_command(tx, &command.command_id).await? {
-            Some(decision) => replay(tx, &decision).await?,
+        let (reply, mut outgoing) = match decisions::by_command(tx, &command.command_id).await? {
+            Some(decision) => (replay(tx, &decision).await?, Vec::new()),
             None => match movement(&command) {
                 Ok(movement) => {
                     screen(
@@ -115,16 +115,20 @@ impl Handler for ScreenHandler {
                 }
                 Err(problem) => {
                     tracing::warn!(command_id = %command.command_id, %problem, "screen command refused");
-                    rejected(
+                    let reply = rejected(
                         &command.command_id,
                         saga_id,
                         reason::INVALID_COMMAND,
                         problem,
-                    )
+                    );
+                    (reply, Vec::new())
                 }
             },
         };
-        enqueue_reply(tx, reply, saga_id, Some(message)).await
+        // The decision's events and the reply: one statement.
+        outgoing.push(reply_message(reply, saga_id, Some(message)));
+        messaging::enqueue_all(tx, outgoing).await?;
+        Ok(())
     }
 }
 
@@ -183,7 +187,8 @@ fn movement(command: &pb::ScreenTransactionCommand) -> Result<Movement, String> 
 }
 
 /// Records the movement, computes its features, evaluates the active rule
-/// set and stores the decision (with its review or alert) and its events.
+/// set and stores the decision (with its review or alert); answers the
+/// reply and the events for the caller to enqueue with it.
 #[allow(clippy::too_many_arguments)]
 async fn screen(
     tx: &mut PgConnection,
@@ -193,7 +198,7 @@ async fn screen(
     default_deadline: Duration,
     now: DateTime<Utc>,
     cause: &IncomingMessage,
-) -> Result<pb::CommandReply, HandlerError> {
+) -> Result<(pb::CommandReply, Vec<OutgoingMessage>), HandlerError> {
     let started = std::time::Instant::now();
     let rules = features::record(tx, movement, now).await?;
     let snapshot = features::snapshot(tx, movement, &rules, now).await?;
@@ -307,7 +312,6 @@ async fn screen(
         .into_iter()
         .map(|message| message.with_correlation_id(saga_id).caused_by(cause))
         .collect();
-    messaging::enqueue_all(tx, events).await?;
     metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("corebank_fraud_decisions_total", "outcome" => outcome).increment(1);
     // One line per money movement is the saga's; a screening says more only
@@ -323,7 +327,7 @@ async fn screen(
             "movement screened"
         );
     }
-    Ok(reply)
+    Ok((reply, events))
 }
 
 /// The answer to a screen seen before: the final one once its review was
@@ -439,22 +443,20 @@ fn parse_uuid(text: &str, field: &str) -> Result<Uuid, HandlerError> {
         .map_err(|_| HandlerError::malformed(anyhow!("{field} {text:?} is not a uuid")))
 }
 
-/// Puts `reply` in the outbox, to the orchestrator, for saga `saga_id`.
-async fn enqueue_reply(
-    conn: &mut PgConnection,
+/// `reply` as a message to the orchestrator, for saga `saga_id`.
+fn reply_message(
     reply: pb::CommandReply,
     saga_id: Uuid,
     cause: Option<&IncomingMessage>,
-) -> Result<(), HandlerError> {
-    let mut message = OutgoingMessage::reply(
+) -> OutgoingMessage {
+    let message = OutgoingMessage::reply(
         wire::service::ORCHESTRATOR,
         pb::CommandReply::full_name(),
         reply.encode_to_vec(),
     )
     .with_correlation_id(saga_id);
-    if let Some(cause) = cause {
-        message = message.caused_by(cause);
+    match cause {
+        Some(cause) => message.caused_by(cause),
+        None => message,
     }
-    messaging::enqueue(conn, message).await?;
-    Ok(())
 }

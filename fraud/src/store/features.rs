@@ -79,26 +79,27 @@ pub async fn snapshot(
     rules: &RuleSet,
     now: DateTime<Utc>,
 ) -> Result<FeatureSnapshot, sqlx::Error> {
-    let (velocity, distinct_sources_24h, first_time_payee) =
+    let history_limit = i64::from(rules.anomaly_history);
+    let (velocity, distinct_sources_24h, first_time_payee, history) =
         match (movement.source_account_id, movement.destination_account_id) {
             (Some(source), Some(destination)) => {
-                transfer_features(conn, movement, source, destination, now).await?
+                transfer_features(conn, movement, source, destination, history_limit, now).await?
             }
-            (Some(source), None) => (
-                source_velocity(conn, source, &movement.currency, now).await?,
-                0,
-                false,
-            ),
+            (Some(source), None) => {
+                let (velocity, history) =
+                    source_features(conn, movement, source, history_limit, now).await?;
+                (velocity, 0, false, history)
+            }
             (None, Some(destination)) => (
                 Velocity::default(),
                 distinct_sources(conn, destination, now).await?,
                 false,
+                Vec::new(),
             ),
-            (None, None) => (Velocity::default(), 0, false),
+            (None, None) => (Velocity::default(), 0, false, Vec::new()),
         };
     let (history, anomaly_score) = match movement.source_account_id {
-        Some(source) => {
-            let history = history(conn, movement, source, rules.anomaly_history).await?;
+        Some(_) => {
             let score = anomaly::score(movement.amount, &history);
             (history.len(), score)
         }
@@ -185,47 +186,75 @@ struct Velocity {
     sum_7d: Decimal,
 }
 
-async fn source_velocity(
+/// The source (`$1`)'s last amounts in its currency (`$2`) before this
+/// movement (the parameter `movement`), newest first, at most the parameter
+/// `limit` of them: a column of the queries below.
+fn history_column(movement: &str, limit: &str) -> String {
+    format!(
+        "array(select h.amount from movement h
+          where h.source_account_id = $1 and h.currency = $2 and h.transaction_id <> {movement}
+            and h.status <> 'failed'
+          order by h.requested_at desc, h.transaction_id desc
+          limit {limit}) as history"
+    )
+}
+
+/// A withdrawal's source velocity and the source's amount history, in one statement.
+async fn source_features(
     conn: &mut PgConnection,
+    movement: &Movement,
     source: Uuid,
-    currency: &str,
+    history_limit: i64,
     now: DateTime<Utc>,
-) -> Result<Velocity, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<(Velocity, Vec<Decimal>), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        velocity: Velocity,
+        history: Vec<Decimal>,
+    }
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
                 count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
                 count(*) as count_7d,
                 coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
                 coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
-                coalesce(sum(amount), 0) as sum_7d
+                coalesce(sum(amount), 0) as sum_7d,
+                {history}
            from movement
           where source_account_id = $1 and currency = $2 and status <> 'failed'
             and requested_at > $3 - interval '7 days' and requested_at <= $3",
-    )
+        history = history_column("$4", "$5"),
+    )))
     .bind(source)
-    .bind(currency)
+    .bind(&movement.currency)
     .bind(now)
+    .bind(movement.transaction_id)
+    .bind(history_limit)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.velocity, row.history))
 }
 
-/// A transfer's source velocity, its destination's distinct sources and
-/// whether the pair is new: the three queries below, in one statement.
+/// A transfer's source velocity, its destination's distinct sources,
+/// whether the pair is new and the source's amount history, in one statement.
 async fn transfer_features(
     conn: &mut PgConnection,
     movement: &Movement,
     source: Uuid,
     destination: Uuid,
+    history_limit: i64,
     now: DateTime<Utc>,
-) -> Result<(Velocity, i64, bool), sqlx::Error> {
+) -> Result<(Velocity, i64, bool, Vec<Decimal>), sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
         velocity: Velocity,
         distinct_sources: i64,
         first_payee: bool,
+        history: Vec<Decimal>,
     }
-    let row: Row = sqlx::query_as(
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
                 count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
                 count(*) as count_7d,
@@ -238,19 +267,27 @@ async fn transfer_features(
                     and d.requested_at <= $3) as distinct_sources,
                 (select not exists (select 1 from movement p
                   where p.source_account_id = $1 and p.destination_account_id = $4
-                    and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee
+                    and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee,
+                {history}
            from movement
           where source_account_id = $1 and currency = $2 and status <> 'failed'
             and requested_at > $3 - interval '7 days' and requested_at <= $3",
-    )
+        history = history_column("$5", "$6"),
+    )))
     .bind(source)
     .bind(&movement.currency)
     .bind(now)
     .bind(destination)
     .bind(movement.transaction_id)
+    .bind(history_limit)
     .fetch_one(conn)
     .await?;
-    Ok((row.velocity, row.distinct_sources, row.first_payee))
+    Ok((
+        row.velocity,
+        row.distinct_sources,
+        row.first_payee,
+        row.history,
+    ))
 }
 
 async fn distinct_sources(
@@ -266,28 +303,6 @@ async fn distinct_sources(
     .bind(destination)
     .bind(now)
     .fetch_one(conn)
-    .await
-}
-
-/// The source's last `limit` amounts before this movement, in its currency.
-async fn history(
-    conn: &mut PgConnection,
-    movement: &Movement,
-    source: Uuid,
-    limit: u32,
-) -> Result<Vec<Decimal>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select amount from movement
-          where source_account_id = $1 and currency = $2 and transaction_id <> $3
-            and status <> 'failed'
-          order by requested_at desc, transaction_id desc
-          limit $4",
-    )
-    .bind(source)
-    .bind(&movement.currency)
-    .bind(movement.transaction_id)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
     .await
 }
 
