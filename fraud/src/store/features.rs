@@ -3,6 +3,8 @@
 //! and every movement screened before it (still in flight or completed)
 //! counts too; failed movements moved no money and count nowhere.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -213,26 +215,30 @@ async fn source_features(
         velocity: Velocity,
         history: Vec<Decimal>,
     }
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
-                count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
-                count(*) as count_7d,
-                coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
-                coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
-                coalesce(sum(amount), 0) as sum_7d,
-                {history}
-           from movement
-          where source_account_id = $1 and currency = $2 and status <> 'failed'
-            and requested_at > $3 - interval '7 days' and requested_at <= $3",
-        history = history_column("$4", "$5"),
-    )))
-    .bind(source)
-    .bind(&movement.currency)
-    .bind(now)
-    .bind(movement.transaction_id)
-    .bind(history_limit)
-    .fetch_one(conn)
-    .await?;
+    // Built once: the screen runs this for every withdrawal.
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
+                    count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
+                    count(*) as count_7d,
+                    coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
+                    coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
+                    coalesce(sum(amount), 0) as sum_7d,
+                    {history}
+               from movement
+              where source_account_id = $1 and currency = $2 and status <> 'failed'
+                and requested_at > $3 - interval '7 days' and requested_at <= $3",
+            history = history_column("$4", "$5"),
+        )
+    });
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+        .bind(source)
+        .bind(&movement.currency)
+        .bind(now)
+        .bind(movement.transaction_id)
+        .bind(history_limit)
+        .fetch_one(conn)
+        .await?;
     Ok((row.velocity, row.history))
 }
 
@@ -254,34 +260,38 @@ async fn transfer_features(
         first_payee: bool,
         history: Vec<Decimal>,
     }
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
-                count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
-                count(*) as count_7d,
-                coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
-                coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
-                coalesce(sum(amount), 0) as sum_7d,
-                (select count(distinct d.source_account_id) from movement d
-                  where d.destination_account_id = $4 and d.source_account_id is not null
-                    and d.status <> 'failed' and d.requested_at > $3 - interval '24 hours'
-                    and d.requested_at <= $3) as distinct_sources,
-                (select not exists (select 1 from movement p
-                  where p.source_account_id = $1 and p.destination_account_id = $4
-                    and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee,
-                {history}
-           from movement
-          where source_account_id = $1 and currency = $2 and status <> 'failed'
-            and requested_at > $3 - interval '7 days' and requested_at <= $3",
-        history = history_column("$5", "$6"),
-    )))
-    .bind(source)
-    .bind(&movement.currency)
-    .bind(now)
-    .bind(destination)
-    .bind(movement.transaction_id)
-    .bind(history_limit)
-    .fetch_one(conn)
-    .await?;
+    // Built once: the screen runs this for every transfer.
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
+                    count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
+                    count(*) as count_7d,
+                    coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
+                    coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
+                    coalesce(sum(amount), 0) as sum_7d,
+                    (select count(distinct d.source_account_id) from movement d
+                      where d.destination_account_id = $4 and d.source_account_id is not null
+                        and d.status <> 'failed' and d.requested_at > $3 - interval '24 hours'
+                        and d.requested_at <= $3) as distinct_sources,
+                    (select not exists (select 1 from movement p
+                      where p.source_account_id = $1 and p.destination_account_id = $4
+                        and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee,
+                    {history}
+               from movement
+              where source_account_id = $1 and currency = $2 and status <> 'failed'
+                and requested_at > $3 - interval '7 days' and requested_at <= $3",
+            history = history_column("$5", "$6"),
+        )
+    });
+    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+        .bind(source)
+        .bind(&movement.currency)
+        .bind(now)
+        .bind(destination)
+        .bind(movement.transaction_id)
+        .bind(history_limit)
+        .fetch_one(conn)
+        .await?;
     Ok((
         row.velocity,
         row.distinct_sources,

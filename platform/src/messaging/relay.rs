@@ -183,11 +183,9 @@ impl OutboxRelay {
     /// Runs until `shutdown` is cancelled, then flushes pending rows (bounded by
     /// `flush_timeout`) and returns. Fails only if the schema cannot be read at start.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MessagingError> {
-        let schema: String = sqlx::query_scalar("select current_schema()")
-            .fetch_one(&self.pool)
-            .await?;
+        let (schema, key) = super::wake::outbox_of(&self.pool).await?;
         // Writers of this process wake it in memory (see `wake`).
-        let local = super::wake::register(super::wake::outbox_key(&self.pool).await?);
+        let local = super::wake::register(key);
         tracing::info!(%schema, "outbox relay started");
         let mut listener: Option<PgListener> = None;
         let mut channel: Option<Channel> = None;

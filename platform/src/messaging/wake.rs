@@ -31,7 +31,12 @@ pub type OutboxKey = String;
 
 /// The outbox the pool's connections write to (`database/schema`).
 pub async fn outbox_key(pool: &PgPool) -> Result<OutboxKey, sqlx::Error> {
-    sqlx::query_scalar("select current_database() || '/' || current_schema()")
+    Ok(outbox_of(pool).await?.1)
+}
+
+/// The schema of the pool's connections and the key of its outbox.
+pub(super) async fn outbox_of(pool: &PgPool) -> Result<(String, OutboxKey), sqlx::Error> {
+    sqlx::query_as("select current_schema(), current_database() || '/' || current_schema()")
         .fetch_one(pool)
         .await
 }
