@@ -204,10 +204,20 @@ impl TestApp {
             {
                 return transaction;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "transaction never ended: {transaction:?}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                // A transaction held for review says which rules fired.
+                let screened: Option<(String, serde_json::Value, serde_json::Value)> =
+                    sqlx::query_as(
+                        "select outcome, fired, features from fraud.decision
+                          where transaction_id = $1::uuid",
+                    )
+                    .bind(transaction_id)
+                    .fetch_optional(&self.owner)
+                    .await
+                    .ok()
+                    .flatten();
+                panic!("transaction never ended: {transaction:?}; screened: {screened:?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
