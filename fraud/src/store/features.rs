@@ -201,6 +201,24 @@ fn history_column(movement: &str, limit: &str) -> String {
     )
 }
 
+/// The source (`$1`)'s count and sum of movements in its currency (`$2`)
+/// over the hour, day and week up to `$3`, with `columns` beside them: the
+/// statement both velocity queries share.
+fn velocity_query(columns: &str) -> String {
+    format!(
+        "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
+                count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
+                count(*) as count_7d,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
+                coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
+                coalesce(sum(amount), 0) as sum_7d,
+                {columns}
+           from movement
+          where source_account_id = $1 and currency = $2 and status <> 'failed'
+            and requested_at > $3 - interval '7 days' and requested_at <= $3"
+    )
+}
+
 /// A withdrawal's source velocity and the source's amount history, in one statement.
 async fn source_features(
     conn: &mut PgConnection,
@@ -216,21 +234,7 @@ async fn source_features(
         history: Vec<Decimal>,
     }
     // Built once: the screen runs this for every withdrawal.
-    static QUERY: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
-                    count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
-                    count(*) as count_7d,
-                    coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
-                    coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
-                    coalesce(sum(amount), 0) as sum_7d,
-                    {history}
-               from movement
-              where source_account_id = $1 and currency = $2 and status <> 'failed'
-                and requested_at > $3 - interval '7 days' and requested_at <= $3",
-            history = history_column("$4", "$5"),
-        )
-    });
+    static QUERY: LazyLock<String> = LazyLock::new(|| velocity_query(&history_column("$4", "$5")));
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
         .bind(source)
         .bind(&movement.currency)
@@ -262,26 +266,17 @@ async fn transfer_features(
     }
     // Built once: the screen runs this for every transfer.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "select count(*) filter (where requested_at > $3 - interval '1 hour') as count_1h,
-                    count(*) filter (where requested_at > $3 - interval '24 hours') as count_24h,
-                    count(*) as count_7d,
-                    coalesce(sum(amount) filter (where requested_at > $3 - interval '1 hour'), 0) as sum_1h,
-                    coalesce(sum(amount) filter (where requested_at > $3 - interval '24 hours'), 0) as sum_24h,
-                    coalesce(sum(amount), 0) as sum_7d,
-                    (select count(distinct d.source_account_id) from movement d
-                      where d.destination_account_id = $4 and d.source_account_id is not null
-                        and d.status <> 'failed' and d.requested_at > $3 - interval '24 hours'
-                        and d.requested_at <= $3) as distinct_sources,
-                    (select not exists (select 1 from movement p
-                      where p.source_account_id = $1 and p.destination_account_id = $4
-                        and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee,
-                    {history}
-               from movement
-              where source_account_id = $1 and currency = $2 and status <> 'failed'
-                and requested_at > $3 - interval '7 days' and requested_at <= $3",
+        velocity_query(&format!(
+            "(select count(distinct d.source_account_id) from movement d
+               where d.destination_account_id = $4 and d.source_account_id is not null
+                 and d.status <> 'failed' and d.requested_at > $3 - interval '24 hours'
+                 and d.requested_at <= $3) as distinct_sources,
+             (select not exists (select 1 from movement p
+               where p.source_account_id = $1 and p.destination_account_id = $4
+                 and p.transaction_id <> $5 and p.status <> 'failed')) as first_payee,
+             {history}",
             history = history_column("$5", "$6"),
-        )
+        ))
     });
     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
         .bind(source)
