@@ -8,13 +8,16 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
-use corebank_platform::messaging::{Exchange, Handler, HandlerError, IncomingMessage, QueueSpec};
+use corebank_platform::messaging::{
+    BatchError, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec, message_span,
+};
 use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::{Message, Name};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{Direction, PostedEntry};
@@ -161,21 +164,50 @@ impl Outcome {
     }
 }
 
-impl Handler for ProjectionHandler {
-    async fn handle(
+impl ProjectionHandler {
+    /// Applies a batch: the entries of all its journal events at once (see
+    /// [`projection::offer_entries`]), then its other events in order. The
+    /// two touch different tables, so the split changes no result.
+    async fn project(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        let now = self.clock.now();
+        let mut entries = Vec::new();
+        let mut others = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            if message.message_type == pb::JournalPostedEvent::full_name() {
+                let event: pb::JournalPostedEvent =
+                    decode(message).map_err(|error| BatchError::at(index, error))?;
+                entries
+                    .extend(journal_entries(&event).map_err(|error| BatchError::at(index, error))?);
+            } else {
+                others.push((index, *message));
+            }
+        }
+        projection::offer_entries(tx, &entries, now)
+            .await
+            .map_err(BatchError::whole)?;
+        for (index, message) in others {
+            self.record_context(tx, message, now)
+                .instrument(message_span(message))
+                .await
+                .map_err(|error| BatchError::at(index, error))?;
+        }
+        Ok(())
+    }
+
+    /// Records an event other than a journal's in the context tables.
+    async fn record_context(
         &self,
         tx: &mut PgConnection,
         message: &IncomingMessage,
+        now: DateTime<Utc>,
     ) -> Result<(), HandlerError> {
-        let now = self.clock.now();
         let occurred_at: DateTime<Utc> = message.occurred_at.unwrap_or(now);
         let kind = message.message_type.as_str();
-        if kind == pb::JournalPostedEvent::full_name() {
-            let event: pb::JournalPostedEvent = decode(message)?;
-            for entry in journal_entries(&event)? {
-                projection::offer_entry(tx, &entry, now).await?;
-            }
-        } else if kind == pb::AccountOpenedEvent::full_name() {
+        if kind == pb::AccountOpenedEvent::full_name() {
             let event: pb::AccountOpenedEvent = decode(message)?;
             let opened_at = event
                 .open_time
@@ -264,6 +296,26 @@ impl Handler for ProjectionHandler {
             tracing::debug!(message_type = kind, "event ignored");
         }
         Ok(())
+    }
+}
+
+impl Handler for ProjectionHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        self.project(tx, &[message])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        self.project(tx, messages).await
     }
 }
 

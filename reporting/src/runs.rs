@@ -400,8 +400,8 @@ pub async fn rebuild(
     loop {
         let page = ledger.page(None, 0, &token).await?;
         head = head.max(page.head_ledger_seq);
+        projection::offer_entries(&mut *conn, &page.entries, now).await?;
         for entry in &page.entries {
-            projection::offer_entry(&mut *conn, entry, now).await?;
             accounts.insert(entry.account_id);
             entries += 1;
         }

@@ -7,4 +7,4 @@ pub mod entry;
 pub mod export;
 pub mod reconcile;
 
-pub use entry::{Direction, Offer, PostedEntry, describe, offer};
+pub use entry::{Direction, Offer, PostedEntry, Sequenced, describe, offer, sequence};
