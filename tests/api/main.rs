@@ -3,6 +3,7 @@
 mod account;
 mod audit;
 mod auth;
+mod command_batches;
 mod conflicts;
 mod customer;
 mod customer_identity;

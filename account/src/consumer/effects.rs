@@ -1,5 +1,7 @@
-//! What each saga command does to the ledger, run inside the savepoint the
-//! handler opens: a refusal is an `ApiError`, a success the events to publish.
+//! What each saga command does to the ledger: a refusal is an `ApiError`, a
+//! success the events to publish. A post or a deposit runs in a savepoint of
+//! its own, since it can refuse after it wrote; a reserve and a release must
+//! refuse only before their first write (see `Command::writes_before_refusing`).
 
 use corebank_platform::time::to_timestamp;
 
@@ -107,9 +109,10 @@ impl CommandHandler {
 pub(super) async fn release(
     conn: &mut PgConnection,
     command: &pb::ReleaseFundsCommand,
+    log: &CommandLog,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApiError> {
-    let Some(reserved) = reserved_hold(conn, &command.reserve_command_id).await? else {
+    let Some(reserved) = log.reserved_hold(&command.reserve_command_id) else {
         // The reserve never arrived (or is still on its way): make sure it
         // never takes effect.
         sqlx::query(
@@ -172,10 +175,11 @@ pub(super) async fn release(
 pub(super) async fn post(
     conn: &mut PgConnection,
     command: &pb::PostTransferCommand,
+    log: &CommandLog,
     now: DateTime<Utc>,
 ) -> Result<Applied, ApiError> {
-    let hold_id = reserved_hold(conn, &command.reserve_command_id)
-        .await?
+    let hold_id = log
+        .reserved_hold(&command.reserve_command_id)
         .flatten()
         .ok_or_else(|| {
             ApiError::failed_precondition(

@@ -7,6 +7,12 @@
 //! before the reserve it undoes leaves a tombstone, and that reserve is
 //! refused when it shows up: no late hold. Business refusals become REJECTED
 //! replies; anything else is transient and retried by the consumer.
+//!
+//! A batch of commands reads the command log with one statement and writes
+//! its replies to the log and the outbox with one statement each; only the
+//! commands that can refuse after writing get a savepoint. If the batch
+//! fails, the runner applies its commands again one at a time, each in a
+//! savepoint.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
@@ -14,7 +20,8 @@ use corebank_platform::ErrorCode;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::error::ApiError;
 use corebank_platform::messaging::{
-    self, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    self, BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    message_span,
 };
 use corebank_platform::money::{self, AmountLimits, Currency};
 use corebank_proto::v1 as pb;
@@ -22,6 +29,7 @@ use corebank_proto::wire;
 use prost::{Message, Name};
 use rust_decimal::Decimal;
 use sqlx::{Acquire, PgConnection};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{Direction, HoldStatus, Journal, MAX_HOLD_TTL};
@@ -30,10 +38,12 @@ use crate::store::{self, ledger};
 
 mod effects;
 mod kyc_events;
+mod log;
 
 pub use kyc_events::KycHandler;
 
 use effects::{post, release};
+use log::CommandLog;
 
 /// Refusal reasons only the saga path produces.
 pub mod reason {
@@ -127,86 +137,229 @@ impl CommandHandler {
     }
 }
 
+/// Whether every command runs in a savepoint of its own, or only those that
+/// can refuse after they wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoints {
+    Always,
+    WhereNeeded,
+}
+
+impl Command {
+    /// Whether a refusal may come after this command wrote something, so
+    /// only a savepoint can take the refusal's writes back. A reserve and a
+    /// release check everything before they write (a conditional update that
+    /// touches nothing writes nothing); a post and a deposit do not.
+    fn writes_before_refusing(&self) -> bool {
+        matches!(self, Self::Post(_) | Self::Deposit(_))
+    }
+
+    /// The reserve a post or release refers to.
+    fn reserve_command_id(&self) -> Option<&str> {
+        match self {
+            Self::Release(c) => Some(&c.reserve_command_id),
+            Self::Post(c) => Some(&c.reserve_command_id),
+            Self::Reserve(_) | Self::Deposit(_) => None,
+        }
+    }
+}
+
+/// A command of the batch, decoded, with where it came from.
+struct Decoded<'m> {
+    index: usize,
+    message: &'m IncomingMessage,
+    command: Command,
+    saga_id: Uuid,
+}
+
+impl CommandHandler {
+    /// Applies commands in order in `tx`: one statement reads the command
+    /// log for all of them, each fresh command runs its effect (in a
+    /// savepoint when `savepoints` asks for one), and one statement each
+    /// writes the replies to the log and the replies and events to the
+    /// outbox.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+        savepoints: Savepoints,
+    ) -> Result<(), BatchError> {
+        let mut decoded = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let (command, saga_id) =
+                decode(message).map_err(|error| BatchError::at(index, error))?;
+            decoded.push(Decoded {
+                index,
+                message,
+                command,
+                saga_id,
+            });
+        }
+        let named: Vec<&str> = decoded
+            .iter()
+            .flat_map(|d| [Some(d.command.ids().0), d.command.reserve_command_id()])
+            .flatten()
+            .collect();
+        let mut log = CommandLog::load(tx, &named)
+            .await
+            .map_err(BatchError::whole)?;
+        let now = self.clock.now();
+        let mut outgoing = Vec::new();
+        for d in &decoded {
+            let answer = self
+                .answer(tx, d, &mut log, savepoints, now)
+                .instrument(message_span(d.message))
+                .await?;
+            outgoing.extend(answer);
+        }
+        log.write(tx, now).await.map_err(BatchError::whole)?;
+        messaging::enqueue_all(tx, outgoing)
+            .await
+            .map_err(BatchError::whole)?;
+        Ok(())
+    }
+
+    /// One command's outgoing messages (events, then the reply), built in
+    /// its span so they continue its trace: the stored reply again for a
+    /// command handled before, else the effect's.
+    async fn answer(
+        &self,
+        tx: &mut PgConnection,
+        d: &Decoded<'_>,
+        log: &mut CommandLog,
+        savepoints: Savepoints,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutgoingMessage>, BatchError> {
+        let command_id = d.command.ids().0;
+        if let Some(stored) = log
+            .reply(command_id)
+            .map_err(|e| BatchError::at(d.index, e))?
+        {
+            tracing::debug!(%command_id, "duplicate command, replaying the stored reply");
+            return Ok(vec![reply_message(stored, d.saga_id, d.message)]);
+        }
+        let savepoint = savepoints == Savepoints::Always || d.command.writes_before_refusing();
+        let (reply, hold_id, events) = self.apply_one(tx, d, log, savepoint, now).await?;
+        log.record(command_id, &reply, hold_id);
+        let mut outgoing: Vec<OutgoingMessage> = events
+            .into_iter()
+            .map(|event| event.with_correlation_id(d.saga_id).caused_by(d.message))
+            .collect();
+        outgoing.push(reply_message(reply, d.saga_id, d.message));
+        Ok(outgoing)
+    }
+
+    /// Runs one fresh command's effect: its reply, the hold to log with it,
+    /// and its events.
+    async fn apply_one(
+        &self,
+        tx: &mut PgConnection,
+        d: &Decoded<'_>,
+        log: &CommandLog,
+        savepoint: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(pb::CommandReply, Option<Uuid>, Vec<OutgoingMessage>), BatchError> {
+        let failed = |error: sqlx::Error| BatchError::at(d.index, error.into());
+        let result = if savepoint {
+            let mut savepoint = tx.begin().await.map_err(failed)?;
+            let result = self.effect(&mut savepoint, &d.command, log, now).await;
+            match &result {
+                Ok(_) => savepoint.commit().await.map_err(failed)?,
+                Err(_) => savepoint.rollback().await.map_err(failed)?,
+            }
+            result
+        } else {
+            let result = self.effect(tx, &d.command, log, now).await;
+            // Without a savepoint only a refusal that ran no failing
+            // statement may be answered. The domain refuses with other
+            // codes; an invalid argument is the database's (a text it
+            // cannot store), and the batch is redone with savepoints.
+            if let Err(error) = &result
+                && error.code() == ErrorCode::InvalidArgument
+            {
+                return Err(BatchError::whole(HandlerError::transient(anyhow!(
+                    error.to_string()
+                ))));
+            }
+            result
+        };
+        let (command_id, saga_id) = d.command.ids();
+        let mut reply = pb::CommandReply {
+            command_id: command_id.to_owned(),
+            saga_id: saga_id.to_owned(),
+            ..pb::CommandReply::default()
+        };
+        match result {
+            Ok(applied) => {
+                reply.outcome = pb::CommandOutcome::Succeeded as i32;
+                reply.detail = applied.detail;
+                reply.hold_id = applied.hold_id.map(|id| id.to_string()).unwrap_or_default();
+                reply.journal_id = applied
+                    .journal_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default();
+                Ok((reply, applied.hold_id, applied.events))
+            }
+            Err(error) if rejects(&error) => {
+                tracing::info!(%command_id, reason = error.reason(), "command rejected");
+                reply.outcome = pb::CommandOutcome::Rejected as i32;
+                reply.reason_code = error.reason().to_owned();
+                reply.detail = error.message().to_owned();
+                Ok((reply, None, Vec::new()))
+            }
+            Err(error) => Err(BatchError::at(
+                d.index,
+                HandlerError::transient(anyhow!(error.to_string())),
+            )),
+        }
+    }
+
+    async fn effect(
+        &self,
+        conn: &mut PgConnection,
+        command: &Command,
+        log: &CommandLog,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ApiError> {
+        match command {
+            Command::Reserve(c) => self.reserve(conn, c, now).await,
+            Command::Release(c) => release(conn, c, log, now).await,
+            Command::Post(c) => post(conn, c, log, now).await,
+            Command::Deposit(c) => self.deposit(conn, c, now).await,
+        }
+    }
+}
+
+/// Decodes a command and checks its ids.
+fn decode(message: &IncomingMessage) -> Result<(Command, Uuid), HandlerError> {
+    let command = Command::decode(message)?;
+    let (command_id, saga_id) = command.ids();
+    if command_id.is_empty() {
+        return Err(HandlerError::malformed(anyhow!(
+            "command without a command id"
+        )));
+    }
+    let saga_id = Uuid::parse_str(saga_id).map_err(HandlerError::malformed)?;
+    Ok((command, saga_id))
+}
+
 impl Handler for CommandHandler {
     async fn handle(
         &self,
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        let command = Command::decode(message)?;
-        let (command_id, saga_id) = command.ids();
-        let (command_id, saga_id) = (command_id.to_owned(), saga_id.to_owned());
-        if command_id.is_empty() {
-            return Err(HandlerError::malformed(anyhow!(
-                "command without a command id"
-            )));
-        }
-        let saga_uuid = Uuid::parse_str(&saga_id).map_err(HandlerError::malformed)?;
-        let now = self.clock.now();
+        self.apply(tx, &[message], Savepoints::Always)
+            .await
+            .map_err(|failure| failure.error)
+    }
 
-        if let Some(stored) = stored_reply(tx, &command_id).await? {
-            tracing::debug!(%command_id, "duplicate command, replaying the stored reply");
-            messaging::enqueue(tx, reply_message(stored, saga_uuid, message)).await?;
-            return Ok(());
-        }
-
-        // The events and the reply, written together at the end.
-        let mut outgoing = Vec::new();
-        // The effect runs in a savepoint so a refusal leaves nothing behind
-        // but the refusal itself.
-        let mut savepoint = tx.begin().await?;
-        let result = match &command {
-            Command::Reserve(c) => self.reserve(&mut savepoint, c, now).await,
-            Command::Release(c) => release(&mut savepoint, c, now).await,
-            Command::Post(c) => post(&mut savepoint, c, now).await,
-            Command::Deposit(c) => self.deposit(&mut savepoint, c, now).await,
-        };
-        let reply = match result {
-            Ok(applied) => {
-                savepoint.commit().await?;
-                outgoing.extend(
-                    applied
-                        .events
-                        .into_iter()
-                        .map(|event| event.with_correlation_id(saga_uuid).caused_by(message)),
-                );
-                let reply = pb::CommandReply {
-                    command_id: command_id.clone(),
-                    saga_id: saga_id.clone(),
-                    outcome: pb::CommandOutcome::Succeeded as i32,
-                    reason_code: String::new(),
-                    detail: applied.detail,
-                    hold_id: applied.hold_id.map(|id| id.to_string()).unwrap_or_default(),
-                    journal_id: applied
-                        .journal_id
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                    wait_deadline: None,
-                };
-                store_reply(tx, &command_id, &reply, applied.hold_id, now).await?;
-                reply
-            }
-            Err(error) if rejects(&error) => {
-                savepoint.rollback().await?;
-                tracing::info!(%command_id, reason = error.reason(), "command rejected");
-                let reply = pb::CommandReply {
-                    command_id: command_id.clone(),
-                    saga_id: saga_id.clone(),
-                    outcome: pb::CommandOutcome::Rejected as i32,
-                    reason_code: error.reason().to_owned(),
-                    detail: error.message().to_owned(),
-                    hold_id: String::new(),
-                    journal_id: String::new(),
-                    wait_deadline: None,
-                };
-                store_reply(tx, &command_id, &reply, None, now).await?;
-                reply
-            }
-            Err(error) => return Err(HandlerError::transient(anyhow!(error.to_string()))),
-        };
-        outgoing.push(reply_message(reply, saga_uuid, message));
-        messaging::enqueue_all(tx, outgoing).await?;
-        Ok(())
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        self.apply(tx, messages, Savepoints::WhereNeeded).await
     }
 }
 
@@ -220,57 +373,6 @@ fn rejects(error: &ApiError) -> bool {
             | ErrorCode::InvalidArgument
             | ErrorCode::AlreadyExists
     )
-}
-
-async fn stored_reply(
-    conn: &mut PgConnection,
-    command_id: &str,
-) -> Result<Option<pb::CommandReply>, HandlerError> {
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("select reply from command_log where command_id = $1")
-            .bind(command_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    stored
-        .map(|bytes| {
-            pb::CommandReply::decode(bytes.as_slice()).map_err(|error| {
-                HandlerError::permanent(anyhow!("stored reply does not decode: {error}"))
-            })
-        })
-        .transpose()
-}
-
-async fn store_reply(
-    conn: &mut PgConnection,
-    command_id: &str,
-    reply: &pb::CommandReply,
-    hold_id: Option<Uuid>,
-    now: DateTime<Utc>,
-) -> Result<(), HandlerError> {
-    sqlx::query(
-        "insert into command_log (command_id, reply, hold_id, created_at) values ($1, $2, $3, $4)",
-    )
-    .bind(command_id)
-    .bind(reply.encode_to_vec())
-    .bind(hold_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// `None`: the reserve has not been seen; `Some(None)`: it was rejected;
-/// `Some(Some(hold))`: it placed `hold`.
-async fn reserved_hold(
-    conn: &mut PgConnection,
-    reserve_command_id: &str,
-) -> Result<Option<Option<Uuid>>, sqlx::Error> {
-    let row: Option<Option<Uuid>> =
-        sqlx::query_scalar("select hold_id from command_log where command_id = $1")
-            .bind(reserve_command_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row)
 }
 
 /// What a reserve checks before it places its hold.
