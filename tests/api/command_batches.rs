@@ -1,12 +1,15 @@
-//! Saga commands that wait in the account service's queue are taken as
-//! batches (one command-log read, one log write and one outbox write for
-//! all of them): within a batch every command sees what the ones before it
-//! did, exactly as when they arrive one at a time.
+//! Saga commands that wait in a participant's queue are taken as batches
+//! (one command-log read, one log write and one outbox write for all of
+//! them): within a batch every command sees what the ones before it did,
+//! exactly as when they arrive one at a time.
 
+use corebank_platform::messaging::OutgoingMessage;
 use corebank_proto::v1 as pb;
-use prost::Message;
+use corebank_proto::wire;
+use prost::{Message, Name};
+use uuid::Uuid;
 
-use crate::helpers::{SagaCommands, Service, TestApp, rejected, succeeded};
+use crate::helpers::{SagaCommands, Service, TestApp, publish, rejected, succeeded};
 
 fn usd(amount: &str) -> pb::Money {
     pb::Money {
@@ -15,12 +18,12 @@ fn usd(amount: &str) -> pb::Money {
     }
 }
 
-/// The replies the account service sent for `command_id` (its outbox rows).
-async fn replies_sent(app: &TestApp, command_id: &str) -> Vec<pb::CommandReply> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "select payload from account.outbox where message_type = 'corebank.v1.CommandReply'
-         order by outbox_id",
-    )
+/// The replies `schema`'s service sent for `command_id` (its outbox rows).
+async fn replies_sent(app: &TestApp, schema: &str, command_id: &str) -> Vec<pb::CommandReply> {
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select payload from {schema}.outbox where message_type = 'corebank.v1.CommandReply'
+         order by outbox_id"
+    )))
     .fetch_all(&app.owner)
     .await
     .expect("read the outbox");
@@ -76,7 +79,7 @@ async fn commands_queued_together_apply_as_they_would_one_at_a_time() {
         .command_reply(&posted.post(&source, "").command_id)
         .await;
     assert!(succeeded(&post), "{post:?}");
-    let again = replies_sent(&app, &posted.reserve_id()).await;
+    let again = replies_sent(&app, "account", &posted.reserve_id()).await;
     assert_eq!(again.len(), 2, "the re-sent reserve is answered too");
     assert!(
         again.iter().all(|reply| *reply == reserve),
@@ -109,31 +112,24 @@ async fn commands_queued_together_apply_as_they_would_one_at_a_time() {
 
     // The nine commands (the re-sent reserve has no row of its own) were
     // taken together: their log rows share transactions.
-    let transactions: i64 = sqlx::query_scalar(
-        "select count(distinct xmin::text) from account.command_log where command_id = any($1)",
-    )
-    .bind(
+    let commands: Vec<String> = [
+        &posted,
+        &cancelled,
+        &released,
+        &refused,
+        &after_refusal,
+        &deposited,
+    ]
+    .iter()
+    .flat_map(|saga| {
         [
-            &posted,
-            &cancelled,
-            &released,
-            &refused,
-            &after_refusal,
-            &deposited,
+            saga.reserve_id(),
+            saga.release(&source).command_id,
+            saga.post(&source, "").command_id,
         ]
-        .iter()
-        .flat_map(|saga| {
-            [
-                saga.reserve_id(),
-                saga.release(&source).command_id,
-                saga.post(&source, "").command_id,
-            ]
-        })
-        .collect::<Vec<_>>(),
-    )
-    .fetch_one(&app.owner)
-    .await
-    .expect("read the command log");
+    })
+    .collect();
+    let transactions = log_transactions(&app, "account", &commands).await;
     assert!(
         transactions < 9,
         "nine queued commands took {transactions} transactions"
@@ -164,5 +160,152 @@ async fn commands_queued_together_apply_as_they_would_one_at_a_time() {
     assert_eq!(
         balance(app.balance(&destination).await),
         ("12.51".to_owned(), "0.00".to_owned())
+    );
+}
+
+/// How many transactions wrote the `schema.command_log` rows of `command_ids`.
+async fn log_transactions(app: &TestApp, schema: &str, command_ids: &[String]) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(distinct xmin::text) from {schema}.command_log where command_id = any($1)"
+    )))
+    .bind(command_ids)
+    .fetch_one(&app.owner)
+    .await
+    .expect("read the command log")
+}
+
+/// Publishes a saga command to the transaction service.
+async fn send_transaction_command<C: Message + Name>(app: &TestApp, saga_id: Uuid, command: &C) {
+    let message = OutgoingMessage::command(
+        wire::service::TRANSACTION,
+        C::full_name(),
+        command.encode_to_vec(),
+    )
+    .with_correlation_id(saga_id);
+    publish(&app.namespace, &message).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_commands_queued_together_apply_as_they_would_one_at_a_time() {
+    let app = TestApp::spawn().await;
+    let source = app.funded_account("100").await.account_id;
+    let destination = app.funded_account("0.01").await.account_id;
+    // No saga runs these transfers: the test sends their commands itself.
+    app.stop(Service::Orchestrator).await;
+    let mut transfers = Vec::new();
+    for _ in 0..3 {
+        transfers.push(app.submit_transfer(&source, &destination, "1.00").await);
+    }
+    let (reviewed, resent, failed) = (&transfers[0], &transfers[1], &transfers[2]);
+    // One saga id for the three: command ids differ by transaction anyway.
+    let saga = Uuid::now_v7();
+    let command_id = |step: &str, transaction_id: &str, direction| {
+        format!(
+            "{}:{transaction_id}",
+            wire::command_id(saga, step, direction)
+        )
+    };
+    let complete = |transaction_id: &str| pb::CompleteTransactionCommand {
+        command_id: command_id("complete", transaction_id, wire::Direction::Forward),
+        saga_id: saga.to_string(),
+        transaction_id: transaction_id.to_owned(),
+        journal_id: Uuid::now_v7().to_string(),
+    };
+    let review = pb::MarkReviewCommand {
+        command_id: command_id("mark_review", reviewed, wire::Direction::Forward),
+        saga_id: saga.to_string(),
+        transaction_id: reviewed.clone(),
+        step: "screen".to_owned(),
+        deadline: None,
+    };
+    let fail = pb::FailTransactionCommand {
+        command_id: command_id("fail", failed, wire::Direction::Compensate),
+        saga_id: saga.to_string(),
+        transaction_id: failed.clone(),
+        reason_code: "INSUFFICIENT_FUNDS".to_owned(),
+        detail: "available 0.00, asked 1.00".to_owned(),
+    };
+
+    app.stop(Service::Transaction).await;
+    // A review notice, then the completion of the same transaction.
+    send_transaction_command(&app, saga, &review).await;
+    send_transaction_command(&app, saga, &complete(reviewed)).await;
+    // A completion and the same completion re-sent under a new message id.
+    let completion = complete(resent);
+    send_transaction_command(&app, saga, &completion).await;
+    send_transaction_command(&app, saga, &completion).await;
+    // A failure, then a completion the failure has made illegal.
+    send_transaction_command(&app, saga, &fail).await;
+    send_transaction_command(&app, saga, &complete(failed)).await;
+    app.start(Service::Transaction).await;
+
+    for (transaction_id, status) in [
+        (reviewed, pb::TransactionStatus::Completed),
+        (resent, pb::TransactionStatus::Completed),
+        (failed, pb::TransactionStatus::Failed),
+    ] {
+        assert_eq!(
+            app.terminal(transaction_id).await.status,
+            status as i32,
+            "{transaction_id}"
+        );
+    }
+    let too_late = complete(failed).command_id;
+    app.wait_for_count(
+        &format!("select count(*) from transaction.command_log where command_id = '{too_late}'"),
+        1,
+        "the refused completion",
+    )
+    .await;
+
+    let history: Vec<(String, String)> = sqlx::query_as(
+        "select transaction_id::text, to_status from transaction.transaction_status_change
+         where transaction_id = any($1::uuid[]) and from_status is not null
+         order by transaction_status_change_id",
+    )
+    .bind(&transfers)
+    .fetch_all(&app.owner)
+    .await
+    .expect("read the status history");
+    let of = |transaction_id: &String| -> Vec<&str> {
+        history
+            .iter()
+            .filter(|(id, _)| id == transaction_id)
+            .map(|(_, status)| status.as_str())
+            .collect()
+    };
+    assert_eq!(of(reviewed), ["review", "completed"]);
+    assert_eq!(
+        of(resent),
+        ["completed"],
+        "the re-sent completion changed nothing"
+    );
+    assert_eq!(of(failed), ["failed"]);
+
+    let answered = replies_sent(&app, "transaction", &completion.command_id).await;
+    assert_eq!(answered.len(), 2, "the re-sent completion is answered too");
+    assert_eq!(answered[0], answered[1]);
+    assert_eq!(answered[0].outcome, pb::CommandOutcome::Succeeded as i32);
+    let refused = replies_sent(&app, "transaction", &too_late).await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(rejected(&refused[0]), "TRANSACTION_ALREADY_TERMINAL");
+    // The notice expects no reply.
+    assert!(
+        replies_sent(&app, "transaction", &review.command_id)
+            .await
+            .is_empty()
+    );
+
+    let commands = [
+        review.command_id.clone(),
+        complete(reviewed).command_id,
+        completion.command_id.clone(),
+        fail.command_id.clone(),
+        too_late.clone(),
+    ];
+    let transactions = log_transactions(&app, "transaction", &commands).await;
+    assert!(
+        transactions < 5,
+        "five queued commands took {transactions} transactions"
     );
 }

@@ -3,23 +3,26 @@
 //! A command id is deterministic and a command may be re-sent with a new
 //! message id, which the inbox does not recognise; the `command_log` does: a
 //! command seen before has no second effect, and its stored reply is sent again.
+//! A batch of commands takes a few statements plus one per status change.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    self, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec,
+    self, BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    message_span,
 };
 use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::Message;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::domain::{self, Move, Outcome, TRANSACTION_ALREADY_TERMINAL};
+use crate::domain::{self, Move, Outcome, TRANSACTION_ALREADY_TERMINAL, Transaction};
 use crate::messages;
-use crate::store::{self, CommandClaim};
+use crate::store;
 
 /// The queue of saga commands for this service.
 pub fn queue_spec() -> QueueSpec {
@@ -140,98 +143,166 @@ impl CommandHandler {
         Self { clock }
     }
 
+    /// Applies commands in order in `tx`: their transactions locked at once
+    /// (in id order, before the log is read, so a replica applying the same
+    /// command has committed by then), the command log read with one
+    /// statement, each fresh command's change written, then the log rows and
+    /// the outgoing messages with one statement each.
     async fn apply(
         &self,
         tx: &mut PgConnection,
-        message: &IncomingMessage,
-        command: Command,
-        now: DateTime<Utc>,
-    ) -> Result<(), HandlerError> {
-        let claim = store::claim_command(
-            tx,
-            &command.command_id,
-            &message.message_type,
-            command.transaction_id,
-            now,
-        )
-        .await?;
-        if let CommandClaim::Duplicate(stored) = claim {
-            tracing::info!(command_id = %command.command_id, "duplicate command, replaying its reply");
-            if let Some(stored) = stored {
-                messaging::enqueue(tx, messages::reply(stored, command.saga_id, message, now))
-                    .await?;
-            }
-            return Ok(());
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        let mut commands = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            commands.push(Command::decode(message).map_err(|error| BatchError::at(index, error))?);
         }
+        let transaction_ids: Vec<Uuid> = commands.iter().map(|c| c.transaction_id).collect();
+        let mut transactions = store::lock_all(tx, &transaction_ids)
+            .await
+            .map_err(BatchError::whole)?;
+        let command_ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
+        let mut logged = store::logged_commands(tx, &command_ids)
+            .await
+            .map_err(BatchError::whole)?;
+        let now = self.clock.now();
+        let mut log = Vec::new();
+        let mut outgoing = Vec::new();
+        for (index, (message, command)) in messages.iter().zip(&commands).enumerate() {
+            // Outgoing messages are built in the command's span, so they
+            // continue its trace.
+            let span = message_span(message);
+            if let Some(stored) = logged.get(&command.command_id) {
+                span.in_scope(|| {
+                    tracing::info!(command_id = %command.command_id, "duplicate command, replaying its reply");
+                    if let Some(stored) = stored {
+                        outgoing.push(messages::reply(stored.clone(), command.saga_id, message, now));
+                    }
+                });
+                continue;
+            }
+            let transaction_id = command.transaction_id;
+            let Some(current) = transactions.get(&transaction_id) else {
+                return Err(BatchError::at(
+                    index,
+                    HandlerError::permanent(anyhow!("transaction {transaction_id} not found")),
+                ));
+            };
+            let (reply, event, updated) = transition(tx, message, command, current, now)
+                .instrument(span.clone())
+                .await
+                .map_err(BatchError::whole)?;
+            outgoing.extend(event);
+            if let Some(updated) = updated {
+                transactions.insert(transaction_id, updated);
+            }
+            let reply = command.expects_reply.then(|| reply.encode_to_vec());
+            if let Some(encoded) = &reply {
+                outgoing.push(
+                    span.in_scope(|| {
+                        messages::reply(encoded.clone(), command.saga_id, message, now)
+                    }),
+                );
+            }
+            logged.insert(command.command_id.clone(), reply.clone());
+            log.push(store::LoggedCommand {
+                command_id: &command.command_id,
+                message_type: &message.message_type,
+                transaction_id,
+                reply,
+            });
+        }
+        store::log_commands(tx, &log, now)
+            .await
+            .map_err(BatchError::whole)?;
+        messaging::enqueue_all(tx, outgoing)
+            .await
+            .map_err(BatchError::whole)?;
+        Ok(())
+    }
+}
 
-        let transaction_id = command.transaction_id;
-        // The event and the reply, written together at the end.
-        let mut outgoing = Vec::with_capacity(2);
-        let Some(current) = store::lock(tx, transaction_id).await? else {
-            return Err(HandlerError::permanent(anyhow!(
-                "transaction {transaction_id} not found"
-            )));
-        };
-        let to = command.outcome.status();
-        let reply = match current.status.transition(to) {
-            Ok(Move::Changed) => {
-                let updated =
-                    store::apply(tx, &current, &command.outcome, &command.command_id, now).await?;
-                let event = match command.outcome {
-                    // Intermediate statuses are history rows only; events
-                    // announce how a movement ended.
-                    Outcome::Processing | Outcome::Review { .. } => None,
-                    Outcome::Completed { .. } => Some(messages::completed_event(
-                        &updated,
-                        command.saga_id,
-                        message,
-                        now,
-                    )),
-                    Outcome::Failed { .. } => Some(messages::failed_event(
-                        &updated,
-                        command.saga_id,
-                        message,
-                        now,
-                    )),
-                };
-                outgoing.extend(event);
-                tracing::debug!(
-                    %transaction_id,
-                    from = current.status.as_str(),
-                    to = to.as_str(),
-                    saga_id = %command.saga_id,
-                    "transaction status changed"
-                );
-                command.reply(pb::CommandOutcome::Succeeded, "", String::new())
-            }
-            Ok(Move::Unchanged) => {
-                tracing::debug!(%transaction_id, status = current.status.as_str(), to = to.as_str(), "nothing to change");
-                command.reply(pb::CommandOutcome::Succeeded, "", String::new())
-            }
-            Err(illegal) => {
-                tracing::error!(
-                    %transaction_id,
-                    status = current.status.as_str(),
-                    to = to.as_str(),
-                    saga_id = %command.saga_id,
-                    command_id = %command.command_id,
-                    "command refused: the transaction already ended the other way"
-                );
+/// Moves a locked transaction as `command` says: the reply, the event that
+/// announces how the movement ended (if it just ended), and the transaction
+/// as it now is (if it changed).
+async fn transition(
+    tx: &mut PgConnection,
+    message: &IncomingMessage,
+    command: &Command,
+    current: &Transaction,
+    now: DateTime<Utc>,
+) -> Result<
+    (
+        pb::CommandReply,
+        Option<OutgoingMessage>,
+        Option<Transaction>,
+    ),
+    sqlx::Error,
+> {
+    let transaction_id = current.transaction_id;
+    let to = command.outcome.status();
+    Ok(match current.status.transition(to) {
+        Ok(Move::Changed) => {
+            let updated =
+                store::apply(tx, current, &command.outcome, &command.command_id, now).await?;
+            let event = match command.outcome {
+                // Intermediate statuses are history rows only; events
+                // announce how a movement ended.
+                Outcome::Processing | Outcome::Review { .. } => None,
+                Outcome::Completed { .. } => Some(messages::completed_event(
+                    &updated,
+                    command.saga_id,
+                    message,
+                    now,
+                )),
+                Outcome::Failed { .. } => Some(messages::failed_event(
+                    &updated,
+                    command.saga_id,
+                    message,
+                    now,
+                )),
+            };
+            tracing::debug!(
+                %transaction_id,
+                from = current.status.as_str(),
+                to = to.as_str(),
+                saga_id = %command.saga_id,
+                "transaction status changed"
+            );
+            (
+                command.reply(pb::CommandOutcome::Succeeded, "", String::new()),
+                event,
+                Some(updated),
+            )
+        }
+        Ok(Move::Unchanged) => {
+            tracing::debug!(%transaction_id, status = current.status.as_str(), to = to.as_str(), "nothing to change");
+            (
+                command.reply(pb::CommandOutcome::Succeeded, "", String::new()),
+                None,
+                None,
+            )
+        }
+        Err(illegal) => {
+            tracing::error!(
+                %transaction_id,
+                status = current.status.as_str(),
+                to = to.as_str(),
+                saga_id = %command.saga_id,
+                command_id = %command.command_id,
+                "command refused: the transaction already ended the other way"
+            );
+            (
                 command.reply(
                     pb::CommandOutcome::Rejected,
                     TRANSACTION_ALREADY_TERMINAL,
                     illegal.to_string(),
-                )
-            }
-        };
-        if command.expects_reply {
-            let encoded = reply.encode_to_vec();
-            store::store_reply(tx, &command.command_id, &encoded).await?;
-            outgoing.push(messages::reply(encoded, command.saga_id, message, now));
+                ),
+                None,
+                None,
+            )
         }
-        messaging::enqueue_all(tx, outgoing).await?;
-        Ok(())
-    }
+    })
 }
 
 impl Handler for CommandHandler {
@@ -240,9 +311,17 @@ impl Handler for CommandHandler {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        let command = Command::decode(message)?;
-        let now = self.clock.now();
-        self.apply(tx, message, command, now).await
+        self.apply(tx, &[message])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        self.apply(tx, messages).await
     }
 }
 

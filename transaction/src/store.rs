@@ -7,6 +7,8 @@
 //! '<id> <new status>')` in the transaction that makes it, so waiters in any replica learn of it once
 //! it is committed.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use corebank_platform::error::{ApiError, constraint};
 use corebank_platform::idempotency::{self, IdempotencyConfig};
@@ -152,15 +154,6 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         Uuid::parse_str(id).ok()?,
     ))
-}
-
-/// What claiming a command id found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CommandClaim {
-    /// First time: apply it, then [`store_reply`].
-    Fresh,
-    /// Applied before; the reply stored then (none for commands without one).
-    Duplicate(Option<Vec<u8>>),
 }
 
 impl TransactionStore {
@@ -342,20 +335,27 @@ pub async fn insert(
     row.try_into()
 }
 
-/// Reads a transaction and locks it until the caller's transaction ends.
-pub async fn lock(
+/// Reads transactions and locks them until the caller's transaction ends,
+/// in id order (so two batches never wait on each other in a cycle). Ids
+/// without a transaction are simply absent.
+pub async fn lock_all(
     conn: &mut PgConnection,
-    transaction_id: Uuid,
-) -> Result<Option<Transaction>, sqlx::Error> {
-    let row: Option<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from transaction where transaction_id = $1 for update"
+    transaction_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Transaction>, sqlx::Error> {
+    let rows: Vec<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from transaction where transaction_id = any($1)
+         order by transaction_id for update"
     )))
-    .bind(transaction_id)
-    .fetch_optional(&mut *conn)
+    .bind(transaction_ids)
+    .fetch_all(&mut *conn)
     .await?;
-    row.map(Transaction::try_from)
-        .transpose()
-        .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+    rows.into_iter()
+        .map(|row| {
+            Transaction::try_from(row)
+                .map(|transaction| (transaction.transaction_id, transaction))
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+        })
+        .collect()
 }
 
 /// Moves a locked transaction as `outcome` says (the caller checked the move
@@ -432,47 +432,48 @@ pub async fn apply(
     })
 }
 
-/// Records `command_id` as applied, or finds it applied before (waiting for a
-/// concurrent first delivery to commit, so a duplicate never runs alongside it).
-pub async fn claim_command(
+/// The commands among `command_ids` applied before, with the reply each
+/// got then (none for commands without one).
+pub async fn logged_commands(
     conn: &mut PgConnection,
-    command_id: &str,
-    message_type: &str,
-    transaction_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<CommandClaim, sqlx::Error> {
-    let inserted = sqlx::query(
-        "insert into command_log (command_id, message_type, transaction_id, created_at)
-         values ($1, $2, $3, $4) on conflict (command_id) do nothing",
-    )
-    .bind(command_id)
-    .bind(message_type)
-    .bind(transaction_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(CommandClaim::Fresh);
-    }
-    let reply: Option<Vec<u8>> =
-        sqlx::query_scalar("select reply from command_log where command_id = $1")
-            .bind(command_id)
-            .fetch_one(&mut *conn)
+    command_ids: &[&str],
+) -> Result<HashMap<String, Option<Vec<u8>>>, sqlx::Error> {
+    let rows: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("select command_id, reply from command_log where command_id = any($1)")
+            .bind(command_ids)
+            .fetch_all(&mut *conn)
             .await?;
-    Ok(CommandClaim::Duplicate(reply))
+    Ok(rows.into_iter().collect())
 }
 
-/// Keeps the encoded reply of a fresh command, for its duplicates.
-pub async fn store_reply(
+/// A command applied now, for the log.
+#[derive(Debug)]
+pub struct LoggedCommand<'a> {
+    pub command_id: &'a str,
+    pub message_type: &'a str,
+    pub transaction_id: Uuid,
+    pub reply: Option<Vec<u8>>,
+}
+
+/// Logs applied commands, each with its reply.
+pub async fn log_commands(
     conn: &mut PgConnection,
-    command_id: &str,
-    reply: &[u8],
+    commands: &[LoggedCommand<'_>],
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update command_log set reply = $2 where command_id = $1")
-        .bind(command_id)
-        .bind(reply)
-        .execute(&mut *conn)
-        .await?;
+    if commands.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into command_log (command_id, message_type, transaction_id, reply, created_at)
+         select c, m, t, r, $5 from unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[]) as l(c, m, t, r)",
+    )
+    .bind(commands.iter().map(|c| c.command_id).collect::<Vec<_>>())
+    .bind(commands.iter().map(|c| c.message_type).collect::<Vec<_>>())
+    .bind(commands.iter().map(|c| c.transaction_id).collect::<Vec<_>>())
+    .bind(commands.iter().map(|c| c.reply.clone()).collect::<Vec<_>>())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
