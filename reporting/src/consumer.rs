@@ -21,7 +21,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{Direction, PostedEntry};
-use crate::store::projection::{self, Outcome};
+use crate::store::context::{self, Outcome};
+use crate::store::projection;
 
 /// The events the read models are projected from.
 pub fn event_queue() -> QueueSpec {
@@ -214,7 +215,7 @@ impl ProjectionHandler {
                 .as_ref()
                 .and_then(from_timestamp)
                 .unwrap_or(occurred_at);
-            projection::record_account_opened(
+            context::record_account_opened(
                 tx,
                 uuid(&event.account_id, "account_id")?,
                 uuid(&event.customer_id, "customer_id")?,
@@ -229,7 +230,7 @@ impl ProjectionHandler {
                 .as_ref()
                 .and_then(from_timestamp)
                 .unwrap_or(occurred_at);
-            projection::record_account_status(
+            context::record_account_status(
                 tx,
                 uuid(&event.account_id, "account_id")?,
                 &event.to_status,
@@ -238,7 +239,7 @@ impl ProjectionHandler {
             .await?;
         } else if kind == pb::CustomerKycChangedEvent::full_name() {
             let event: pb::CustomerKycChangedEvent = decode(message)?;
-            projection::record_kyc(
+            context::record_kyc(
                 tx,
                 uuid(&event.customer_id, "customer_id")?,
                 &event.to_status,
@@ -257,7 +258,7 @@ impl ProjectionHandler {
                 occurred_at,
             )?;
             outcome.journal_id = optional_uuid(&event.journal_id, "journal_id")?;
-            projection::record_outcome(tx, &outcome).await?;
+            context::record_outcome(tx, &outcome).await?;
         } else if kind == pb::TransactionFailedEvent::full_name() {
             let event: pb::TransactionFailedEvent = decode(message)?;
             let mut outcome = Outcome::of(
@@ -270,10 +271,10 @@ impl ProjectionHandler {
             )?;
             outcome.reason_code = event.reason_code;
             outcome.detail = event.detail;
-            projection::record_outcome(tx, &outcome).await?;
+            context::record_outcome(tx, &outcome).await?;
         } else if kind == pb::FraudDecisionMadeEvent::full_name() {
             let event: pb::FraudDecisionMadeEvent = decode(message)?;
-            projection::record_decision(
+            context::record_decision(
                 tx,
                 uuid(&event.decision_id, "decision_id")?,
                 uuid(&event.transaction_id, "transaction_id")?,
@@ -285,7 +286,7 @@ impl ProjectionHandler {
             .await?;
         } else if kind == pb::FraudReviewDecidedEvent::full_name() {
             let event: pb::FraudReviewDecidedEvent = decode(message)?;
-            projection::record_review_outcome(
+            context::record_review_outcome(
                 tx,
                 uuid(&event.transaction_id, "transaction_id")?,
                 &event.outcome,

@@ -3,13 +3,12 @@
 //! them): within a batch every command sees what the ones before it did,
 //! exactly as when they arrive one at a time.
 
-use corebank_platform::messaging::OutgoingMessage;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::{Message, Name};
 use uuid::Uuid;
 
-use crate::helpers::{SagaCommands, Service, TestApp, publish, rejected, succeeded};
+use crate::helpers::{SagaCommands, Service, TestApp, rejected, succeeded};
 
 fn usd(amount: &str) -> pb::Money {
     pb::Money {
@@ -176,13 +175,8 @@ async fn log_transactions(app: &TestApp, schema: &str, command_ids: &[String]) -
 
 /// Publishes a saga command to the transaction service.
 async fn send_transaction_command<C: Message + Name>(app: &TestApp, saga_id: Uuid, command: &C) {
-    let message = OutgoingMessage::command(
-        wire::service::TRANSACTION,
-        C::full_name(),
-        command.encode_to_vec(),
-    )
-    .with_correlation_id(saga_id);
-    publish(&app.namespace, &message).await;
+    app.send_command_to(wire::service::TRANSACTION, saga_id, command)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,12 +112,19 @@ impl TestApp {
     /// Publishes a command to the account service without waiting.
     pub async fn send_command<C: AccountCommand>(&self, command: &C) {
         let saga_id: Uuid = command.saga_id().parse().expect("saga id");
-        let message = OutgoingMessage::command(
-            wire::service::ACCOUNT,
-            C::full_name(),
-            command.encode_to_vec(),
-        )
-        .with_correlation_id(saga_id);
+        self.send_command_to(wire::service::ACCOUNT, saga_id, command)
+            .await;
+    }
+
+    /// Publishes a saga's command to `service` without waiting.
+    pub async fn send_command_to<C: Message + Name>(
+        &self,
+        service: &str,
+        saga_id: Uuid,
+        command: &C,
+    ) {
+        let message = OutgoingMessage::command(service, C::full_name(), command.encode_to_vec())
+            .with_correlation_id(saga_id);
         publish(&self.namespace, &message).await;
     }
 

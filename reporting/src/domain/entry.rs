@@ -261,6 +261,22 @@ mod tests {
         applied
     }
 
+    /// `items`, some of them again (`duplicates` picks which), in a seeded
+    /// Fisher–Yates shuffle.
+    fn arrivals<T: Copy>(mut items: Vec<T>, duplicates: &[usize], seed: u64) -> Vec<T> {
+        for index in duplicates {
+            items.push(items[index % items.len()]);
+        }
+        let mut state = seed | 1;
+        for i in (1..items.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            items.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        items
+    }
+
     proptest! {
         #[test]
         fn shuffled_and_duplicated_deliveries_apply_every_entry_once_in_order(
@@ -268,18 +284,7 @@ mod tests {
             duplicates in proptest::collection::vec(0usize..60, 0..40),
             seed in any::<u64>(),
         ) {
-            let mut arrivals: Vec<i64> = (1..=count).collect();
-            for index in duplicates {
-                arrivals.push(arrivals[index % arrivals.len()]);
-            }
-            // A seeded Fisher–Yates shuffle.
-            let mut state = seed | 1;
-            for i in (1..arrivals.len()).rev() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                arrivals.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let arrivals = arrivals((1..=count).collect(), &duplicates, seed);
             prop_assert_eq!(project(&arrivals), (1..=count).collect::<Vec<_>>());
         }
 
@@ -295,17 +300,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let entries: Vec<PostedEntry> = (1..=count).map(entry).collect();
-            let mut arrivals: Vec<usize> = (0..entries.len()).collect();
-            for index in duplicates {
-                arrivals.push(arrivals[index % arrivals.len()]);
-            }
-            let mut state = seed | 1;
-            for i in (1..arrivals.len()).rev() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                arrivals.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let arrivals = arrivals((0..entries.len()).collect(), &duplicates, seed);
             let (mut last, mut balance) = (0, Decimal::ZERO);
             let mut waiting: Vec<PostedEntry> = Vec::new();
             let mut applied = Vec::new();

@@ -3,6 +3,7 @@
 //! signing keys, exports and reconciliation reports. The pool is private to
 //! this room; callers get transactions and connections from it.
 
+pub mod context;
 pub mod exports;
 pub mod projection;
 pub mod reconciliations;
