@@ -166,39 +166,6 @@ impl Outcome {
 }
 
 impl ProjectionHandler {
-    /// Applies a batch: the entries of all its journal events at once (see
-    /// [`projection::offer_entries`]), then its other events in order. The
-    /// two touch different tables, so the split changes no result.
-    async fn project(
-        &self,
-        tx: &mut PgConnection,
-        messages: &[&IncomingMessage],
-    ) -> Result<(), BatchError> {
-        let now = self.clock.now();
-        let mut entries = Vec::new();
-        let mut others = Vec::new();
-        for (index, message) in messages.iter().enumerate() {
-            if message.message_type == pb::JournalPostedEvent::full_name() {
-                let event: pb::JournalPostedEvent =
-                    decode(message).map_err(|error| BatchError::at(index, error))?;
-                entries
-                    .extend(journal_entries(&event).map_err(|error| BatchError::at(index, error))?);
-            } else {
-                others.push((index, *message));
-            }
-        }
-        projection::offer_entries(tx, &entries, now)
-            .await
-            .map_err(BatchError::whole)?;
-        for (index, message) in others {
-            self.record_context(tx, message, now)
-                .instrument(message_span(message))
-                .await
-                .map_err(|error| BatchError::at(index, error))?;
-        }
-        Ok(())
-    }
-
     /// Records an event other than a journal's in the context tables.
     async fn record_context(
         &self,
@@ -306,17 +273,42 @@ impl Handler for ProjectionHandler {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        self.project(tx, &[message])
+        self.handle_batch(tx, &[message])
             .await
             .map_err(|failure| failure.error)
     }
 
+    /// Applies a batch: the entries of all its journal events at once (see
+    /// [`projection::offer_entries`]), then its other events in order. The
+    /// two touch different tables, so the split changes no result.
     async fn handle_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],
     ) -> Result<(), BatchError> {
-        self.project(tx, messages).await
+        let now = self.clock.now();
+        let mut entries = Vec::new();
+        let mut others = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            if message.message_type == pb::JournalPostedEvent::full_name() {
+                let event: pb::JournalPostedEvent =
+                    decode(message).map_err(|error| BatchError::at(index, error))?;
+                entries
+                    .extend(journal_entries(&event).map_err(|error| BatchError::at(index, error))?);
+            } else {
+                others.push((index, *message));
+            }
+        }
+        projection::offer_entries(tx, &entries, now)
+            .await
+            .map_err(BatchError::whole)?;
+        for (index, message) in others {
+            self.record_context(tx, message, now)
+                .instrument(message_span(message))
+                .await
+                .map_err(|error| BatchError::at(index, error))?;
+        }
+        Ok(())
     }
 }
 

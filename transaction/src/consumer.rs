@@ -142,84 +142,6 @@ impl CommandHandler {
     pub fn new(clock: SharedClock) -> Self {
         Self { clock }
     }
-
-    /// Applies commands in order in `tx`: their transactions locked at once
-    /// (in id order, before the log is read, so a replica applying the same
-    /// command has committed by then), the command log read with one
-    /// statement, each fresh command's change written, then the log rows and
-    /// the outgoing messages with one statement each.
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        messages: &[&IncomingMessage],
-    ) -> Result<(), BatchError> {
-        let mut commands = Vec::with_capacity(messages.len());
-        for (index, message) in messages.iter().enumerate() {
-            commands.push(Command::decode(message).map_err(|error| BatchError::at(index, error))?);
-        }
-        let transaction_ids: Vec<Uuid> = commands.iter().map(|c| c.transaction_id).collect();
-        let mut transactions = store::lock_all(tx, &transaction_ids)
-            .await
-            .map_err(BatchError::whole)?;
-        let command_ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
-        let mut logged = store::logged_commands(tx, &command_ids)
-            .await
-            .map_err(BatchError::whole)?;
-        let now = self.clock.now();
-        let mut log = Vec::new();
-        let mut outgoing = Vec::new();
-        for (index, (message, command)) in messages.iter().zip(&commands).enumerate() {
-            // Outgoing messages are built in the command's span, so they
-            // continue its trace.
-            let span = message_span(message);
-            if let Some(stored) = logged.get(&command.command_id) {
-                span.in_scope(|| {
-                    tracing::info!(command_id = %command.command_id, "duplicate command, replaying its reply");
-                    if let Some(stored) = stored {
-                        outgoing.push(messages::reply(stored.clone(), command.saga_id, message, now));
-                    }
-                });
-                continue;
-            }
-            let transaction_id = command.transaction_id;
-            let Some(current) = transactions.get(&transaction_id) else {
-                return Err(BatchError::at(
-                    index,
-                    HandlerError::permanent(anyhow!("transaction {transaction_id} not found")),
-                ));
-            };
-            let (reply, event, updated) = transition(tx, message, command, current, now)
-                .instrument(span.clone())
-                .await
-                .map_err(BatchError::whole)?;
-            outgoing.extend(event);
-            if let Some(updated) = updated {
-                transactions.insert(transaction_id, updated);
-            }
-            let reply = command.expects_reply.then(|| reply.encode_to_vec());
-            if let Some(encoded) = &reply {
-                outgoing.push(
-                    span.in_scope(|| {
-                        messages::reply(encoded.clone(), command.saga_id, message, now)
-                    }),
-                );
-            }
-            logged.insert(command.command_id.clone(), reply.clone());
-            log.push(store::LoggedCommand {
-                command_id: &command.command_id,
-                message_type: &message.message_type,
-                transaction_id,
-                reply,
-            });
-        }
-        store::log_commands(tx, &log, now)
-            .await
-            .map_err(BatchError::whole)?;
-        messaging::enqueue_all(tx, outgoing)
-            .await
-            .map_err(BatchError::whole)?;
-        Ok(())
-    }
 }
 
 /// Moves a locked transaction as `command` says: the reply, the event that
@@ -311,17 +233,87 @@ impl Handler for CommandHandler {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        self.apply(tx, &[message])
+        self.handle_batch(tx, &[message])
             .await
             .map_err(|failure| failure.error)
     }
 
+    /// Applies commands in order in `tx`: their transactions locked at once
+    /// (in id order, before the log is read, so a replica applying the same
+    /// command has committed by then), the command log read with one
+    /// statement, each fresh command's change written, then the log rows and
+    /// the outgoing messages with one statement each.
     async fn handle_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],
     ) -> Result<(), BatchError> {
-        self.apply(tx, messages).await
+        let mut commands = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            commands.push(Command::decode(message).map_err(|error| BatchError::at(index, error))?);
+        }
+        let transaction_ids: Vec<Uuid> = commands.iter().map(|c| c.transaction_id).collect();
+        let mut transactions = store::lock_all(tx, &transaction_ids)
+            .await
+            .map_err(BatchError::whole)?;
+        let command_ids: Vec<&str> = commands.iter().map(|c| c.command_id.as_str()).collect();
+        let mut logged = store::logged_commands(tx, &command_ids)
+            .await
+            .map_err(BatchError::whole)?;
+        let now = self.clock.now();
+        let mut log = Vec::new();
+        let mut outgoing = Vec::new();
+        for (index, (message, command)) in messages.iter().zip(&commands).enumerate() {
+            // Outgoing messages are built in the command's span, so they
+            // continue its trace.
+            let span = message_span(message);
+            if let Some(stored) = logged.get(&command.command_id) {
+                span.in_scope(|| {
+                    tracing::info!(command_id = %command.command_id, "duplicate command, replaying its reply");
+                    if let Some(stored) = stored {
+                        outgoing.push(messages::reply(stored.clone(), command.saga_id, message, now));
+                    }
+                });
+                continue;
+            }
+            let transaction_id = command.transaction_id;
+            let Some(current) = transactions.get(&transaction_id) else {
+                return Err(BatchError::at(
+                    index,
+                    HandlerError::permanent(anyhow!("transaction {transaction_id} not found")),
+                ));
+            };
+            let (reply, event, updated) = transition(tx, message, command, current, now)
+                .instrument(span.clone())
+                .await
+                .map_err(BatchError::whole)?;
+            outgoing.extend(event);
+            if let Some(updated) = updated {
+                transactions.insert(transaction_id, updated);
+            }
+            let reply = command.expects_reply.then(|| reply.encode_to_vec());
+            if let Some(encoded) = &reply {
+                outgoing.push(
+                    span.in_scope(|| {
+                        messages::reply(encoded.clone(), command.saga_id, message, now)
+                    }),
+                );
+            }
+            logged.insert(command.command_id.clone(), reply.clone());
+            log.push(store::LoggedCommand {
+                command_id: &command.command_id,
+                message_type: &message.message_type,
+                transaction_id,
+                reply,
+            });
+        }
+        store::log_commands(tx, &log, now)
+            .await
+            .map_err(BatchError::whole)?;
+        messaging::enqueue_all(tx, outgoing)
+            .await
+            .map_err(BatchError::whole)?;
+        Ok(())
     }
 }
 

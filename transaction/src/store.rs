@@ -471,7 +471,7 @@ pub async fn log_commands(
     .bind(commands.iter().map(|c| c.command_id).collect::<Vec<_>>())
     .bind(commands.iter().map(|c| c.message_type).collect::<Vec<_>>())
     .bind(commands.iter().map(|c| c.transaction_id).collect::<Vec<_>>())
-    .bind(commands.iter().map(|c| c.reply.clone()).collect::<Vec<_>>())
+    .bind(commands.iter().map(|c| c.reply.as_deref()).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut *conn)
     .await?;
