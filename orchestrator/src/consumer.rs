@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    BatchError, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec, message_span,
+    BatchError, BatchHandler, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec,
+    message_span,
 };
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
@@ -89,20 +90,10 @@ impl ReplyHandler {
     }
 }
 
-impl Handler for ReplyHandler {
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[message])
-            .await
-            .map_err(|failure| failure.error)
-    }
-
+impl BatchHandler for ReplyHandler {
     /// Every reply of the batch in three statements: lock their sagas, write
     /// the new states with their log rows, write the commands.
-    async fn handle_batch(
+    async fn apply_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],

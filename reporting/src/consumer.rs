@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    BatchError, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec, message_span,
+    BatchError, BatchHandler, Exchange, HandlerError, IncomingMessage, QueueSpec, message_span,
 };
 use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
@@ -267,21 +267,11 @@ impl ProjectionHandler {
     }
 }
 
-impl Handler for ProjectionHandler {
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[message])
-            .await
-            .map_err(|failure| failure.error)
-    }
-
+impl BatchHandler for ProjectionHandler {
     /// Applies a batch: the entries of all its journal events at once (see
     /// [`projection::offer_entries`]), then its other events in order. The
     /// two touch different tables, so the split changes no result.
-    async fn handle_batch(
+    async fn apply_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],

@@ -9,8 +9,8 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    self, BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
-    message_span,
+    self, BatchError, BatchHandler, Exchange, HandlerError, IncomingMessage, OutgoingMessage,
+    QueueSpec, message_span,
 };
 use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
@@ -227,23 +227,13 @@ async fn transition(
     })
 }
 
-impl Handler for CommandHandler {
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[message])
-            .await
-            .map_err(|failure| failure.error)
-    }
-
+impl BatchHandler for CommandHandler {
     /// Applies commands in order in `tx`: their transactions locked at once
     /// (in id order, before the log is read, so a replica applying the same
     /// command has committed by then), the command log read with one
     /// statement, each fresh command's change written, then the log rows and
     /// the outgoing messages with one statement each.
-    async fn handle_batch(
+    async fn apply_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],

@@ -60,6 +60,8 @@ impl From<sqlx::Error> for HandlerError {
 /// Implement it with `async fn handle(&self, tx: &mut PgConnection, message:
 /// &IncomingMessage) -> Result<(), HandlerError>`. Write effects (and outgoing
 /// messages via [`enqueue`](super::enqueue)) through `tx`; do not commit it.
+/// A handler that applies a batch as a whole implements [`BatchHandler`]
+/// instead.
 pub trait Handler: Send + Sync + 'static {
     /// Applies `message`. An error rolls back everything written through `tx`.
     fn handle(
@@ -90,6 +92,39 @@ pub trait Handler: Send + Sync + 'static {
             }
             Ok(())
         }
+    }
+}
+
+/// A handler whose unit is the batch: it applies a batch as a whole (a few
+/// statements whatever its size), and one message as a batch of one. It is a
+/// [`Handler`] through the impl below, so it writes no `handle` of its own.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Applies `messages`, in order, in one transaction; see
+    /// [`Handler::handle_batch`] for what an error does.
+    fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> impl Future<Output = Result<(), BatchError>> + Send;
+}
+
+impl<H: BatchHandler> Handler for H {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        self.apply_batch(tx, &[message])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        self.apply_batch(tx, messages).await
     }
 }
 
