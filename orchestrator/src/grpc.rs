@@ -17,8 +17,8 @@ use corebank_proto::v1::saga_admin_service_server::SagaAdminService;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::step_at;
 use crate::domain::{EngineConfig, Event, Refusal, Saga, SagaState, SagaType};
+use crate::domain::{awaited, step_at};
 use crate::runtime;
 use crate::store::{self, LogRecord, SagaFilter, SagaStore};
 
@@ -182,7 +182,12 @@ fn state_from_proto(state: pb::SagaState) -> Option<SagaState> {
 }
 
 fn to_proto(saga: &Saga, history: &[LogRecord]) -> pb::Saga {
-    let (step, _) = step_at(saga.saga_type.definition(), saga.position);
+    let definition = saga.saga_type.definition();
+    let (step, _) = step_at(definition, saga.position);
+    let awaiting_steps = awaited(definition, saga)
+        .into_iter()
+        .map(|position| step_at(definition, position).0.name.to_owned())
+        .collect();
     pb::Saga {
         saga_id: saga.saga_id.to_string(),
         saga_type: saga.saga_type.as_str().to_owned(),
@@ -201,6 +206,7 @@ fn to_proto(saga: &Saga, history: &[LogRecord]) -> pb::Saga {
         update_time: Some(to_timestamp(saga.updated_at)),
         history: history.iter().map(log_to_proto).collect(),
         parked_until: saga.parked_until.map(to_timestamp),
+        awaiting_steps,
     }
 }
 

@@ -69,6 +69,7 @@ struct SagaRow {
     step_started_at: DateTime<Utc>,
     requires_attention: bool,
     parked_until: Option<DateTime<Utc>>,
+    answered_steps: Vec<String>,
     data: sqlx::types::Json<crate::domain::SagaData>,
     failure_reason: Option<String>,
     failure_detail: Option<String>,
@@ -77,7 +78,8 @@ struct SagaRow {
 }
 
 const SAGA_COLUMNS: &str = "saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
-    next_attempt_at, step_started_at, requires_attention, parked_until, data, failure_reason, failure_detail, created_at, updated_at";
+    next_attempt_at, step_started_at, requires_attention, parked_until, answered_steps, data, failure_reason, failure_detail,
+    created_at, updated_at";
 
 fn corrupt(what: String) -> sqlx::Error {
     sqlx::Error::Decode(what.into())
@@ -101,8 +103,21 @@ impl TryFrom<SagaRow> for Saga {
             .ok_or_else(|| corrupt(format!("unknown saga state {:?}", row.state)))?;
         let stored_direction = direction(&row.direction)
             .ok_or_else(|| corrupt(format!("unknown direction {:?}", row.direction)))?;
+        let definition = saga_type.definition();
+        let answered = row
+            .answered_steps
+            .iter()
+            .map(|name| {
+                definition.step_index(name).ok_or_else(|| {
+                    corrupt(format!(
+                        "unknown answered step {name:?} of a {} saga",
+                        saga_type.as_str()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let position = position_of(
-            saga_type.definition(),
+            definition,
             &row.current_step,
             stored_direction,
             row.compensated,
@@ -125,6 +140,7 @@ impl TryFrom<SagaRow> for Saga {
             step_started_at: row.step_started_at,
             requires_attention: row.requires_attention,
             parked_until: row.parked_until,
+            answered,
             data: row.data.0,
             failure: row.failure_reason.map(|reason_code| Failure {
                 reason_code,
@@ -287,6 +303,15 @@ pub async fn claim_due(
     rows.into_iter().map(Saga::try_from).collect()
 }
 
+/// The names of the steps a saga at a parallel group has heard back from.
+fn answered_steps(saga: &Saga) -> Vec<&'static str> {
+    let steps = &saga.saga_type.definition().steps;
+    saga.answered
+        .iter()
+        .map(|&index| steps[index].name)
+        .collect()
+}
+
 fn stored_position(saga: &Saga) -> (&'static str, Direction, bool) {
     let (step, direction) = step_at(saga.saga_type.definition(), saga.position);
     let compensated = matches!(saga.position, Position::Fail { compensated: true });
@@ -307,8 +332,8 @@ pub async fn insert(
         "with inserted as (
              insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
                                next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
-                               created_at, updated_at, parked_until)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                               created_at, updated_at, parked_until, answered_steps)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $27)
              on conflict (transaction_id) do nothing
              returning saga_id
          )
@@ -333,6 +358,7 @@ pub async fn insert(
     .bind(saga.updated_at)
     .bind(saga.parked_until);
     let inserted = bind_log(inserted, entry, now)
+        .bind(answered_steps(saga))
         .execute(&mut *conn)
         .await?
         .rows_affected();

@@ -190,6 +190,10 @@ pub struct StepDef {
     pub exhausted_reason: Option<&'static str>,
     /// Sent once when the step parks, so others can show the wait.
     pub on_wait: Option<Notice>,
+    /// Runs at the same time as the step before it: consecutive steps so
+    /// declared form a parallel group, whose commands go out together and
+    /// which is done when every one of them has succeeded.
+    pub alongside_previous: bool,
 }
 
 impl StepDef {
@@ -207,7 +211,15 @@ impl StepDef {
             wait_expired_reason: reason::WAIT_EXPIRED,
             exhausted_reason: None,
             on_wait: None,
+            alongside_previous: false,
         }
+    }
+
+    /// Runs at the same time as the step before it (see
+    /// [`SagaDefinition::group`]).
+    pub fn alongside_previous(mut self) -> Self {
+        self.alongside_previous = true;
+        self
     }
 
     /// Lets the participant answer WAITING; `expired_reason` fails the saga
@@ -250,7 +262,11 @@ pub struct SagaDefinition {
 impl SagaDefinition {
     /// A definition, checked: at least one step, at most one pivot, only
     /// steps before the pivot may wait (a wait can end in compensation),
-    /// unique step and notice names distinct from the finishes.
+    /// unique step and notice names distinct from the finishes. A parallel
+    /// group lies wholly before the pivot (its steps may all be undone), has
+    /// at most one step that may wait (the one a parked saga waits for) and
+    /// at most one with a compensation (so a refusal in the group undoes
+    /// exactly the others' effects, in the one order there is).
     pub fn new(
         saga_type: SagaType,
         steps: Vec<StepDef>,
@@ -270,6 +286,34 @@ impl SagaDefinition {
                 .all(|(index, step)| !step.may_wait || pivot.is_none_or(|pivot| index < pivot)),
             "only steps before the pivot may wait"
         );
+        assert!(
+            !steps[0].alongside_previous,
+            "the first step has no step before it to run alongside"
+        );
+        let mut start = 0;
+        while start < steps.len() {
+            let end = group_end(&steps, start);
+            let group = &steps[start..end];
+            if group.len() > 1 {
+                assert!(
+                    pivot.is_none_or(|pivot| end <= pivot),
+                    "a parallel group runs before the pivot"
+                );
+                assert!(
+                    group.iter().filter(|step| step.may_wait).count() <= 1,
+                    "a parallel group has at most one step that may wait"
+                );
+                assert!(
+                    group
+                        .iter()
+                        .filter(|step| step.compensation.is_some())
+                        .count()
+                        <= 1,
+                    "a parallel group has at most one compensable step"
+                );
+            }
+            start = end;
+        }
         let mut names: Vec<&str> = steps.iter().map(|step| step.name).collect();
         names.extend([on_success.name, on_failure.name]);
         names.extend(
@@ -277,6 +321,10 @@ impl SagaDefinition {
                 .iter()
                 .filter_map(|step| step.on_wait.as_ref())
                 .map(|notice| notice.name),
+        );
+        assert!(
+            names.iter().all(|name| !name.contains(',')),
+            "step names have no commas (a parallel group's answered steps are stored comma-separated)"
         );
         let count = names.len();
         names.sort_unstable();
@@ -304,4 +352,21 @@ impl SagaDefinition {
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|step| step.name == name)
     }
+
+    /// The steps that run together with step `index` (itself included): the
+    /// group's range, which is `index..index + 1` for a step on its own.
+    pub fn group(&self, index: usize) -> std::ops::Range<usize> {
+        let start = (0..=index)
+            .rev()
+            .find(|&at| !self.steps[at].alongside_previous)
+            .unwrap_or(0);
+        start..group_end(&self.steps, index)
+    }
+}
+
+/// The end (exclusive) of the group that step `index` belongs to.
+fn group_end(steps: &[StepDef], index: usize) -> usize {
+    (index + 1..steps.len())
+        .find(|&at| !steps[at].alongside_previous)
+        .unwrap_or(steps.len())
 }

@@ -4,7 +4,12 @@
 //! refuses the event. The caller persists all three in one transaction.
 //!
 //! The rules that make it strict:
-//! - a reply counts only if it answers the command currently awaited;
+//! - a reply counts only if it answers a command currently awaited;
+//! - steps declared to run alongside the step before them form a parallel
+//!   group: their commands go out together, each reply is logged as it
+//!   comes, and the saga moves on once all of them succeeded; a refusal of
+//!   any of them compensates the others (whose outcome may be unknown) and
+//!   every step before the group;
 //! - before the pivot, a refusal or exhausted retries compensate (in reverse,
 //!   the timed-out step included since its outcome is unknown);
 //! - once the pivot's command is out, nothing compensates unless the pivot
@@ -20,7 +25,7 @@ use uuid::Uuid;
 use super::definition::{Failure, SagaData, SagaDefinition, StepDef, StepInput, reason};
 use super::saga::{
     Event, LogEntry, LogEvent, OutgoingCommand, Position, Refusal, ReplyOutcome, Saga, SagaState,
-    Transition, step_at,
+    Transition, awaited, step_at,
 };
 use super::timing::EngineConfig;
 
@@ -55,12 +60,13 @@ impl<'a> Engine<'a> {
             step_started_at: now,
             requires_attention: false,
             parked_until: None,
+            answered: Vec::new(),
             data,
             failure: None,
             created_at: now,
             updated_at: now,
         };
-        let commands = vec![self.enter(&mut saga, Position::Forward(0), now)];
+        let commands = self.enter(&mut saga, Position::Forward(0), now);
         let detail = format!(
             "{} of {} {}",
             saga.saga_type.as_str(),
@@ -100,27 +106,39 @@ impl<'a> Engine<'a> {
                 command_id,
                 outcome,
             } => {
-                let awaited = self.command_id(saga, saga.position);
-                if command_id != awaited {
+                let awaited = self.awaited(saga);
+                let Some(replied) = awaited
+                    .iter()
+                    .copied()
+                    .find(|&position| self.command_id(saga, position) == command_id)
+                else {
+                    let awaited = awaited
+                        .iter()
+                        .map(|&position| self.command_id(saga, position))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     return Err(Refusal::StaleReply {
                         received: command_id,
                         awaited,
                     });
-                }
+                };
                 if let ReplyOutcome::Waiting { deadline } = outcome {
-                    return self.waiting(next, deadline);
+                    return self.waiting(next, replied, deadline);
                 }
-                // A final reply resumes a parked saga exactly as it would an unparked one.
-                next.parked_until = None;
+                // The parked step's final reply resumes the saga exactly as
+                // it would an unparked one.
+                if self.parked_step(saga) == Some(replied) {
+                    next.parked_until = None;
+                }
                 Ok(match outcome {
                     ReplyOutcome::Succeeded {
                         hold_id,
                         journal_id,
-                    } => self.succeeded(next, hold_id, journal_id, now),
+                    } => self.succeeded(next, replied, hold_id, journal_id, now),
                     ReplyOutcome::Rejected {
                         reason_code,
                         detail,
-                    } => self.rejected(next, reason_code, detail, now),
+                    } => self.rejected(next, replied, reason_code, detail, now),
                     ReplyOutcome::Waiting { .. } => unreachable!("handled above"),
                 })
             }
@@ -128,7 +146,7 @@ impl<'a> Engine<'a> {
                 if saga.next_attempt_at.is_some_and(|due| due > now) {
                     return Err(Refusal::NotDue);
                 }
-                if saga.parked_until.is_some() {
+                if saga.parked_until.is_some() && self.outstanding(saga).is_empty() {
                     return Ok(self.wait_expired(next, now, jitter));
                 }
                 Ok(self.timed_out(next, now, jitter))
@@ -137,19 +155,24 @@ impl<'a> Engine<'a> {
                 // Re-asking a parked step unparks it: the participant answers
                 // its stored reply, and a WAITING one parks the saga again.
                 next.parked_until = None;
-                let command = self.resend(&mut next, 1, now, std::time::Duration::ZERO);
+                let commands = self.resend(&mut next, 1, now, std::time::Duration::ZERO);
                 next.requires_attention = false;
-                let detail = format!("{reason} (re-sent {}, attempts reset)", command.step);
+                let detail = format!("{reason} (re-sent {}, attempts reset)", steps_of(&commands));
+                let subject = self
+                    .awaited(&next)
+                    .first()
+                    .copied()
+                    .unwrap_or(next.position);
                 let log = self.log(
                     &next,
-                    (next.position, next.attempt),
+                    (subject, next.attempt),
                     LogEvent::AdminRetry,
                     detail,
                     Some(actor),
                 );
                 Ok(Transition {
                     saga: next,
-                    commands: vec![command],
+                    commands,
                     log,
                 })
             }
@@ -183,6 +206,35 @@ impl<'a> Engine<'a> {
         wire::command_id(saga.saga_id, step.name, direction)
     }
 
+    /// The positions whose commands the saga awaits an answer to: at a
+    /// parallel group, each of its steps that has not succeeded yet (a
+    /// parked one included); elsewhere, the current one.
+    pub fn awaited(&self, saga: &Saga) -> Vec<Position> {
+        awaited(self.definition, saga)
+    }
+
+    /// The awaited positions whose command the timer re-sends: all but a
+    /// parked step, which the participant answers in its own time.
+    pub(super) fn outstanding(&self, saga: &Saga) -> Vec<Position> {
+        let parked = self.parked_step(saga);
+        self.awaited(saga)
+            .into_iter()
+            .filter(|&position| Some(position) != parked)
+            .collect()
+    }
+
+    /// The step a parked saga waits for: its group's one step that may wait.
+    pub(super) fn parked_step(&self, saga: &Saga) -> Option<Position> {
+        saga.parked_until?;
+        let Position::Forward(index) = saga.position else {
+            return None;
+        };
+        self.definition
+            .group(index)
+            .find(|&at| self.definition.steps[at].may_wait)
+            .map(Position::Forward)
+    }
+
     /// The step definition and direction of `position`.
     pub fn step_at(&self, position: Position) -> (&'a StepDef, Direction) {
         step_at(self.definition, position)
@@ -201,22 +253,34 @@ impl<'a> Engine<'a> {
     fn succeeded(
         &self,
         mut saga: Saga,
+        position: Position,
         hold_id: Option<String>,
         journal_id: Option<String>,
         now: DateTime<Utc>,
     ) -> Transition {
-        let replied = (saga.position, saga.attempt);
+        let replied = (position, saga.attempt);
         if let Some(hold_id) = hold_id.filter(|id| !id.is_empty()) {
             saga.data.hold_id = Some(hold_id);
         }
         if let Some(journal_id) = journal_id.filter(|id| !id.is_empty()) {
             saga.data.journal_id = Some(journal_id);
         }
-        let next = match replied.0 {
-            Position::Forward(index) if index + 1 < self.definition.steps.len() => {
-                Some(Position::Forward(index + 1))
+        if let Position::Forward(index) = position {
+            saga.answered.push(index);
+            saga.answered.sort_unstable();
+            if let Some(transition) = self.still_awaiting(&mut saga, replied) {
+                return transition;
             }
-            Position::Forward(_) => Some(Position::Complete),
+        }
+        let next = match replied.0 {
+            Position::Forward(index) => {
+                let end = self.definition.group(index).end;
+                Some(if end < self.definition.steps.len() {
+                    Position::Forward(end)
+                } else {
+                    Position::Complete
+                })
+            }
             Position::Compensate(index) => Some(self.next_compensation(index.checked_sub(1), true)),
             Position::Complete | Position::Fail { .. } => None,
         };
@@ -243,24 +307,52 @@ impl<'a> Engine<'a> {
                 log,
             };
         };
-        let command = self.enter(&mut saga, next, now);
-        let detail = format!("next: {} {}", command.step, command.direction.as_str());
+        let commands = self.enter(&mut saga, next, now);
+        let detail = format!("next: {}", steps_of(&commands));
         let log = self.log(&saga, replied, LogEvent::Succeeded, detail, None);
         Transition {
             saga,
-            commands: vec![command],
+            commands,
             log,
         }
+    }
+
+    /// After a step of a parallel group succeeded: the transition that
+    /// records it while others of the group are still awaited, or `None`
+    /// when the group is done. Once only a parked step is left, the timer
+    /// becomes its guard.
+    fn still_awaiting(&self, saga: &mut Saga, replied: (Position, u32)) -> Option<Transition> {
+        let awaited = self.awaited(saga);
+        if awaited.is_empty() {
+            return None;
+        }
+        if let Some(parked_until) = saga.parked_until
+            && self.outstanding(saga).is_empty()
+        {
+            saga.next_attempt_at = Some(self.guard(parked_until));
+        }
+        let names: Vec<&str> = awaited
+            .iter()
+            .map(|&position| self.step_at(position).0.name)
+            .collect();
+        let detail = format!("awaiting: {}", names.join(", "));
+        let log = self.log(saga, replied, LogEvent::Succeeded, detail, None);
+        Some(Transition {
+            saga: saga.clone(),
+            commands: Vec::new(),
+            log,
+        })
     }
 
     fn rejected(
         &self,
         mut saga: Saga,
+        position: Position,
         reason_code: String,
         detail: String,
         now: DateTime<Utc>,
     ) -> Transition {
-        let replied = (saga.position, saga.attempt);
+        let replied = (position, saga.attempt);
         let refusable = match replied.0 {
             Position::Forward(index) => {
                 self.definition.before_pivot(index) || self.definition.pivot_index() == Some(index)
@@ -293,17 +385,22 @@ impl<'a> Engine<'a> {
             reason_code: reason_code.clone(),
             detail: detail.clone(),
         });
-        let next = self.next_compensation(index.checked_sub(1), false);
-        let command = self.enter(&mut saga, next, now);
-        let text = format!(
-            "{reason_code}: {detail}; next: {} {}",
-            command.step,
-            command.direction.as_str()
-        );
+        // The refused step did nothing to undo; the rest of its group may
+        // have (a group has at most one compensable step, so it is either
+        // the refused one or among the rest).
+        let group = self.definition.group(index);
+        let from = if self.definition.steps[index].compensation.is_some() {
+            group.start.checked_sub(1)
+        } else {
+            Some(group.end - 1)
+        };
+        let next = self.next_compensation(from, false);
+        let commands = self.enter(&mut saga, next, now);
+        let text = format!("{reason_code}: {detail}; next: {}", steps_of(&commands));
         let log = self.log(&saga, replied, LogEvent::Rejected, text, None);
         Transition {
             saga,
-            commands: vec![command],
+            commands,
             log,
         }
     }
@@ -321,13 +418,14 @@ impl<'a> Engine<'a> {
             .unwrap_or(Position::Fail { compensated })
     }
 
-    /// Moves to `position` and sends its command for the first time.
+    /// Moves to `position` and sends its commands (a parallel group's, all
+    /// of them) for the first time.
     pub(super) fn enter(
         &self,
         saga: &mut Saga,
         position: Position,
         now: DateTime<Utc>,
-    ) -> OutgoingCommand {
+    ) -> Vec<OutgoingCommand> {
         saga.position = position;
         saga.state = match position {
             Position::Forward(_) | Position::Complete => SagaState::Running,
@@ -336,27 +434,40 @@ impl<'a> Engine<'a> {
         saga.step_started_at = now;
         saga.requires_attention = false;
         saga.parked_until = None;
+        saga.answered.clear();
         self.resend(saga, 1, now, std::time::Duration::ZERO)
     }
 
-    /// Sends the current step's command again as attempt `attempt`, checking
-    /// back after the step timeout plus `delay`.
+    /// Sends the commands still [`outstanding`](Self::outstanding) again as
+    /// attempt `attempt`, checking back after the longest of their step
+    /// timeouts plus `delay`.
     pub(super) fn resend(
         &self,
         saga: &mut Saga,
         attempt: u32,
         now: DateTime<Utc>,
         delay: std::time::Duration,
-    ) -> OutgoingCommand {
-        let (step, direction) = self.step_at(saga.position);
+    ) -> Vec<OutgoingCommand> {
         saga.attempt = attempt;
-        let wait =
-            chrono::Duration::from_std(self.timeout(step) + delay).unwrap_or(chrono::Duration::MAX);
+        let steps: Vec<_> = self
+            .outstanding(saga)
+            .into_iter()
+            .map(|position| self.step_at(position))
+            .collect();
+        let timeout = steps
+            .iter()
+            .map(|(step, _)| self.timeout(step))
+            .max()
+            .unwrap_or(self.config.step_timeout);
+        let wait = chrono::Duration::from_std(timeout + delay).unwrap_or(chrono::Duration::MAX);
         saga.next_attempt_at = Some(
             now.checked_add_signed(wait)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
         );
-        self.build(saga, step, direction, attempt)
+        steps
+            .into_iter()
+            .map(|(step, direction)| self.build(saga, step, direction, attempt))
+            .collect()
     }
 
     pub(super) fn build(
@@ -421,4 +532,14 @@ impl<'a> Engine<'a> {
             actor,
         }
     }
+}
+
+/// The steps and directions of `commands`, for a log row's detail:
+/// `reserve forward, screen forward`.
+pub(super) fn steps_of(commands: &[OutgoingCommand]) -> String {
+    commands
+        .iter()
+        .map(|command| format!("{} {}", command.step, command.direction.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -21,6 +21,6 @@ pub use definition::{
 pub use engine::Engine;
 pub use saga::{
     Event, LogEntry, LogEvent, OutgoingCommand, Position, Refusal, ReplyOutcome, Saga, SagaState,
-    Transition, position_of, step_at,
+    Transition, awaited, position_of, step_at,
 };
 pub use timing::EngineConfig;

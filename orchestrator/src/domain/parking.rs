@@ -28,24 +28,33 @@ use super::saga::{LogEvent, OutgoingCommand, Position, Refusal, Saga, Transition
 
 impl Engine<'_> {
     /// The awaited step answered WAITING until `deadline`.
+    /// The awaited step at `position` answered WAITING until `deadline`.
+    /// At a parallel group whose other steps are still out, their timer
+    /// keeps running; the guard takes over once they have all succeeded.
     pub(super) fn waiting(
         &self,
         mut saga: Saga,
+        position: Position,
         deadline: DateTime<Utc>,
     ) -> Result<Transition, Refusal> {
-        let position = saga.position;
         let (step, _) = self.step_at(position);
         if !step.may_wait || !matches!(position, Position::Forward(_)) {
             return Err(Refusal::MayNotWait { step: step.name });
         }
         let guard = self.guard(deadline);
         let subject = (position, saga.attempt);
+        let others_out = self
+            .awaited(&saga)
+            .into_iter()
+            .any(|other| other != position);
         if let Some(parked_until) = saga.parked_until {
             if deadline <= parked_until {
                 return Err(Refusal::AlreadyParked { parked_until });
             }
             saga.parked_until = Some(deadline);
-            saga.next_attempt_at = Some(guard);
+            if !others_out {
+                saga.next_attempt_at = Some(guard);
+            }
             let detail = format!(
                 "deadline extended from {} to {}; gives up at {}",
                 parked_until.to_rfc3339(),
@@ -60,7 +69,9 @@ impl Engine<'_> {
             });
         }
         saga.parked_until = Some(deadline);
-        saga.next_attempt_at = Some(guard);
+        if !others_out {
+            saga.next_attempt_at = Some(guard);
+        }
         let commands: Vec<_> = step
             .on_wait
             .iter()
@@ -81,14 +92,14 @@ impl Engine<'_> {
 
     /// The guard of a parked saga fired: no final reply by deadline plus grace.
     pub(super) fn wait_expired(&self, saga: Saga, now: DateTime<Utc>, jitter: f64) -> Transition {
-        let Position::Forward(index) = saga.position else {
-            // Only forward steps park; a stored saga that says otherwise is
-            // treated as an ordinary timeout rather than stalled.
+        let Some(Position::Forward(index)) = self.parked_step(&saga) else {
+            // Only forward steps that may wait park; a stored saga that says
+            // otherwise is treated as an ordinary timeout rather than stalled.
             let mut unparked = saga;
             unparked.parked_until = None;
             return self.timed_out(unparked, now, jitter);
         };
-        let (step, _) = self.step_at(saga.position);
+        let (step, _) = self.step_at(Position::Forward(index));
         let deadline = saga.parked_until.unwrap_or(now);
         let detail = format!(
             "{} parked until {}, no final answer by {}",
@@ -112,7 +123,7 @@ impl Engine<'_> {
     }
 
     /// When a saga parked until `deadline` gives up.
-    fn guard(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
+    pub(super) fn guard(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
         chrono::Duration::from_std(self.config.wait_grace)
             .ok()
             .and_then(|grace| deadline.checked_add_signed(grace))

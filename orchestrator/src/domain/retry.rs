@@ -8,12 +8,18 @@
 use chrono::{DateTime, Utc};
 
 use super::definition::{Failure, reason};
-use super::engine::Engine;
+use super::engine::{Engine, steps_of};
 use super::saga::{LogEvent, Position, Saga, Transition};
 
 impl Engine<'_> {
     pub(super) fn timed_out(&self, mut saga: Saga, now: DateTime<Utc>, jitter: f64) -> Transition {
-        let position = saga.position;
+        // At a parallel group the first step still unanswered speaks for it:
+        // its limit, its reason when the saga gives up.
+        let position = self
+            .outstanding(&saga)
+            .first()
+            .copied()
+            .unwrap_or(saga.position);
         let (step, _) = self.step_at(position);
         let limit = step.max_attempts.unwrap_or(self.config.max_attempts).max(1);
         let exhausted = saga.attempt >= limit;
@@ -33,12 +39,13 @@ impl Engine<'_> {
         }
         let delay = self.config.backoff(saga.attempt, jitter);
         let attempt = saga.attempt.saturating_add(1);
-        let command = self.resend(&mut saga, attempt, now, delay);
+        let commands = self.resend(&mut saga, attempt, now, delay);
         if exhausted {
             saga.requires_attention = true;
         }
         let detail = format!(
-            "no reply, re-sent; next check in {} ms{}",
+            "no reply, re-sent {}; next check in {} ms{}",
+            steps_of(&commands),
             (self.timeout(step) + delay).as_millis(),
             if saga.requires_attention {
                 "; requires attention"
@@ -55,13 +62,14 @@ impl Engine<'_> {
         );
         Transition {
             saga,
-            commands: vec![command],
+            commands,
             log,
         }
     }
 
-    /// Stops going forward at step `index`, whose outcome is unknown, and
-    /// compensates it and every step before it.
+    /// Stops going forward at step `index` (the log row's subject), whose
+    /// outcome is unknown, and compensates it, the rest of its parallel group
+    /// and every step before.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn give_up(
         &self,
@@ -73,19 +81,16 @@ impl Engine<'_> {
         actor: Option<String>,
         now: DateTime<Utc>,
     ) -> Transition {
-        let subject = (saga.position, saga.attempt);
+        let subject = (Position::Forward(index), saga.attempt);
         saga.failure = Some(failure);
-        let next = self.next_compensation(Some(index), false);
-        let command = self.enter(&mut saga, next, now);
-        let text = format!(
-            "{detail}; next: {} {}",
-            command.step,
-            command.direction.as_str()
-        );
+        let last = self.definition.group(index).end - 1;
+        let next = self.next_compensation(Some(last), false);
+        let commands = self.enter(&mut saga, next, now);
+        let text = format!("{detail}; next: {}", steps_of(&commands));
         let log = self.log(&saga, subject, event, text, actor);
         Transition {
             saga,
-            commands: vec![command],
+            commands,
             log,
         }
     }

@@ -49,7 +49,8 @@ impl SagaState {
 /// The step a saga awaits (or, once terminal, the last one it ran).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Position {
-    /// Running forward step `index`.
+    /// Running forward step `index`; at a parallel group, its first step
+    /// (the saga awaits every step of the group not yet [`Saga::answered`]).
     Forward(usize),
     /// Undoing step `index`.
     Compensate(usize),
@@ -79,6 +80,9 @@ pub struct Saga {
     /// final reply. Nothing is re-sent meanwhile; the timer
     /// (`next_attempt_at`) is the guard at deadline plus the engine's grace.
     pub parked_until: Option<DateTime<Utc>>,
+    /// At a parallel group: the indices of its steps that have succeeded,
+    /// in order. Empty anywhere else.
+    pub answered: Vec<usize>,
     pub data: SagaData,
     pub failure: Option<Failure>,
     pub created_at: DateTime<Utc>,
@@ -236,6 +240,23 @@ pub fn step_at(definition: &SagaDefinition, position: Position) -> (&StepDef, Di
         Position::Compensate(index) => (&definition.steps[index], Direction::Compensate),
         Position::Complete => (&definition.on_success, Direction::Forward),
         Position::Fail { .. } => (&definition.on_failure, Direction::Compensate),
+    }
+}
+
+/// The positions whose commands `saga` awaits an answer to: at a parallel
+/// group, each of its steps that has not succeeded yet (a parked one
+/// included); elsewhere, the current one; none once it has finished.
+pub fn awaited(definition: &SagaDefinition, saga: &Saga) -> Vec<Position> {
+    if saga.state.is_terminal() {
+        return Vec::new();
+    }
+    match saga.position {
+        Position::Forward(index) => definition
+            .group(index)
+            .filter(|at| !saga.answered.contains(at))
+            .map(Position::Forward)
+            .collect(),
+        position => vec![position],
     }
 }
 

@@ -1,6 +1,6 @@
 //! corebank's saga types, declared with the vocabulary of
-//! [`super::definition`]: transfers and withdrawals reserve, screen and post;
-//! deposits screen and credit. Every type finishes at the transaction
+//! [`super::definition`]: transfers and withdrawals reserve and screen at the
+//! same time, then post; deposits screen and credit. Every type finishes at the transaction
 //! service, which shows the movement PENDING until then (or REVIEW while
 //! the screen step waits).
 
@@ -108,16 +108,17 @@ fn fail() -> StepDef {
     })
 }
 
-/// The transfer's steps: reserve on the source, screen, then post (the
-/// pivot). Reserving first means an approved transfer cannot then bounce on
-/// funds, and a decline only releases a hold.
+/// The transfer's steps: reserve on the source and screen at the same time
+/// (neither needs the other's answer), then post (the pivot) once both
+/// succeeded. An approved transfer cannot then bounce on funds; a decline
+/// releases the hold, or leaves a tombstone the late reserve is refused on.
 pub fn transfer_steps() -> Vec<StepDef> {
-    vec![reserve(), screen(), post()]
+    vec![reserve(), screen().alongside_previous(), post()]
 }
 
 /// The withdrawal's steps: as a transfer, crediting the settlement account.
 pub fn withdrawal_steps() -> Vec<StepDef> {
-    vec![reserve(), screen(), post()]
+    transfer_steps()
 }
 
 /// The deposit's steps: screen, then credit from the settlement account (the pivot).
@@ -186,10 +187,13 @@ mod tests {
     }
 
     #[test]
-    fn a_transfer_reserves_screens_then_posts_and_only_the_reserve_is_compensable() {
+    fn a_transfer_reserves_and_screens_together_then_posts_and_only_the_reserve_is_compensable() {
         let definition = SagaType::Transfer.definition();
         let names: Vec<_> = definition.steps.iter().map(|step| step.name).collect();
         assert_eq!(names, ["reserve", "screen", "post"]);
+        assert_eq!(definition.group(0), 0..2);
+        assert_eq!(definition.group(1), 0..2);
+        assert_eq!(definition.group(2), 2..3);
         assert_eq!(definition.pivot_index(), Some(2));
         assert!(definition.steps[0].compensation.is_some());
         assert!(definition.steps[1].compensation.is_none());
@@ -202,9 +206,11 @@ mod tests {
         let withdrawal = SagaType::Withdrawal.definition();
         let names: Vec<_> = withdrawal.steps.iter().map(|step| step.name).collect();
         assert_eq!(names, ["reserve", "screen", "post"]);
+        assert_eq!(withdrawal.group(1), 0..2);
         let deposit = SagaType::Deposit.definition();
         let names: Vec<_> = deposit.steps.iter().map(|step| step.name).collect();
         assert_eq!(names, ["screen", "deposit"]);
+        assert_eq!(deposit.group(0), 0..1);
         assert_eq!(deposit.pivot_index(), Some(1));
     }
 
@@ -301,6 +307,55 @@ mod tests {
         assert_eq!(json["amount"], "125.50");
         let back: SagaData = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back, data);
+    }
+
+    #[test]
+    #[should_panic(expected = "before the pivot")]
+    fn a_parallel_group_holding_the_pivot_is_refused() {
+        SagaDefinition::new(
+            SagaType::Transfer,
+            vec![reserve(), post().alongside_previous()],
+            complete(),
+            fail(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at most one compensable step")]
+    fn a_parallel_group_of_two_compensable_steps_is_refused() {
+        let mut second = reserve().alongside_previous();
+        second.name = "reserve_again";
+        SagaDefinition::new(
+            SagaType::Transfer,
+            vec![reserve(), second, post()],
+            complete(),
+            fail(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "at most one step that may wait")]
+    fn a_parallel_group_of_two_waiting_steps_is_refused() {
+        let mut second = screen().alongside_previous();
+        second.name = "screen_again";
+        second.on_wait = None;
+        SagaDefinition::new(
+            SagaType::Transfer,
+            vec![screen(), second, post()],
+            complete(),
+            fail(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "no step before it")]
+    fn a_first_step_alongside_nothing_is_refused() {
+        SagaDefinition::new(
+            SagaType::Transfer,
+            vec![reserve().alongside_previous(), post()],
+            complete(),
+            fail(),
+        );
     }
 
     #[test]

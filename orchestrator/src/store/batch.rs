@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{SAGA_COLUMNS, SagaRow, stored_position};
+use super::{SAGA_COLUMNS, SagaRow, answered_steps, stored_position};
 use crate::domain::{LogEntry, Saga};
 
 /// Reads the sagas of `saga_ids` and locks them until the caller's
@@ -51,13 +51,14 @@ pub async fn update_all(
                     compensated = u.compensated, attempt = u.attempt, next_attempt_at = u.next_attempt_at,
                     step_started_at = u.step_started_at, requires_attention = u.requires_attention,
                     data = u.data::jsonb, failure_reason = u.failure_reason, failure_detail = u.failure_detail,
-                    updated_at = u.updated_at, parked_until = u.parked_until
+                    updated_at = u.updated_at, parked_until = u.parked_until,
+                    answered_steps = string_to_array(u.answered_steps, ',')
                from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int4[],
                            $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::text[], $11::text[],
-                           $12::text[], $13::timestamptz[], $14::timestamptz[])
+                           $12::text[], $13::timestamptz[], $14::timestamptz[], $25::text[])
                     as u(saga_id, state, current_step, direction, compensated, attempt, next_attempt_at,
                          step_started_at, requires_attention, data, failure_reason, failure_detail,
-                         updated_at, parked_until)
+                         updated_at, parked_until, answered_steps)
               where s.saga_id = u.saga_id
              returning s.saga_id
          ), logged as (
@@ -97,6 +98,7 @@ pub async fn update_all(
     .bind(&log.detail)
     .bind(&log.actor)
     .bind(now)
+    .bind(&columns.answered_steps)
     .fetch_one(&mut *conn)
     .await?;
     if changed != sagas.len() as i64 || logged != entries.len() as i64 {
@@ -122,6 +124,9 @@ struct SagaColumns {
     failure_detail: Vec<Option<String>>,
     updated_at: Vec<DateTime<Utc>>,
     parked_until: Vec<Option<DateTime<Utc>>>,
+    /// Comma-separated (step names have no commas): unnest cannot take an
+    /// array of arrays of differing lengths.
+    answered_steps: Vec<String>,
 }
 
 impl SagaColumns {
@@ -147,6 +152,7 @@ impl SagaColumns {
             .push(failure.map(|failure| failure.detail.clone()));
         self.updated_at.push(saga.updated_at);
         self.parked_until.push(saga.parked_until);
+        self.answered_steps.push(answered_steps(saga).join(","));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "125.50").await;
 
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     let funds = reserve.decode::<pb::ReserveFundsCommand>();
     assert_eq!(reserve.participant, "account");
     assert_eq!(funds.account_id, request.source_account_id);
@@ -25,7 +25,7 @@ async fn a_transfer_reserves_screens_posts_and_completes_in_order() {
     );
     test.succeed(&reserve).await;
 
-    let screen = test.next_command().await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
     let screening = screen.decode::<pb::ScreenTransactionCommand>();
     assert_eq!(screen.participant, "fraud");
     assert_eq!(
@@ -100,9 +100,12 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     let config = fast();
     let mut test = SagaTest::start(config.clone()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let first = test.next_command().await;
-    let second = test.next_command().await;
-    let third = test.next_command().await;
+    // The screen goes out beside the reserve; approved at once, only the
+    // silent reserve is re-sent.
+    let first = test.expect::<pb::ReserveFundsCommand>().await;
+    test.approve_screen(&first.saga_id).await;
+    let second = test.expect::<pb::ReserveFundsCommand>().await;
+    let third = test.expect::<pb::ReserveFundsCommand>().await;
     for resend in [&second, &third] {
         assert_eq!(
             resend.command_id, first.command_id,
@@ -116,15 +119,20 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
     );
     assert_ne!(second.message_id, third.message_id);
     test.succeed(&third).await;
-    test.approve_screen(&first.saga_id).await;
-    let post = test.next_command().await;
+    let post = test.expect::<pb::PostTransferCommand>().await;
     test.succeed(&post).await;
-    let complete = test.next_command().await;
+    let complete = test.expect::<pb::CompleteTransactionCommand>().await;
     test.succeed(&complete).await;
 
     let saga = test
         .wait_for_state(&first.saga_id, pb::SagaState::Completed)
         .await;
+    assert!(
+        test.buffered
+            .iter()
+            .all(|command| !command.is::<pb::ScreenTransactionCommand>()),
+        "the approved screen is not re-sent"
+    );
     let retries: Vec<_> = saga
         .history
         .iter()
@@ -183,7 +191,7 @@ fn scheduled_wait(detail: &str) -> Duration {
 async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_out() {
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     let release = test.expect::<pb::ReleaseFundsCommand>().await;
     assert_eq!(
         release
@@ -221,7 +229,7 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     let config = fast();
     let mut test = SagaTest::start(config.clone()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
 
@@ -271,11 +279,10 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
 async fn a_duplicate_reply_makes_one_transition() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+    test.expect::<pb::ScreenTransactionCommand>().await;
     test.succeed(&reserve).await;
     test.succeed(&reserve).await;
-    let screen = test.next_command().await;
-    assert!(screen.is::<pb::ScreenTransactionCommand>());
     let more = test.drain(Duration::from_millis(700)).await;
     assert!(more.is_empty(), "the duplicate sent nothing: {more:?}");
 
@@ -285,7 +292,9 @@ async fn a_duplicate_reply_makes_one_transition() {
         .filter(|(step, event)| step == "reserve" && event == "succeeded")
         .count();
     assert_eq!(succeeded, 1);
-    assert_eq!(saga.current_step, "screen");
+    // At the reserve ∥ screen group, the screen alone is still awaited.
+    assert_eq!(saga.current_step, "reserve");
+    assert_eq!(saga.awaiting_steps, ["screen"]);
 }
 
 /// Replies queued while the orchestrator is down reach it together, so they
@@ -297,10 +306,12 @@ async fn queued_replies_move_each_saga_once_per_reply_and_in_order() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     test.request(pb::TransactionKind::Transfer, "20.00").await;
-    let first = test.next_command().await;
-    let second = test.next_command().await;
-    assert!(first.is::<pb::ReserveFundsCommand>() && second.is::<pb::ReserveFundsCommand>());
+    let first = test.expect::<pb::ReserveFundsCommand>().await;
+    let second = test.expect::<pb::ReserveFundsCommand>().await;
     assert_ne!(first.saga_id, second.saga_id);
+    // Both screens went out with the reserves; nothing re-sends them here.
+    test.expect::<pb::ScreenTransactionCommand>().await;
+    test.expect::<pb::ScreenTransactionCommand>().await;
 
     test.stop_orchestrator().await;
     test.succeed(&first).await;
@@ -323,8 +334,6 @@ async fn queued_replies_move_each_saga_once_per_reply_and_in_order() {
 
     let post = test.expect::<pb::PostTransferCommand>().await;
     assert_eq!(post.saga_id, first.saga_id);
-    test.expect_where(|c| c.is::<pb::ScreenTransactionCommand>() && c.saga_id == second.saga_id)
-        .await;
 
     let saga = test.saga(&first.saga_id).await;
     let steps: Vec<_> = history_events(&saga)
@@ -339,7 +348,7 @@ async fn queued_replies_move_each_saga_once_per_reply_and_in_order() {
     );
     assert_eq!(saga.current_step, "post");
     let saga = test.saga(&second.saga_id).await;
-    assert_eq!(saga.current_step, "screen");
+    assert_eq!(saga.awaiting_steps, ["screen"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,9 +356,13 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Transfer, "10.00").await;
     test.publish_request(&request).await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+    test.expect::<pb::ScreenTransactionCommand>().await;
     let more = test.drain(Duration::from_millis(700)).await;
-    assert!(more.is_empty(), "one saga, one reserve: {more:?}");
+    assert!(
+        more.is_empty(),
+        "one saga, one reserve and one screen: {more:?}"
+    );
     assert_eq!(test.saga_count().await, 1);
     assert_eq!(
         test.saga_id_of(&request.transaction_id).await,
@@ -361,7 +374,7 @@ async fn a_duplicate_transaction_request_starts_one_saga() {
 async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
@@ -382,7 +395,7 @@ async fn a_saga_interrupted_by_a_restart_completes_on_the_new_instance() {
 async fn a_deposit_is_screened_then_credits_the_account_and_completes() {
     let mut test = SagaTest::start(patient()).await;
     let request = test.request(pb::TransactionKind::Deposit, "99.99").await;
-    let screen = test.next_command().await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
     let screening = screen.decode::<pb::ScreenTransactionCommand>();
     assert_eq!(screening.kind, pb::TransactionKind::Deposit as i32);
     assert_eq!(screening.source_account_id, "");
@@ -397,4 +410,107 @@ async fn a_deposit_is_screened_then_credits_the_account_and_completes() {
         .wait_for_state(&deposit.saga_id, pb::SagaState::Completed)
         .await;
     assert_eq!(saga.saga_type, "deposit");
+}
+
+/// Reserve and screen go out together; the saga remembers, across a restart
+/// of the orchestrator, which of the two has answered, and posts only once
+/// both have, in whichever order they came.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_reserves_and_screens_at_once_and_posts_after_both_in_either_order() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    test.request(pb::TransactionKind::Transfer, "20.00").await;
+    let mut sagas = Vec::new();
+    for _ in 0..2 {
+        let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+        let screen = test
+            .expect_where(|c| {
+                c.is::<pb::ScreenTransactionCommand>() && c.saga_id == reserve.saga_id
+            })
+            .await;
+        let saga = test.saga(&reserve.saga_id).await;
+        assert_eq!(saga.awaiting_steps, ["reserve", "screen"]);
+        sagas.push((reserve, screen));
+    }
+    // One answers its screen first, the other its reserve.
+    let (first, second) = (&sagas[0], &sagas[1]);
+    test.succeed(&first.1).await;
+    test.succeed(&second.0).await;
+    test.wait_for(&first.0.saga_id, "screen answered", |saga| {
+        saga.awaiting_steps == ["reserve"]
+    })
+    .await;
+    test.wait_for(&second.0.saga_id, "reserve answered", |saga| {
+        saga.awaiting_steps == ["screen"]
+    })
+    .await;
+    let early = test.drain(Duration::from_millis(500)).await;
+    assert!(
+        early.iter().all(|c| !c.is::<pb::PostTransferCommand>()),
+        "no post before both answered: {early:?}"
+    );
+
+    // What has answered is stored, not held in memory.
+    test.stop_orchestrator().await;
+    test.start_orchestrator().await;
+    test.succeed(&first.0).await;
+    test.succeed(&second.1).await;
+    for (reserve, _) in &sagas {
+        let post = test
+            .expect_where(|c| c.is::<pb::PostTransferCommand>() && c.saga_id == reserve.saga_id)
+            .await;
+        test.succeed(&post).await;
+        let complete = test
+            .expect_where(|c| {
+                c.is::<pb::CompleteTransactionCommand>() && c.saga_id == reserve.saga_id
+            })
+            .await;
+        test.succeed(&complete).await;
+        let saga = test
+            .wait_for_state(&reserve.saga_id, pb::SagaState::Completed)
+            .await;
+        assert!(saga.awaiting_steps.is_empty());
+        let answered: Vec<_> = history_events(&saga)
+            .into_iter()
+            .filter(|(step, event)| event == "succeeded" && (step == "reserve" || step == "screen"))
+            .collect();
+        assert_eq!(answered.len(), 2, "one transition per reply: {answered:?}");
+    }
+}
+
+/// A decline that overtakes the reserve's reply releases the hold anyway
+/// (the reserve's outcome is unknown) and ignores the late reserve reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decline_before_the_reserve_answers_releases_it_and_ignores_the_late_reply() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
+    test.reject(&screen, "FRAUD_DECLINED").await;
+    let release = test.expect::<pb::ReleaseFundsCommand>().await;
+    assert_eq!(
+        release
+            .decode::<pb::ReleaseFundsCommand>()
+            .reserve_command_id,
+        reserve.command_id
+    );
+    test.succeed(&reserve).await;
+    test.succeed(&release).await;
+    let fail = test.expect::<pb::FailTransactionCommand>().await;
+    test.succeed(&fail).await;
+    let saga = test
+        .wait_for_state(&reserve.saga_id, pb::SagaState::Compensated)
+        .await;
+    assert_eq!(saga.failure_reason, "FRAUD_DECLINED");
+    assert!(
+        saga.history.iter().all(|entry| !(entry.step == "reserve"
+            && entry.direction == "forward"
+            && entry.event == "succeeded")),
+        "the late reserve reply moved nothing"
+    );
+    let rest = test.drain(Duration::from_millis(500)).await;
+    assert!(
+        rest.iter().all(|c| !c.is::<pb::PostTransferCommand>()),
+        "nothing posts: {rest:?}"
+    );
 }

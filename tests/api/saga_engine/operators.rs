@@ -145,7 +145,7 @@ async fn operators_list_inspect_retry_and_abort_sagas_but_not_past_the_pivot() {
 async fn the_step_log_cannot_be_edited() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.wait_for(&reserve.saga_id, "logged", |saga| !saga.history.is_empty())
         .await;
     let pool = test

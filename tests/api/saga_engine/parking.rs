@@ -13,7 +13,7 @@ fn minutes(count: i64) -> chrono::Duration {
 /// Requests a transfer and answers its reserve; returns the screen command.
 async fn screened_transfer(test: &mut SagaTest) -> Received {
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.succeed(&reserve).await;
     test.expect_where(|c| c.is::<pb::ScreenTransactionCommand>() && c.saga_id == reserve.saga_id)
         .await
@@ -47,7 +47,8 @@ async fn a_step_answering_waiting_parks_the_saga_and_its_final_answer_completes_
     let deadline = clock.now() + minutes(10);
     let parked = park(&mut test, &screen, deadline).await;
     assert_eq!(parked.state, pb::SagaState::Running as i32);
-    assert_eq!(parked.current_step, "screen");
+    // The reserve ∥ screen group, with the reserve answered: only the screen is awaited.
+    assert_eq!(parked.awaiting_steps, ["screen"]);
     let guard = deadline + chrono::Duration::from_std(fast().wait_grace).expect("small");
     assert_eq!(parked.next_attempt_time, Some(to_timestamp(guard)));
     let listed = test
@@ -67,7 +68,10 @@ async fn a_step_answering_waiting_parks_the_saga_and_its_final_answer_completes_
     let sent = test.drain(Duration::from_millis(700)).await;
     assert!(sent.is_empty(), "nothing is re-sent while parked: {sent:?}");
     let still = test.saga(&screen.saga_id).await;
-    assert_eq!((still.attempt, still.current_step.as_str()), (1, "screen"));
+    assert_eq!(
+        (still.attempt, still.awaiting_steps.as_slice()),
+        (1, &["screen".to_owned()][..])
+    );
     assert!(still.history.iter().all(|entry| entry.event != "retried"));
 
     test.succeed(&screen).await;
@@ -195,12 +199,15 @@ async fn a_fraud_decline_releases_the_hold_and_fails_with_fraud_declined() {
 async fn a_waiting_answer_from_a_step_that_may_not_wait_changes_nothing() {
     let (mut test, clock) = SagaTest::start_manual(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.wait(&reserve, clock.now() + minutes(10)).await;
-    // The refusal is silent; the next reply shows the saga still awaits the reserve.
+    // The refusal is silent; the next reply shows the saga still awaited the reserve.
     test.succeed(&reserve).await;
-    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
-    let saga = test.saga(&screen.saga_id).await;
+    let saga = test
+        .wait_for(&reserve.saga_id, "the reserve answered", |saga| {
+            saga.awaiting_steps == ["screen"]
+        })
+        .await;
     assert_eq!(saga.parked_until, None);
     assert!(
         history_events(&saga)

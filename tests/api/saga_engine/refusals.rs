@@ -10,10 +10,10 @@ const LOAD: usize = 200;
 async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.reject(&reserve, "INSUFFICIENT_FUNDS").await;
 
-    let fail = test.next_command().await;
+    let fail = test.expect::<pb::FailTransactionCommand>().await;
     let failing = fail.decode::<pb::FailTransactionCommand>();
     assert_eq!(failing.reason_code, "INSUFFICIENT_FUNDS");
     test.succeed(&fail).await;
@@ -34,13 +34,13 @@ async fn a_refused_reserve_fails_the_transaction_and_releases_nothing() {
 async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     let mut test = SagaTest::start(patient()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
-    let reserve = test.next_command().await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     test.succeed(&reserve).await;
     test.approve_screen(&reserve.saga_id).await;
     let post = test.expect::<pb::PostTransferCommand>().await;
     test.reject(&post, "ACCOUNT_FROZEN").await;
 
-    let release = test.next_command().await;
+    let release = test.expect::<pb::ReleaseFundsCommand>().await;
     let releasing = release.decode::<pb::ReleaseFundsCommand>();
     assert_eq!(releasing.reserve_command_id, reserve.command_id);
     assert_eq!(
@@ -49,7 +49,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     );
     test.succeed(&release).await;
 
-    let fail = test.next_command().await;
+    let fail = test.expect::<pb::FailTransactionCommand>().await;
     assert_eq!(
         fail.decode::<pb::FailTransactionCommand>().reason_code,
         "ACCOUNT_FROZEN"

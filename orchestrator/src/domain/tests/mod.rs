@@ -1,8 +1,12 @@
 //! The state machine, event by event; `properties` checks any sequence of
 //! events; `parking` and `parking_properties` cover steps that answer
-//! "wait"; `operators` covers retry and abort.
+//! "wait"; `operators` covers retry and abort; `parallel` covers steps that
+//! run together. Most cases run corebank's saga types as declared; those
+//! about one step at a time run them with every step in sequence
+//! ([`Run::sequential`]).
 
 mod operators;
+mod parallel;
 mod parking;
 mod parking_properties;
 mod properties;
@@ -37,6 +41,17 @@ fn data(kind: SagaType) -> SagaData {
     }
 }
 
+/// Any saga type, as declared or run one step at a time.
+fn any_run() -> impl proptest::strategy::Strategy<Value = (SagaType, bool)> {
+    use proptest::prelude::*;
+    let kind = prop_oneof![
+        Just(SagaType::Transfer),
+        Just(SagaType::Deposit),
+        Just(SagaType::Withdrawal)
+    ];
+    (kind, any::<bool>())
+}
+
 fn epoch() -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000, 0).expect("valid time")
 }
@@ -44,26 +59,59 @@ fn epoch() -> DateTime<Utc> {
 /// A saga under test with its own clock.
 struct Run {
     config: EngineConfig,
-    kind: SagaType,
+    definition: SagaDefinition,
     saga: Saga,
     now: DateTime<Utc>,
     log: Vec<LogEntry>,
     sent: Vec<OutgoingCommand>,
 }
 
+/// `kind`'s definition with no step running alongside another.
+fn sequential(kind: SagaType) -> SagaDefinition {
+    let declared = kind.definition().clone();
+    let steps = declared
+        .steps
+        .into_iter()
+        .map(|mut step| {
+            step.alongside_previous = false;
+            step
+        })
+        .collect();
+    SagaDefinition::new(kind, steps, declared.on_success, declared.on_failure)
+}
+
 impl Run {
+    /// A saga of `kind` as corebank declares it.
     fn start(kind: SagaType) -> Self {
+        Self::with(kind.definition().clone())
+    }
+
+    /// A saga of `kind` run one step at a time.
+    fn sequential(kind: SagaType) -> Self {
+        Self::with(sequential(kind))
+    }
+
+    /// As declared (`parallel`) or one step at a time.
+    fn of(kind: SagaType, parallel: bool) -> Self {
+        if parallel {
+            Self::start(kind)
+        } else {
+            Self::sequential(kind)
+        }
+    }
+
+    fn with(definition: SagaDefinition) -> Self {
         let config = config();
         let now = epoch();
-        let transition = Engine::new(kind.definition(), &config).start(
+        let transition = Engine::new(&definition, &config).start(
             Uuid::now_v7(),
             Uuid::now_v7(),
-            data(kind),
+            data(definition.saga_type),
             now,
         );
         Self {
             config,
-            kind,
+            definition,
             saga: transition.saga,
             now,
             log: vec![transition.log],
@@ -72,11 +120,24 @@ impl Run {
     }
 
     fn engine(&self) -> Engine<'_> {
-        Engine::new(self.kind.definition(), &self.config)
+        Engine::new(&self.definition, &self.config)
     }
 
+    /// The id of the first command the saga awaits.
     fn awaited(&self) -> String {
-        self.engine().command_id(&self.saga, self.saga.position)
+        self.awaited_at(0)
+    }
+
+    /// The id of one of the commands the saga awaits, picked by `choice`
+    /// (once finished, of its last step).
+    fn awaited_at(&self, choice: usize) -> String {
+        let engine = self.engine();
+        let awaited = engine.awaited(&self.saga);
+        let position = awaited
+            .get(choice % awaited.len().max(1))
+            .copied()
+            .unwrap_or(self.saga.position);
+        engine.command_id(&self.saga, position)
     }
 
     fn apply(&mut self, event: Event) -> Result<Vec<OutgoingCommand>, Refusal> {
@@ -145,8 +206,8 @@ fn only(commands: Vec<OutgoingCommand>) -> OutgoingCommand {
 }
 
 #[test]
-fn a_transfer_starts_by_reserving_and_sends_nothing_else() {
-    let run = Run::start(SagaType::Transfer);
+fn a_sequential_transfer_starts_by_reserving_and_sends_nothing_else() {
+    let run = Run::sequential(SagaType::Transfer);
     assert_eq!(run.steps_sent(), [("reserve", Direction::Forward)]);
     assert_eq!(run.sent[0].participant, "account");
     assert_eq!(
@@ -164,7 +225,7 @@ fn a_transfer_starts_by_reserving_and_sends_nothing_else() {
 
 #[test]
 fn a_happy_transfer_reserves_screens_posts_and_completes_with_the_journal() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let screen = only(run.succeed());
     assert_eq!((screen.step, screen.participant), ("screen", "fraud"));
     assert!(matches!(
@@ -211,7 +272,7 @@ fn a_happy_transfer_reserves_screens_posts_and_completes_with_the_journal() {
 
 #[test]
 fn a_refused_reserve_fails_the_transaction_without_releasing_anything() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let fail = only(run.reject("INSUFFICIENT_FUNDS"));
     assert_eq!(
         fail.command,
@@ -236,7 +297,7 @@ fn a_refused_reserve_fails_the_transaction_without_releasing_anything() {
 
 #[test]
 fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     run.succeed();
     let release = only(run.reject("ACCOUNT_FROZEN"));
@@ -266,7 +327,7 @@ fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
 
 #[test]
 fn a_reply_to_another_command_changes_nothing() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let stale = format!("{}:screen:forward", run.saga.saga_id);
     let refused = run.apply(Event::Reply {
         command_id: stale,
@@ -280,7 +341,7 @@ fn a_reply_to_another_command_changes_nothing() {
 
 #[test]
 fn a_duplicate_reply_applies_once() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let reserve = run.awaited();
     run.succeed();
     let duplicate = run.apply(Event::Reply {
@@ -296,7 +357,7 @@ fn a_duplicate_reply_applies_once() {
 
 #[test]
 fn a_silent_step_is_re_sent_with_the_same_command_id_and_growing_waits() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let first = run.sent[0].clone();
     let second = only(run.time_out());
     let waited_once = run.saga.next_attempt_at.expect("timer") - run.now;
@@ -312,7 +373,7 @@ fn a_silent_step_is_re_sent_with_the_same_command_id_and_growing_waits() {
 
 #[test]
 fn a_reserve_silent_past_its_attempts_is_released_anyway_and_times_out() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.time_out();
     run.time_out();
     let release = only(run.time_out());
@@ -342,7 +403,7 @@ fn a_reserve_silent_past_its_attempts_is_released_anyway_and_times_out() {
 
 #[test]
 fn a_silent_post_is_retried_forever_and_flagged_for_an_operator() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     run.succeed();
     for _ in 0..20 {
@@ -362,7 +423,7 @@ fn a_silent_post_is_retried_forever_and_flagged_for_an_operator() {
 
 #[test]
 fn a_saga_is_not_timed_out_before_its_deadline() {
-    let run = Run::start(SagaType::Transfer);
+    let run = Run::sequential(SagaType::Transfer);
     let early = run.engine().apply(&run.saga, Event::TimedOut, epoch(), 0.5);
     assert_eq!(early, Err(Refusal::NotDue));
 }
@@ -395,7 +456,7 @@ fn a_screened_deposit_that_is_refused_fails_and_a_silent_one_never_gives_up() {
 
 #[test]
 fn a_withdrawal_reserves_screens_then_posts_to_the_settlement_account() {
-    let mut run = Run::start(SagaType::Withdrawal);
+    let mut run = Run::sequential(SagaType::Withdrawal);
     run.succeed();
     let post = only(run.succeed());
     assert!(matches!(
@@ -412,7 +473,7 @@ fn a_withdrawal_reserves_screens_then_posts_to_the_settlement_account() {
 
 #[test]
 fn a_refused_compensation_stays_put_and_asks_for_an_operator() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     run.succeed();
     run.reject("ACCOUNT_FROZEN");

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn an_operator_retry_re_sends_now_and_resets_the_attempts() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.time_out();
     let command = only(
         run.apply(Event::AdminRetry {
@@ -24,7 +24,7 @@ fn an_operator_retry_re_sends_now_and_resets_the_attempts() {
 
 #[test]
 fn an_operator_abort_before_the_pivot_compensates_with_reason_aborted() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let release = only(
         run.apply(Event::AdminAbort {
             actor: "ops-1".to_owned(),
@@ -53,7 +53,7 @@ fn an_operator_abort_before_the_pivot_compensates_with_reason_aborted() {
 
 #[test]
 fn an_operator_abort_after_the_pivot_or_at_the_end_is_refused() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     run.succeed();
     let abort = || Event::AdminAbort {

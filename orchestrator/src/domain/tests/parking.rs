@@ -18,7 +18,7 @@ impl Run {
     /// A transfer whose reserve succeeded and whose screen answered WAITING
     /// until ten minutes after the start.
     fn parked_transfer() -> (Run, DateTime<Utc>) {
-        let mut run = Run::start(SagaType::Transfer);
+        let mut run = Run::sequential(SagaType::Transfer);
         run.succeed();
         let deadline = epoch() + minutes(10);
         run.wait_until(deadline).expect("the screen may wait");
@@ -36,7 +36,7 @@ fn failure_reason(run: &Run) -> Option<&str> {
 
 #[test]
 fn a_screen_that_answers_waiting_parks_the_saga_and_announces_the_review() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     let deadline = epoch() + minutes(10);
     let notice = only(run.wait_until(deadline).expect("the screen may wait"));
@@ -181,7 +181,7 @@ fn a_second_waiting_extends_the_wait_only_to_a_later_deadline() {
 
 #[test]
 fn a_waiting_answer_from_a_step_that_may_not_wait_is_refused_and_the_timer_kept() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     let before = run.saga.clone();
     assert_eq!(
         run.wait_until(epoch() + minutes(10)),
@@ -244,7 +244,7 @@ fn an_operator_abort_of_a_parked_saga_releases_the_hold_with_reason_aborted() {
 
 #[test]
 fn a_screen_that_never_answers_fails_closed_with_screening_unavailable() {
-    let mut run = Run::start(SagaType::Transfer);
+    let mut run = Run::sequential(SagaType::Transfer);
     run.succeed();
     run.time_out();
     run.time_out();

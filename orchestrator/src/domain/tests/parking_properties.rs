@@ -9,11 +9,12 @@ use super::*;
 
 #[derive(Debug, Clone)]
 enum Input {
-    Succeed,
-    Reject,
-    /// WAITING from the awaited step, deadline this many minutes from now
-    /// (negative: already past).
-    Wait(i64),
+    /// Success from one of the awaited steps, picked by the number.
+    Succeed(usize),
+    Reject(usize),
+    /// WAITING from one of the awaited steps, deadline this many minutes
+    /// from now (negative: already past).
+    Wait(usize, i64),
     Stale,
     /// A timer firing before the saga is due.
     EarlyTimeOut,
@@ -24,9 +25,9 @@ enum Input {
 
 fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        3 => Just(Input::Succeed),
-        1 => Just(Input::Reject),
-        3 => (-5_i64..60).prop_map(Input::Wait),
+        3 => (0_usize..4).prop_map(Input::Succeed),
+        1 => (0_usize..4).prop_map(Input::Reject),
+        3 => (0_usize..4, -5_i64..60).prop_map(|(choice, minutes)| Input::Wait(choice, minutes)),
         1 => Just(Input::Stale),
         2 => Just(Input::EarlyTimeOut),
         2 => Just(Input::TimeOut),
@@ -35,17 +36,13 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
-fn kind() -> impl Strategy<Value = SagaType> {
-    prop_oneof![
-        Just(SagaType::Transfer),
-        Just(SagaType::Deposit),
-        Just(SagaType::Withdrawal)
-    ]
+fn reply(run: &Run, outcome: ReplyOutcome) -> Event {
+    reply_at(run, 0, outcome)
 }
 
-fn reply(run: &Run, outcome: ReplyOutcome) -> Event {
+fn reply_at(run: &Run, choice: usize, outcome: ReplyOutcome) -> Event {
     Event::Reply {
-        command_id: run.awaited(),
+        command_id: run.awaited_at(choice),
         outcome,
     }
 }
@@ -68,10 +65,11 @@ fn rejected() -> ReplyOutcome {
 fn feed(run: &mut Run, input: &Input) -> Option<Transition> {
     run.now += chrono::Duration::milliseconds(1);
     let event = match input {
-        Input::Succeed => reply(run, succeeded()),
-        Input::Reject => reply(run, rejected()),
-        Input::Wait(minutes) => reply(
+        Input::Succeed(choice) => reply_at(run, *choice, succeeded()),
+        Input::Reject(choice) => reply_at(run, *choice, rejected()),
+        Input::Wait(choice, minutes) => reply_at(
             run,
+            *choice,
             ReplyOutcome::Waiting {
                 deadline: run.now + chrono::Duration::minutes(*minutes),
             },
@@ -103,15 +101,25 @@ fn feed(run: &mut Run, input: &Input) -> Option<Transition> {
     Some(transition)
 }
 
-/// Answers until the saga awaits its screen step.
-fn to_screen(kind: SagaType) -> Run {
-    let mut run = Run::start(kind);
-    let screen = kind
-        .definition()
-        .step_index(SCREEN_STEP)
-        .expect("every saga type screens");
-    while run.saga.position != Position::Forward(screen) {
-        run.succeed();
+/// Answers until the saga awaits its screen step alone.
+fn to_screen(kind: SagaType, parallel: bool) -> Run {
+    let mut run = Run::of(kind, parallel);
+    let screen = Position::Forward(
+        kind.definition()
+            .step_index(SCREEN_STEP)
+            .expect("every saga type screens"),
+    );
+    loop {
+        let awaited = run.engine().awaited(&run.saga);
+        let Some(other) = awaited.iter().position(|&position| position != screen) else {
+            break;
+        };
+        let command_id = run.awaited_at(other);
+        run.apply(Event::Reply {
+            command_id,
+            outcome: succeeded(),
+        })
+        .expect("a reply to an awaited command applies");
     }
     run
 }
@@ -121,10 +129,10 @@ proptest! {
 
     #[test]
     fn a_parked_saga_never_sends_on_an_event_that_is_not_final_and_always_finishes(
-        kind in kind(),
+        (kind, parallel) in any_run(),
         inputs in prop::collection::vec(input(), 0..60),
     ) {
-        let mut run = Run::start(kind);
+        let mut run = Run::of(kind, parallel);
         let grace = chrono::Duration::from_std(run.config.wait_grace).expect("small");
         for input in &inputs {
             let before = run.saga.clone();
@@ -132,7 +140,7 @@ proptest! {
             let due = before
                 .next_attempt_at
                 .is_some_and(|due| due <= run.now + chrono::Duration::milliseconds(1));
-            let quiet = matches!(input, Input::Wait(_) | Input::Stale)
+            let quiet = matches!(input, Input::Wait(..) | Input::Stale)
                 || (matches!(input, Input::EarlyTimeOut) && !due);
             let Some(transition) = feed(&mut run, input) else { continue };
             if before.parked_until.is_some() && quiet {
@@ -141,10 +149,17 @@ proptest! {
                 prop_assert_eq!(run.saga.position, before.position);
             }
             if let Some(parked_until) = run.saga.parked_until {
-                let (step, _) = run.engine().step_at(run.saga.position);
-                prop_assert!(step.may_wait, "parked at {}", step.name);
+                let engine = run.engine();
+                let parked = engine.parked_step(&run.saga);
+                prop_assert!(parked.is_some_and(|at| engine.step_at(at).0.may_wait), "parked at {:?}", run.saga.position);
                 prop_assert_eq!(run.saga.state, SagaState::Running);
-                prop_assert_eq!(run.saga.next_attempt_at, Some(parked_until + grace));
+                // The guard is the timer once nothing else is awaited; until
+                // then the rest of the group keeps its step timer.
+                if engine.outstanding(&run.saga).is_empty() {
+                    prop_assert_eq!(run.saga.next_attempt_at, Some(parked_until + grace));
+                } else {
+                    prop_assert!(run.saga.next_attempt_at.is_some_and(|due| due < parked_until + grace || parked_until + grace <= run.now));
+                }
             }
         }
         // Participants that eventually answer finally finish any saga, parked or not.
@@ -152,7 +167,7 @@ proptest! {
             if run.saga.state.is_terminal() {
                 break;
             }
-            feed(&mut run, &Input::Succeed);
+            feed(&mut run, &Input::Succeed(0));
         }
         prop_assert!(run.saga.state.is_terminal(), "not terminal: {:?}", run.saga);
         prop_assert_eq!(run.saga.parked_until, None);
@@ -160,12 +175,12 @@ proptest! {
 
     #[test]
     fn a_parked_saga_past_its_deadline_plus_grace_always_compensates_with_the_steps_reason(
-        kind in kind(),
+        (kind, parallel) in any_run(),
         deadline_minutes in -10_i64..600,
         grace_seconds in 0_u64..3600,
         late_ms in 0_i64..100_000_000,
     ) {
-        let mut run = to_screen(kind);
+        let mut run = to_screen(kind, parallel);
         run.config.wait_grace = Duration::from_secs(grace_seconds);
         let deadline = run.now + chrono::Duration::minutes(deadline_minutes);
         run.wait_until_deadline(deadline);
@@ -174,7 +189,7 @@ proptest! {
         prop_assert_eq!(early, Err(Refusal::NotDue));
         let at = guard + chrono::Duration::milliseconds(late_ms);
         let transition = run.engine().apply(&run.saga, Event::TimedOut, at, 0.5).expect("due");
-        let (step, _) = run.engine().step_at(run.saga.position);
+        let (step, _) = run.engine().step_at(run.engine().parked_step(&run.saga).expect("parked"));
         prop_assert_eq!(transition.log.event, LogEvent::WaitExpired);
         prop_assert_eq!(transition.saga.state, SagaState::Compensating);
         prop_assert_eq!(transition.saga.parked_until, None);
@@ -187,12 +202,12 @@ proptest! {
 
     #[test]
     fn a_final_reply_after_a_park_lands_where_an_immediate_reply_would(
-        kind in kind(),
+        (kind, parallel) in any_run(),
         approve in any::<bool>(),
         deadline_minutes in -10_i64..600,
         extended_minutes in prop::option::of(0_i64..600),
     ) {
-        let base = to_screen(kind);
+        let base = to_screen(kind, parallel);
         let engine = base.engine();
         let waiting = |saga: &Saga, deadline| {
             engine
