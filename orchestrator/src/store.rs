@@ -104,7 +104,7 @@ impl TryFrom<SagaRow> for Saga {
         let stored_direction = direction(&row.direction)
             .ok_or_else(|| corrupt(format!("unknown direction {:?}", row.direction)))?;
         let definition = saga_type.definition();
-        let answered = row
+        let mut answered = row
             .answered_steps
             .iter()
             .map(|name| {
@@ -116,7 +116,7 @@ impl TryFrom<SagaRow> for Saga {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let position = position_of(
+        let mut position = position_of(
             definition,
             &row.current_step,
             stored_direction,
@@ -129,6 +129,18 @@ impl TryFrom<SagaRow> for Saga {
                 saga_type.as_str()
             ))
         })?;
+        // A saga stored at a later step of a parallel group was written while
+        // those steps still ran one after another: the ones before it have
+        // succeeded, and the group stands at its first step.
+        if let Position::Forward(index) = position {
+            let group = definition.group(index);
+            if index > group.start {
+                answered.extend(group.start..index);
+                answered.sort_unstable();
+                answered.dedup();
+                position = Position::Forward(group.start);
+            }
+        }
         Ok(Saga {
             saga_id: row.saga_id,
             saga_type,

@@ -514,3 +514,47 @@ async fn a_decline_before_the_reserve_answers_releases_it_and_ignores_the_late_r
         "nothing posts: {rest:?}"
     );
 }
+
+/// A transfer saga the previous release stored at its screen step (its
+/// steps then ran one after another, so its reserve had succeeded) resumes
+/// at the reserve ∥ screen group with the reserve answered: the screen's
+/// approval posts, and the reserve is not asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saga_stored_at_the_screen_by_the_sequential_release_resumes_with_its_reserve_answered() {
+    let mut test = SagaTest::start(patient()).await;
+    test.request(pb::TransactionKind::Transfer, "10.00").await;
+    let reserve = test.expect::<pb::ReserveFundsCommand>().await;
+    let screen = test.expect::<pb::ScreenTransactionCommand>().await;
+    test.stop_orchestrator().await;
+    // As the previous release left it after the reserve's reply.
+    let saga_id: Uuid = reserve.saga_id.parse().expect("saga id");
+    let updated = sqlx::query(
+        "update orchestrator.saga set current_step = 'screen', answered_steps = '{}',
+                data = jsonb_set(data, '{hold_id}', '\"hold-1\"')
+          where saga_id = $1",
+    )
+    .bind(saga_id)
+    .execute(&test.db.owner)
+    .await
+    .expect("rewrite the saga row");
+    assert_eq!(updated.rows_affected(), 1);
+    test.start_orchestrator().await;
+
+    let saga = test.saga(&reserve.saga_id).await;
+    assert_eq!(saga.current_step, "reserve", "the group's first step");
+    assert_eq!(saga.awaiting_steps, ["screen"]);
+    test.succeed(&screen).await;
+    let post = test
+        .expect_where(|c| c.is::<pb::PostTransferCommand>() && c.saga_id == reserve.saga_id)
+        .await;
+    assert_eq!(
+        post.decode::<pb::PostTransferCommand>().reserve_command_id,
+        reserve.command_id
+    );
+    assert!(
+        test.buffered
+            .iter()
+            .all(|c| !(c.is::<pb::ReserveFundsCommand>() && c.saga_id == reserve.saga_id)),
+        "the reserve is not asked again"
+    );
+}
