@@ -259,6 +259,10 @@ async fn the_same_idempotency_key_makes_one_transfer_and_another_body_changes_no
         .unwrap()
         .into_inner();
     assert_eq!(first.transaction_id, again.transaction_id);
+    // Both waited for the end: the first on the transaction it wrote, the
+    // replay on the one its key names.
+    assert!(completed(&first), "{first:?}");
+    assert!(completed(&again), "{again:?}");
 
     let different = pb::CreateTransferRequest {
         amount: Some(usd("8.00")),

@@ -132,6 +132,11 @@ impl TransactionApi {
         }
 
         let now = self.clock.now();
+        let wait = effective_wait(wait, request.caller_timeout);
+        // Subscribed before the transaction is written, a waiter hears of
+        // every change after it and need not read it back first.
+        let transaction_id = Uuid::now_v7();
+        let subscription = (!wait.is_zero()).then(|| self.hub.subscribe(transaction_id));
         let created = self
             .store
             .idempotent(
@@ -140,7 +145,7 @@ impl TransactionApi {
                 now,
                 move |conn| {
                     Box::pin(async move {
-                        let transaction = store::insert(conn, Uuid::now_v7(), &new, now).await?;
+                        let transaction = store::insert(conn, transaction_id, &new, now).await?;
                         // The request's span is the parent of the whole saga.
                         let event = messages::requested_event(&transaction, now).with_traceparent(
                             messaging::current_traceparent_or(transaction.transaction_id),
@@ -157,17 +162,27 @@ impl TransactionApi {
             )
             .await?;
 
-        let wait = effective_wait(wait, request.caller_timeout);
-        if wait.is_zero() || is_terminal(&created) {
+        let Some(subscription) = subscription.filter(|_| !is_terminal(&created)) else {
             return Ok(created);
-        }
-        let transaction_id =
-            Uuid::parse_str(&created.transaction_id).map_err(ApiError::internal)?;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // A replayed answer names the transaction the key's first request
+        // created: that one is read first.
+        let fresh = created.transaction_id == transaction_id.to_string();
+        let subscription = if fresh {
+            subscription
+        } else {
+            let replayed = Uuid::parse_str(&created.transaction_id).map_err(ApiError::internal)?;
+            self.hub.subscribe(replayed)
+        };
         let latest =
-            watch::wait_for_terminal(&self.store, &self.hub, transaction_id, wait, &self.shutdown)
+            watch::wait_for_terminal(&self.store, subscription, deadline, fresh, &self.shutdown)
                 .await?;
-        tracing::debug!(operation = request.operation, %transaction_id, status = latest.status.as_str(), "wait ended");
-        Ok(to_proto(&latest))
+        let latest = latest
+            .map(|transaction| to_proto(&transaction))
+            .unwrap_or(created);
+        tracing::debug!(operation = request.operation, transaction_id = %latest.transaction_id, status = latest.status().as_str_name(), "wait ended");
+        Ok(latest)
     }
 }
 

@@ -209,22 +209,31 @@ impl Subscription {
     }
 }
 
-/// Waits up to `wait` for the transaction to become terminal and returns its
-/// latest state either way. Holds no database transaction while waiting.
+/// Waits until `deadline` for the transaction to become terminal and returns
+/// its latest state either way; `None` when nothing is newer than what the
+/// caller already knows. `known` says the caller holds the state written
+/// after `subscription` was taken (it created the transaction): any change
+/// since is notified, so the first read is skipped. Holds no database
+/// transaction while waiting.
 pub async fn wait_for_terminal(
     store: &TransactionStore,
-    hub: &StatusHub,
-    transaction_id: Uuid,
-    wait: Duration,
+    mut subscription: Subscription,
+    deadline: Instant,
+    known: bool,
     shutdown: &CancellationToken,
-) -> Result<Transaction, ApiError> {
-    let deadline = Instant::now() + wait;
-    let mut subscription = hub.subscribe(transaction_id);
+) -> Result<Option<Transaction>, ApiError> {
+    let transaction_id = subscription.transaction_id;
+    let mut current = None;
+    let mut read = !known;
     loop {
-        let current = store.get(transaction_id).await?;
-        if current.status.is_terminal() || Instant::now() >= deadline {
-            return Ok(current);
+        if read {
+            let latest = store.get(transaction_id).await?;
+            if latest.status.is_terminal() || Instant::now() >= deadline {
+                return Ok(Some(latest));
+            }
+            current = Some(latest);
         }
+        read = true;
         tokio::select! {
             _ = subscription.maybe_terminal() => {}
             _ = tokio::time::sleep_until(deadline) => {}
