@@ -192,13 +192,7 @@ async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_
     let mut test = SagaTest::start(fast()).await;
     test.request(pb::TransactionKind::Transfer, "10.00").await;
     let reserve = test.expect::<pb::ReserveFundsCommand>().await;
-    let release = test.expect::<pb::ReleaseFundsCommand>().await;
-    assert_eq!(
-        release
-            .decode::<pb::ReleaseFundsCommand>()
-            .reserve_command_id,
-        reserve.command_id
-    );
+    let release = test.expect_release_of(&reserve.saga_id).await;
     test.succeed(&release).await;
     let fail = test.expect::<pb::FailTransactionCommand>().await;
     assert_eq!(
@@ -487,13 +481,7 @@ async fn a_decline_before_the_reserve_answers_releases_it_and_ignores_the_late_r
     let reserve = test.expect::<pb::ReserveFundsCommand>().await;
     let screen = test.expect::<pb::ScreenTransactionCommand>().await;
     test.reject(&screen, "FRAUD_DECLINED").await;
-    let release = test.expect::<pb::ReleaseFundsCommand>().await;
-    assert_eq!(
-        release
-            .decode::<pb::ReleaseFundsCommand>()
-            .reserve_command_id,
-        reserve.command_id
-    );
+    let release = test.expect_release_of(&reserve.saga_id).await;
     test.succeed(&reserve).await;
     test.succeed(&release).await;
     let fail = test.expect::<pb::FailTransactionCommand>().await;

@@ -109,13 +109,7 @@ async fn a_parked_saga_whose_deadline_and_grace_pass_releases_the_hold_and_fails
     park(&mut test, &screen, deadline).await;
 
     clock.advance(minutes(11) + chrono::Duration::seconds(1));
-    let release = test.expect::<pb::ReleaseFundsCommand>().await;
-    assert_eq!(
-        release
-            .decode::<pb::ReleaseFundsCommand>()
-            .reserve_command_id,
-        format!("{}:reserve:forward", screen.saga_id)
-    );
+    let release = test.expect_release_of(&screen.saga_id).await;
     test.succeed(&release).await;
     let fail = test.expect::<pb::FailTransactionCommand>().await;
     assert_eq!(

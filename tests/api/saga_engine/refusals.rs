@@ -40,13 +40,7 @@ async fn a_refused_post_releases_the_hold_then_fails_the_transaction() {
     let post = test.expect::<pb::PostTransferCommand>().await;
     test.reject(&post, "ACCOUNT_FROZEN").await;
 
-    let release = test.expect::<pb::ReleaseFundsCommand>().await;
-    let releasing = release.decode::<pb::ReleaseFundsCommand>();
-    assert_eq!(releasing.reserve_command_id, reserve.command_id);
-    assert_eq!(
-        release.command_id,
-        format!("{}:reserve:compensate", reserve.saga_id)
-    );
+    let release = test.expect_release_of(&reserve.saga_id).await;
     test.succeed(&release).await;
 
     let fail = test.expect::<pb::FailTransactionCommand>().await;

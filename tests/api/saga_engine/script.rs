@@ -135,6 +135,22 @@ impl SagaTest {
         screen
     }
 
+    /// The release of `saga_id`'s reserve, checked to name that reserve's
+    /// command and to carry the compensation's own command id.
+    pub(super) async fn expect_release_of(&mut self, saga_id: &str) -> Received {
+        let release = self
+            .expect_where(|c| c.is::<pb::ReleaseFundsCommand>() && c.saga_id == saga_id)
+            .await;
+        assert_eq!(
+            release
+                .decode::<pb::ReleaseFundsCommand>()
+                .reserve_command_id,
+            format!("{saga_id}:reserve:forward")
+        );
+        assert_eq!(release.command_id, format!("{saga_id}:reserve:compensate"));
+        release
+    }
+
     /// The next command sent, in order, whatever it is.
     pub(super) async fn next_command(&mut self) -> Received {
         if let Some(command) = self.buffered.pop_front() {

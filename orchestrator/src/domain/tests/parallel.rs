@@ -48,6 +48,19 @@ impl Run {
     }
 }
 
+/// The one command sent is the reserve's release, and the saga fails with `reason_code`.
+fn released_with(run: &Run, commands: Vec<OutgoingCommand>, reason_code: &str) {
+    let release = only(commands);
+    assert_eq!(
+        (release.step, release.direction),
+        ("reserve", Direction::Compensate)
+    );
+    assert_eq!(
+        run.saga.failure.as_ref().map(|f| f.reason_code.as_str()),
+        Some(reason_code)
+    );
+}
+
 fn steps(commands: &[OutgoingCommand]) -> Vec<(&'static str, Direction)> {
     commands
         .iter()
@@ -197,15 +210,8 @@ fn a_timeout_re_sends_only_what_has_not_answered() {
     let resent = only(run.time_out());
     assert_eq!((resent.step, resent.attempt), ("screen", 3));
     // Out of attempts with the screen silent: fail closed, release the hold.
-    let release = only(run.time_out());
-    assert_eq!(
-        (release.step, release.direction),
-        ("reserve", Direction::Compensate)
-    );
-    assert_eq!(
-        run.saga.failure.as_ref().map(|f| f.reason_code.as_str()),
-        Some("SCREENING_UNAVAILABLE")
-    );
+    let commands = run.time_out();
+    released_with(&run, commands, "SCREENING_UNAVAILABLE");
     assert_eq!(run.logged().last(), Some(&("screen", "timed_out")));
 }
 
@@ -215,15 +221,8 @@ fn a_silent_reserve_beside_an_approval_times_out_and_is_released() {
     run.approve("screen");
     run.time_out();
     run.time_out();
-    let release = only(run.time_out());
-    assert_eq!(
-        (release.step, release.direction),
-        ("reserve", Direction::Compensate)
-    );
-    assert_eq!(
-        run.saga.failure.as_ref().map(|f| f.reason_code.as_str()),
-        Some("TIMED_OUT")
-    );
+    let commands = run.time_out();
+    released_with(&run, commands, "TIMED_OUT");
 }
 
 #[test]
@@ -262,15 +261,8 @@ fn a_reserve_answering_while_the_screen_is_parked_does_not_unpark_it() {
     // The guard fires: the hold is released with the review's reason.
     let grace = chrono::Duration::from_std(run.config.wait_grace).expect("small");
     run.now = deadline + grace;
-    let release = only(run.time_out());
-    assert_eq!(
-        (release.step, release.direction),
-        ("reserve", Direction::Compensate)
-    );
-    assert_eq!(
-        run.saga.failure.as_ref().map(|f| f.reason_code.as_str()),
-        Some("REVIEW_EXPIRED")
-    );
+    let commands = run.time_out();
+    released_with(&run, commands, "REVIEW_EXPIRED");
     assert_eq!(run.logged().last(), Some(&("screen", "wait_expired")));
 }
 
@@ -286,17 +278,13 @@ fn an_operator_retry_of_a_group_re_sends_what_is_still_out_and_an_abort_releases
         .expect("retry applies"),
     );
     assert_eq!((resent.step, resent.attempt), ("screen", 1));
-    let release = only(
-        run.apply(Event::AdminAbort {
+    let commands = run
+        .apply(Event::AdminAbort {
             actor: "ops-1".to_owned(),
             reason: "customer called".to_owned(),
         })
-        .expect("abort applies"),
-    );
-    assert_eq!(
-        (release.step, release.direction),
-        ("reserve", Direction::Compensate)
-    );
+        .expect("abort applies");
+    released_with(&run, commands, "ABORTED");
 }
 
 #[test]
