@@ -23,9 +23,10 @@ use corebank_proto::wire::{self, Direction};
 use uuid::Uuid;
 
 use super::definition::{Failure, SagaData, SagaDefinition, StepDef, StepInput, reason};
+use super::groups::steps_of;
 use super::saga::{
     Event, LogEntry, LogEvent, OutgoingCommand, Position, Refusal, ReplyOutcome, Saga, SagaState,
-    Transition, awaited, step_at,
+    Transition, step_at,
 };
 use super::timing::EngineConfig;
 
@@ -206,35 +207,6 @@ impl<'a> Engine<'a> {
         wire::command_id(saga.saga_id, step.name, direction)
     }
 
-    /// The positions whose commands the saga awaits an answer to: at a
-    /// parallel group, each of its steps that has not succeeded yet (a
-    /// parked one included); elsewhere, the current one.
-    pub fn awaited(&self, saga: &Saga) -> Vec<Position> {
-        awaited(self.definition, saga)
-    }
-
-    /// The awaited positions whose command the timer re-sends: all but a
-    /// parked step, which the participant answers in its own time.
-    pub(super) fn outstanding(&self, saga: &Saga) -> Vec<Position> {
-        let parked = self.parked_step(saga);
-        self.awaited(saga)
-            .into_iter()
-            .filter(|&position| Some(position) != parked)
-            .collect()
-    }
-
-    /// The step a parked saga waits for: its group's one step that may wait.
-    pub(super) fn parked_step(&self, saga: &Saga) -> Option<Position> {
-        saga.parked_until?;
-        let Position::Forward(index) = saga.position else {
-            return None;
-        };
-        self.definition
-            .group(index)
-            .find(|&at| self.definition.steps[at].may_wait)
-            .map(Position::Forward)
-    }
-
     /// The step definition and direction of `position`.
     pub fn step_at(&self, position: Position) -> (&'a StepDef, Direction) {
         step_at(self.definition, position)
@@ -315,33 +287,6 @@ impl<'a> Engine<'a> {
             commands,
             log,
         }
-    }
-
-    /// After a step of a parallel group succeeded: the transition that
-    /// records it while others of the group are still awaited, or `None`
-    /// when the group is done. Once only a parked step is left, the timer
-    /// becomes its guard.
-    fn still_awaiting(&self, saga: &mut Saga, replied: (Position, u32)) -> Option<Transition> {
-        let awaited = self.awaited(saga);
-        if awaited.is_empty() {
-            return None;
-        }
-        if let Some(parked_until) = saga.parked_until
-            && self.outstanding(saga).is_empty()
-        {
-            saga.next_attempt_at = Some(self.guard(parked_until));
-        }
-        let names: Vec<&str> = awaited
-            .iter()
-            .map(|&position| self.step_at(position).0.name)
-            .collect();
-        let detail = format!("awaiting: {}", names.join(", "));
-        let log = self.log(saga, replied, LogEvent::Succeeded, detail, None);
-        Some(Transition {
-            saga: saga.clone(),
-            commands: Vec::new(),
-            log,
-        })
     }
 
     fn rejected(
@@ -532,14 +477,4 @@ impl<'a> Engine<'a> {
             actor,
         }
     }
-}
-
-/// The steps and directions of `commands`, for a log row's detail:
-/// `reserve forward, screen forward`.
-pub(super) fn steps_of(commands: &[OutgoingCommand]) -> String {
-    commands
-        .iter()
-        .map(|command| format!("{} {}", command.step, command.direction.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

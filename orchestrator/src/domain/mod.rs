@@ -5,6 +5,7 @@
 
 pub mod definition;
 pub mod engine;
+mod groups;
 mod parking;
 mod retry;
 pub mod saga;

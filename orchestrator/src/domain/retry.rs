@@ -8,7 +8,8 @@
 use chrono::{DateTime, Utc};
 
 use super::definition::{Failure, reason};
-use super::engine::{Engine, steps_of};
+use super::engine::Engine;
+use super::groups::steps_of;
 use super::saga::{LogEvent, Position, Saga, Transition};
 
 impl Engine<'_> {

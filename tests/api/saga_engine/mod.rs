@@ -39,6 +39,7 @@ const OPERATOR: &str = "ops-test";
 mod flows;
 mod load;
 mod operators;
+mod parallel;
 mod parking;
 mod participants;
 mod refusals;
