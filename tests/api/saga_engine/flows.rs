@@ -230,6 +230,11 @@ async fn a_post_that_is_never_answered_is_retried_forever_and_flagged_for_an_ope
     let mut posts = 0;
     while posts < config.max_attempts + 2 {
         let command = test.next_command().await;
+        // On a slow machine the reserve ∥ screen group may time out once
+        // before its answers are applied; its re-sends are not the post's.
+        if command.is::<pb::ReserveFundsCommand>() || command.is::<pb::ScreenTransactionCommand>() {
+            continue;
+        }
         assert!(
             command.is::<pb::PostTransferCommand>(),
             "only the post is re-sent, got {}",
