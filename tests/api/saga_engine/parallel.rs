@@ -37,11 +37,12 @@ async fn a_transfer_reserves_and_screens_at_once_and_posts_after_both_in_either_
         saga.awaiting_steps == ["screen"]
     })
     .await;
-    let early = test.drain(Duration::from_millis(500)).await;
-    assert!(
-        early.iter().all(|c| !c.is::<pb::PostTransferCommand>()),
-        "no post before both answered: {early:?}"
-    );
+    test.assert_none_sent(
+        Duration::from_millis(500),
+        "no post before both answered",
+        |c| c.is::<pb::PostTransferCommand>(),
+    )
+    .await;
 
     // What has answered is stored, not held in memory.
     test.stop_orchestrator().await;
@@ -95,11 +96,10 @@ async fn a_decline_before_the_reserve_answers_releases_it_and_ignores_the_late_r
             && entry.event == "succeeded")),
         "the late reserve reply moved nothing"
     );
-    let rest = test.drain(Duration::from_millis(500)).await;
-    assert!(
-        rest.iter().all(|c| !c.is::<pb::PostTransferCommand>()),
-        "nothing posts: {rest:?}"
-    );
+    test.assert_none_sent(Duration::from_millis(500), "nothing posts", |c| {
+        c.is::<pb::PostTransferCommand>()
+    })
+    .await;
 }
 
 /// A transfer saga the previous release stored at its screen step (its

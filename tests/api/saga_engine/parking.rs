@@ -124,12 +124,12 @@ async fn a_parked_saga_whose_deadline_and_grace_pass_releases_the_hold_and_fails
     assert_eq!(saga.failure_reason, "REVIEW_EXPIRED");
     assert_eq!(saga.parked_until, None);
     assert!(history_events(&saga).contains(&("screen".to_owned(), "wait_expired".to_owned())));
-    let rest = test.drain(Duration::from_millis(300)).await;
-    assert!(
-        rest.iter()
-            .all(|command| !command.is::<pb::ScreenTransactionCommand>()),
-        "the screen was never re-sent: {rest:?}"
-    );
+    test.assert_none_sent(
+        Duration::from_millis(300),
+        "the screen was never re-sent",
+        |command| command.is::<pb::ScreenTransactionCommand>(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -183,6 +183,18 @@ impl SagaTest {
         }
     }
 
+    /// Asserts that nothing `unwanted` is sent within `window` (what is sent
+    /// meanwhile is dropped); `what` says what should not have come.
+    pub(super) async fn assert_none_sent(
+        &mut self,
+        window: Duration,
+        what: &str,
+        unwanted: impl Fn(&Received) -> bool,
+    ) {
+        let sent = self.drain(window).await;
+        assert!(!sent.iter().any(unwanted), "{what}: {sent:?}");
+    }
+
     /// Every command sent within `window`.
     pub(super) async fn drain(&mut self, window: Duration) -> Vec<Received> {
         let mut all: Vec<Received> = self.buffered.drain(..).collect();
