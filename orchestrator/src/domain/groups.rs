@@ -52,11 +52,7 @@ impl Engine<'_> {
         if awaited.is_empty() {
             return None;
         }
-        if let Some(parked_until) = saga.parked_until
-            && self.outstanding(saga).is_empty()
-        {
-            saga.next_attempt_at = Some(self.guard(parked_until));
-        }
+        self.arm_guard(saga);
         let names: Vec<&str> = awaited
             .iter()
             .map(|&position| self.step_at(position).0.name)

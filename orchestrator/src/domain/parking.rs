@@ -27,7 +27,6 @@ use super::engine::Engine;
 use super::saga::{LogEvent, OutgoingCommand, Position, Refusal, Saga, Transition};
 
 impl Engine<'_> {
-    /// The awaited step answered WAITING until `deadline`.
     /// The awaited step at `position` answered WAITING until `deadline`.
     /// At a parallel group whose other steps are still out, their timer
     /// keeps running; the guard takes over once they have all succeeded.
@@ -43,18 +42,12 @@ impl Engine<'_> {
         }
         let guard = self.guard(deadline);
         let subject = (position, saga.attempt);
-        let others_out = self
-            .awaited(&saga)
-            .into_iter()
-            .any(|other| other != position);
         if let Some(parked_until) = saga.parked_until {
             if deadline <= parked_until {
                 return Err(Refusal::AlreadyParked { parked_until });
             }
             saga.parked_until = Some(deadline);
-            if !others_out {
-                saga.next_attempt_at = Some(guard);
-            }
+            self.arm_guard(&mut saga);
             let detail = format!(
                 "deadline extended from {} to {}; gives up at {}",
                 parked_until.to_rfc3339(),
@@ -69,9 +62,7 @@ impl Engine<'_> {
             });
         }
         saga.parked_until = Some(deadline);
-        if !others_out {
-            saga.next_attempt_at = Some(guard);
-        }
+        self.arm_guard(&mut saga);
         let commands: Vec<_> = step
             .on_wait
             .iter()
@@ -122,8 +113,18 @@ impl Engine<'_> {
         )
     }
 
+    /// Makes the guard the timer of a parked saga once its parked step is
+    /// all it awaits; while others of its group are out, their timer runs.
+    pub(super) fn arm_guard(&self, saga: &mut Saga) {
+        if let Some(parked_until) = saga.parked_until
+            && self.outstanding(saga).is_empty()
+        {
+            saga.next_attempt_at = Some(self.guard(parked_until));
+        }
+    }
+
     /// When a saga parked until `deadline` gives up.
-    pub(super) fn guard(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
+    fn guard(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
         chrono::Duration::from_std(self.config.wait_grace)
             .ok()
             .and_then(|grace| deadline.checked_add_signed(grace))
