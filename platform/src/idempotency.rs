@@ -104,9 +104,7 @@ pub async fn claim(
     )))
     .execute(&mut *conn)
     .await?;
-    let expires_at = now
-        + chrono::Duration::from_std(config.retention)
-            .unwrap_or_else(|_| chrono::Duration::days(1));
+    let expires_at = expires_at(now, config);
     let claimed = sqlx::query(
         r#"
         insert into idempotency_key (idempotency_key, fingerprint, created_at, expires_at)
@@ -140,6 +138,90 @@ pub async fn claim(
         Some(response) => Ok(Claim::Replay(response)),
         None => Err(in_use()),
     }
+}
+
+/// The claim of a key together with its response, for an effect whose
+/// response is known before it runs and whose writes fit in the same
+/// statement as the claim: one round trip instead of a transaction of five.
+/// [`Self::cte`] claims the key (first use, or a use whose retention has
+/// passed) and stores the response; the caller's writes depend on it having
+/// claimed. When it did not, nothing was written and the caller runs [`run`],
+/// which replays the stored response, refuses another request, or answers
+/// `IDEMPOTENCY_KEY_IN_USE`.
+///
+/// The statement runs outside an explicit transaction, so without [`run`]'s
+/// lock timeout: it waits for a concurrent request holding the same key, which
+/// is itself one such statement or a [`run`] that holds the key no longer than
+/// its lock timeout.
+pub struct FreshClaim<'a> {
+    key: &'a str,
+    fingerprint: &'a [u8],
+    response: Vec<u8>,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl<'a> FreshClaim<'a> {
+    /// The number of parameters [`Self::cte`] uses.
+    pub const PARAMETERS: usize = 5;
+
+    pub fn new(
+        key: &'a str,
+        fingerprint: &'a [u8],
+        response: &impl Message,
+        now: DateTime<Utc>,
+        config: IdempotencyConfig,
+    ) -> Self {
+        Self {
+            key,
+            fingerprint,
+            response: response.encode_to_vec(),
+            now,
+            expires_at: expires_at(now, config),
+        }
+    }
+
+    /// `<name> as (insert … returning 1)`: one row when the key was claimed
+    /// now, none when it is held; parameters `$first` to `$first + 4`.
+    pub fn cte(name: &str, first: usize) -> String {
+        let p = |offset: usize| format!("${}", first + offset);
+        format!(
+            "{name} as (
+                insert into idempotency_key (idempotency_key, fingerprint, response, created_at, expires_at)
+                values ({}, {}, {}, {}, {})
+                on conflict (idempotency_key) do update
+                    set fingerprint = excluded.fingerprint, response = excluded.response,
+                        created_at = excluded.created_at, expires_at = excluded.expires_at
+                    where idempotency_key.expires_at <= excluded.created_at
+                returning 1
+            )",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+        )
+    }
+
+    /// Binds the parameters of [`Self::cte`], in order.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.key)
+            .bind(self.fingerprint)
+            .bind(self.response)
+            .bind(self.now)
+            .bind(self.expires_at)
+    }
+}
+
+fn expires_at(now: DateTime<Utc>, config: IdempotencyConfig) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(config.retention).unwrap_or_else(|_| chrono::Duration::days(1))
 }
 
 /// The stored response of `key` when it already answered this very request,

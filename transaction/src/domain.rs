@@ -154,6 +154,25 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The PENDING transaction `new` becomes when it is stored at `now`.
+    pub fn pending(transaction_id: Uuid, new: &NewTransaction, now: DateTime<Utc>) -> Self {
+        Self {
+            transaction_id,
+            kind: new.kind,
+            status: TransactionStatus::Pending,
+            source_account_id: new.source_account_id,
+            destination_account_id: new.destination_account_id,
+            currency: new.currency,
+            amount: new.amount,
+            description: new.description.clone(),
+            failure_reason: String::new(),
+            failure_detail: String::new(),
+            journal_id: String::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The transaction as it is right after `change` (the status history
     /// replayed): outcome fields belong to the terminal status only.
     pub fn as_of(&self, to: TransactionStatus, at: DateTime<Utc>) -> Transaction {

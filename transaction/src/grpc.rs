@@ -1,5 +1,6 @@
 //! `corebank.v1.TransactionService`: proto ⇄ domain, validation at the edge.
 
+use chrono::SubsecRound;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -131,36 +132,52 @@ impl TransactionApi {
             .with_metadata("field", field));
         }
 
-        let now = self.clock.now();
+        // At the database's precision, so the answer equals a later read.
+        let now = self.clock.now().trunc_subsecs(6);
         let wait = effective_wait(wait, request.caller_timeout);
         // Subscribed before the transaction is written, a waiter hears of
         // every change after it and need not read it back first.
         let transaction_id = Uuid::now_v7();
         let subscription = (!wait.is_zero()).then(|| self.hub.subscribe(transaction_id));
-        let created = self
+        // The request's span is the parent of the whole saga.
+        let traceparent = messaging::current_traceparent_or(transaction_id);
+        let pending = Transaction::pending(transaction_id, &new, now);
+        let response = to_proto(&pending);
+        // First use of the key (nearly every request): one statement.
+        let fresh = self
             .store
-            .idempotent(
-                Some(request.idempotency_key),
+            .create_fresh(
+                request.idempotency_key,
                 &request.fingerprint,
-                now,
-                move |conn| {
-                    Box::pin(async move {
-                        let transaction = store::insert(conn, transaction_id, &new, now).await?;
-                        // The request's span is the parent of the whole saga.
-                        let event = messages::requested_event(&transaction, now).with_traceparent(
-                            messaging::current_traceparent_or(transaction.transaction_id),
-                        );
-                        messaging::enqueue(conn, event).await?;
-                        tracing::debug!(
-                            transaction_id = %transaction.transaction_id,
-                            kind = transaction.kind.as_str(),
-                            "transaction requested"
-                        );
-                        Ok(to_proto(&transaction))
-                    })
-                },
+                &pending,
+                &response,
+                messages::requested_event(&pending, now).with_traceparent(traceparent.clone()),
             )
             .await?;
+        let created = if fresh {
+            tracing::debug!(%transaction_id, kind = pending.kind.as_str(), "transaction requested");
+            response
+        } else {
+            // The key is held: replayed, refused or in use, as it says (or,
+            // if it expired meanwhile, claimed and stored afresh).
+            self.store
+                .idempotent(
+                    Some(request.idempotency_key),
+                    &request.fingerprint,
+                    now,
+                    move |conn| {
+                        Box::pin(async move {
+                            let transaction =
+                                store::insert(conn, transaction_id, &new, now).await?;
+                            let event = messages::requested_event(&transaction, now)
+                                .with_traceparent(traceparent);
+                            messaging::enqueue(conn, event).await?;
+                            Ok(to_proto(&transaction))
+                        })
+                    },
+                )
+                .await?
+        };
 
         let Some(subscription) = subscription.filter(|_| !is_terminal(&created)) else {
             return Ok(created);

@@ -8,17 +8,18 @@
 //! it is committed.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use corebank_platform::error::{ApiError, constraint};
-use corebank_platform::idempotency::{self, IdempotencyConfig};
-use corebank_platform::messaging;
+use corebank_platform::idempotency::{self, FreshClaim, IdempotencyConfig};
+use corebank_platform::messaging::{self, OutboxRows, OutgoingMessage};
 use corebank_platform::money::Currency;
 use corebank_platform::paging::Page;
 use futures::future::BoxFuture;
 use rust_decimal::Decimal;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{NewTransaction, Outcome, Transaction, TransactionKind, TransactionStatus};
@@ -176,6 +177,72 @@ impl TransactionStore {
         idempotency::run(&self.pool, key, fingerprint, now, self.idempotency, effect).await
     }
 
+    /// Stores the new PENDING `transaction`, the first row of its history
+    /// and its `event`, and claims `key` with `response`, in one statement
+    /// (one round trip, no explicit transaction). `false` when the key is
+    /// held (used before, or by a request still running): nothing was written
+    /// and the caller runs [`Self::idempotent`], which answers as the key says.
+    pub async fn create_fresh(
+        &self,
+        key: &str,
+        fingerprint: &[u8],
+        transaction: &Transaction,
+        response: &impl prost::Message,
+        event: OutgoingMessage,
+    ) -> Result<bool, ApiError> {
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+            let transaction = FreshClaim::PARAMETERS + 1;
+            let outbox = transaction + 8;
+            format!(
+                "with {claim}, inserted as (
+                     insert into transaction (transaction_id, kind, status, source_account_id,
+                                              destination_account_id, currency, amount, description,
+                                              created_at, updated_at)
+                     select ${t0}, ${t1}, 'pending', ${t2}, ${t3}, ${t4}, ${t5}, ${t6}, ${t7}, ${t7}
+                      where exists (select 1 from claimed)
+                     returning transaction_id, created_at
+                 ), history as (
+                     insert into transaction_status_change (transaction_id, from_status, to_status, created_at)
+                     select transaction_id, null, 'pending', created_at from inserted
+                 ), {outbox}
+                 select exists (select 1 from claimed), (select count(*) from sent_woken)",
+                claim = FreshClaim::cte("claimed", 1),
+                outbox = OutboxRows::cte("sent", outbox, "exists (select 1 from claimed)"),
+                t0 = transaction,
+                t1 = transaction + 1,
+                t2 = transaction + 2,
+                t3 = transaction + 3,
+                t4 = transaction + 4,
+                t5 = transaction + 5,
+                t6 = transaction + 6,
+                t7 = transaction + 7,
+            )
+        });
+        let claim = FreshClaim::new(
+            key,
+            fingerprint,
+            response,
+            transaction.created_at,
+            self.idempotency,
+        );
+        let query = claim
+            .bind(sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())))
+            .bind(transaction.transaction_id)
+            .bind(transaction.kind.as_str())
+            .bind(transaction.source_account_id)
+            .bind(transaction.destination_account_id)
+            .bind(transaction.currency.code())
+            .bind(transaction.amount)
+            .bind(&transaction.description)
+            .bind(transaction.created_at);
+        let row = OutboxRows::new(vec![event])
+            .bind(query)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(refused)?;
+        Ok(row.try_get(0)?)
+    }
+
     pub async fn get(&self, transaction_id: Uuid) -> Result<Transaction, ApiError> {
         let row: Option<TransactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {COLUMNS} from transaction where transaction_id = $1"
@@ -326,13 +393,19 @@ pub async fn insert(
     .bind(now)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|error| match constraint(&error) {
-        Some(name) if name.starts_with("transaction_") => {
-            ApiError::internal(anyhow::anyhow!("validated transaction refused by {name}: {error}"))
-        }
-        _ => ApiError::from(error),
-    })?;
+    .map_err(refused)?;
     row.try_into()
+}
+
+/// A write the schema refused: a validated transaction breaking a
+/// `transaction_*` constraint is a bug, not the caller's mistake.
+fn refused(error: sqlx::Error) -> ApiError {
+    match constraint(&error) {
+        Some(name) if name.starts_with("transaction_") => ApiError::internal(anyhow::anyhow!(
+            "validated transaction refused by {name}: {error}"
+        )),
+        _ => ApiError::from(error),
+    }
 }
 
 /// Reads transactions and locks them until the caller's transaction ends,

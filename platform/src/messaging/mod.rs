@@ -37,8 +37,8 @@ pub use envelope::{
 };
 pub use handler::{BatchError, BatchHandler, Handler, HandlerError, message_span};
 pub use outbox::{
-    MESSAGE_RETENTION, OUTBOX_INBOX_DDL, enqueue, enqueue_all, notify_channel, purge_inbox,
-    purge_sent, spawn_purge,
+    MESSAGE_RETENTION, OUTBOX_INBOX_DDL, OutboxRows, enqueue, enqueue_all, notify_channel,
+    purge_inbox, purge_sent, spawn_purge,
 };
 pub use relay::{OutboxRelay, RelayConfig, RunningRelay};
 pub use topology::{

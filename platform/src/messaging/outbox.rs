@@ -93,6 +93,99 @@ impl Columns {
     }
 }
 
+/// Messages to write to the outbox as part of a caller's larger statement:
+/// [`Self::cte`] is the common table expression that inserts them,
+/// [`Self::bind`] binds its parameters. [`enqueue_all`] is the statement made
+/// of nothing else.
+pub struct OutboxRows(Columns);
+
+impl OutboxRows {
+    /// The number of parameters [`Self::cte`] uses.
+    pub const PARAMETERS: usize = 11;
+
+    pub fn new(messages: Vec<OutgoingMessage>) -> Self {
+        let mut columns = Columns::default();
+        for message in messages {
+            columns.push(message);
+        }
+        Self(columns)
+    }
+
+    /// `<name> as (insert … returning 1), <name>_woken as (select pg_notify …)`:
+    /// inserts the messages in their order (`with ordinality` keeps it in the
+    /// outbox ids, so the relay publishes them in that order) when `condition`
+    /// holds, and wakes the relay when the insert wrote a row and the
+    /// parameter says so. Its parameters are `$first` to
+    /// `$first + PARAMETERS - 1`. The notification is a plain `select`: the
+    /// statement must read `<name>_woken` for it to run.
+    pub fn cte(name: &str, first: usize, condition: &str) -> String {
+        let p = |offset: usize| format!("${}", first + offset);
+        format!(
+            "{name} as (
+                insert into outbox (
+                    message_id, exchange, routing_key, message_type, payload,
+                    correlation_id, causation_id, traceparent, schema_version, occurred_at
+                )
+                select m.message_id, m.exchange, m.routing_key, m.message_type, m.payload,
+                       m.correlation_id, m.causation_id, m.traceparent, m.schema_version, m.occurred_at
+                from unnest({}::uuid[], {}::text[], {}::text[], {}::text[], {}::bytea[],
+                            {}::uuid[], {}::uuid[], {}::text[], {}::int4[], {}::timestamptz[])
+                     with ordinality as m (message_id, exchange, routing_key, message_type, payload,
+                                           correlation_id, causation_id, traceparent, schema_version,
+                                           occurred_at, position)
+                where {condition}
+                order by m.position
+                returning 1
+            ), {name}_woken as (
+                select pg_notify('corebank_outbox_' || current_schema(), '') as woken
+                where {} and exists (select 1 from {name})
+            )",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9),
+            p(10),
+        )
+    }
+
+    /// Binds the parameters of [`Self::cte`], in order.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let Columns {
+            ids,
+            exchanges,
+            keys,
+            types,
+            payloads,
+            correlations,
+            causations,
+            traceparents,
+            versions,
+            occurred,
+        } = self.0;
+        query
+            .bind(ids)
+            .bind(exchanges)
+            .bind(keys)
+            .bind(types)
+            .bind(payloads)
+            .bind(correlations)
+            .bind(causations)
+            .bind(traceparents)
+            .bind(versions)
+            .bind(occurred)
+            .bind(super::wake::needs_notify())
+    }
+}
+
 /// Writes every message of `messages` to the outbox in one statement (one
 /// round trip, one NOTIFY, or none inside
 /// [`waking_relay_after`](super::waking_relay_after)), in their order; the
@@ -105,58 +198,16 @@ pub async fn enqueue_all(
     if messages.is_empty() {
         return Ok(());
     }
-    let mut columns = Columns::default();
-    for message in messages {
-        columns.push(message);
-    }
-    let Columns {
-        ids,
-        exchanges,
-        keys,
-        types,
-        payloads,
-        correlations,
-        causations,
-        traceparents,
-        versions,
-        occurred,
-    } = columns;
-    // `with ordinality` keeps the callers' order in the outbox ids, so the
-    // relay publishes them in that order.
-    sqlx::query(
-        r#"
-        with inserted as (
-            insert into outbox (
-                message_id, exchange, routing_key, message_type, payload,
-                correlation_id, causation_id, traceparent, schema_version, occurred_at
-            )
-            select m.message_id, m.exchange, m.routing_key, m.message_type, m.payload,
-                   m.correlation_id, m.causation_id, m.traceparent, m.schema_version, m.occurred_at
-            from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                        $6::uuid[], $7::uuid[], $8::text[], $9::int4[], $10::timestamptz[])
-                 with ordinality as m (message_id, exchange, routing_key, message_type, payload,
-                                       correlation_id, causation_id, traceparent, schema_version,
-                                       occurred_at, position)
-            order by m.position
-            returning 1
+    static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "with {} select count(*) from sent_woken",
+            OutboxRows::cte("sent", 1, "true")
         )
-        select pg_notify('corebank_outbox_' || current_schema(), '')
-        where $11 and exists (select 1 from inserted)
-        "#,
-    )
-    .bind(ids)
-    .bind(exchanges)
-    .bind(keys)
-    .bind(types)
-    .bind(payloads)
-    .bind(correlations)
-    .bind(causations)
-    .bind(traceparents)
-    .bind(versions)
-    .bind(occurred)
-    .bind(super::wake::needs_notify())
-    .execute(conn)
-    .await?;
+    });
+    OutboxRows::new(messages)
+        .bind(sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -225,6 +225,54 @@ async fn replaying_a_request_with_its_key_returns_the_first_answer_and_writes_on
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_past_its_retention_is_claimed_afresh_by_another_request() {
+    let app = TransactionApp::spawn().await;
+    let request = app.transfer(&account(), &account(), "10");
+    let first = app
+        .client
+        .clone()
+        .create_transfer(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // The default retention is a day.
+    app.clock.advance(chrono::Duration::seconds(24 * 3600 + 1));
+    let other = pb::CreateTransferRequest {
+        amount: Some(usd("11")),
+        ..request.clone()
+    };
+    let second = app
+        .client
+        .clone()
+        .create_transfer(other.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(first.transaction_id, second.transaction_id);
+    assert_eq!(second.amount, Some(usd("11.00")));
+    // The key now answers the second request, and refuses the first.
+    let again = app
+        .client
+        .clone()
+        .create_transfer(other)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, second);
+    let status = app
+        .client
+        .clone()
+        .create_transfer(request)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(app.count("transaction.transaction").await, 2);
+    assert_eq!(app.count("transaction.outbox").await, 2);
+    assert_eq!(app.count("transaction.idempotency_key").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reusing_a_key_with_another_request_is_refused_and_changes_nothing() {
     let app = TransactionApp::spawn().await;
     let request = app.transfer(&account(), &account(), "10");
