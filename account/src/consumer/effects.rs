@@ -27,6 +27,27 @@ pub(super) fn parse_money(
     Ok((currency, amount))
 }
 
+fn cancelled() -> ApiError {
+    ApiError::failed_precondition(
+        reason::RESERVE_CANCELLED,
+        "the reserve was compensated before it arrived",
+    )
+}
+
+/// Why a reserve's shut gate refuses it.
+fn shut(gate: &ledger::ReserveGate, account_id: Uuid) -> ApiError {
+    if gate.cancelled {
+        return cancelled();
+    }
+    match gate.customer_id {
+        None => store::account_not_found(account_id),
+        Some(customer_id) => ApiError::failed_precondition(
+            crate::domain::reason::KYC_NOT_VERIFIED,
+            format!("customer {customer_id} is not verified"),
+        ),
+    }
+}
+
 impl CommandHandler {
     pub(super) async fn reserve(
         &self,
@@ -35,28 +56,24 @@ impl CommandHandler {
         now: DateTime<Utc>,
     ) -> Result<Applied, ApiError> {
         let account_id = parse_uuid("account_id", &command.account_id);
-        let gate =
-            reserve_gate(conn, &command.command_id, account_id.as_ref().ok().copied()).await?;
-        if gate.cancelled {
-            return Err(ApiError::failed_precondition(
-                reason::RESERVE_CANCELLED,
-                "the reserve was compensated before it arrived",
-            ));
-        }
-        let account_id = account_id?;
-        let (currency, amount) = parse_money(command.amount.as_ref(), self.limits)?;
-        let customer_id = gate
-            .customer_id
-            .ok_or_else(|| store::account_not_found(account_id))?;
-        if !gate.verified {
-            return Err(ApiError::failed_precondition(
-                crate::domain::reason::KYC_NOT_VERIFIED,
-                format!("customer {customer_id} is not verified"),
-            ));
-        }
+        let money = parse_money(command.amount.as_ref(), self.limits);
+        let (Ok(account_id), Ok((currency, amount))) = (&account_id, &money) else {
+            // A tombstone outranks a malformed command: the gate alone first.
+            let gate =
+                ledger::reserve_gate(conn, &command.command_id, account_id.as_ref().ok().copied())
+                    .await?;
+            if gate.cancelled {
+                return Err(cancelled());
+            }
+            account_id?;
+            money?;
+            unreachable!("a field failed to parse");
+        };
+        let (account_id, currency, amount) = (*account_id, *currency, *amount);
         let hold_id = Uuid::now_v7();
-        let hold = ledger::place_hold(
+        let hold = match ledger::place_hold(
             conn,
+            &command.command_id,
             hold_id,
             account_id,
             currency,
@@ -65,7 +82,11 @@ impl CommandHandler {
             now + MAX_HOLD_TTL,
             now,
         )
-        .await?;
+        .await?
+        {
+            ledger::Reserved::Placed(hold) => hold,
+            ledger::Reserved::Gated(gate) => return Err(shut(&gate, account_id)),
+        };
         let event = pb::FundsReservedEvent {
             hold_id: hold_id.to_string(),
             account_id: account_id.to_string(),

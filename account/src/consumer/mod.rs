@@ -375,37 +375,6 @@ fn rejects(error: &ApiError) -> bool {
     )
 }
 
-/// What a reserve checks before it places its hold.
-#[derive(Debug, sqlx::FromRow)]
-struct ReserveGate {
-    /// Its compensation arrived first (a tombstone): refused, no late hold.
-    cancelled: bool,
-    /// The account's owner; none when the account does not exist.
-    customer_id: Option<Uuid>,
-    /// Whether the KYC mirror says the owner is VERIFIED.
-    verified: bool,
-}
-
-/// The tombstone, the account's owner and the owner's KYC status, in one statement.
-async fn reserve_gate(
-    conn: &mut PgConnection,
-    command_id: &str,
-    account_id: Option<Uuid>,
-) -> Result<ReserveGate, sqlx::Error> {
-    sqlx::query_as(
-        "select exists (select 1 from command_tombstone where command_id = $1) as cancelled,
-                a.customer_id,
-                coalesce(k.kyc_status = 'verified', false) as verified
-           from (select 1) as one
-           left join account a on a.account_id = $2
-           left join customer_kyc k on k.customer_id = a.customer_id",
-    )
-    .bind(command_id)
-    .bind(account_id)
-    .fetch_one(conn)
-    .await
-}
-
 fn reply_message(
     reply: pb::CommandReply,
     saga_id: Uuid,

@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use corebank_platform::error::{ApiError, constraint};
 use corebank_platform::money::Currency;
 use rust_decimal::Decimal;
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
 use super::{HOLD_COLUMNS, HoldRow, get_hold, refusal};
@@ -16,12 +16,67 @@ use crate::domain::{
     self, BANK_CUSTOMER_ID, Entry, Hold, HoldStatus, Journal, JournalKind, Leg, reason,
 };
 
-/// Places a hold if the account is active, in `currency`, and its available
-/// balance plus overdraft covers `amount`.
+/// What a reserve checks before it places its hold.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ReserveGate {
+    /// Its compensation arrived first (a tombstone): refused, no late hold.
+    pub cancelled: bool,
+    /// The account's owner; none when the account does not exist.
+    pub customer_id: Option<Uuid>,
+    /// Whether the KYC mirror says the owner is VERIFIED.
+    pub verified: bool,
+}
+
+impl ReserveGate {
+    /// No tombstone, and the account's owner is VERIFIED.
+    pub fn is_open(&self) -> bool {
+        !self.cancelled && self.customer_id.is_some() && self.verified
+    }
+}
+
+/// The tombstone of the reserve command `command_id`, the account's owner
+/// and the owner's KYC status: the gate alone, in one statement.
+pub async fn reserve_gate(
+    conn: &mut PgConnection,
+    command_id: &str,
+    account_id: Option<Uuid>,
+) -> Result<ReserveGate, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with {GATE} select * from gate"
+    )))
+    .bind(command_id)
+    .bind(account_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// The reserve's gate as a CTE named `gate`: command id `$1`, account `$2`.
+const GATE: &str = "gate as (
+    select exists (select 1 from command_tombstone where command_id = $1) as cancelled,
+           a.customer_id,
+           coalesce(k.kyc_status = 'verified', false) as verified
+      from (select 1) as one
+      left join account a on a.account_id = $2
+      left join customer_kyc k on k.customer_id = a.customer_id
+)";
+
+/// What [`place_hold`] did.
+#[derive(Debug)]
+pub enum Reserved {
+    Placed(Hold),
+    /// The gate is shut; it says why.
+    Gated(ReserveGate),
+}
+
+/// Places a hold for the reserve command `command_id` if its gate is open
+/// (no tombstone, the owner VERIFIED) and the account is active, in
+/// `currency`, and its available balance plus overdraft covers `amount`:
+/// gate, balance and hold in one statement.
 #[tracing::instrument(skip_all, fields(account_id = %account_id, hold_id = %hold_id), err)]
 #[allow(clippy::too_many_arguments)]
 pub async fn place_hold(
     conn: &mut PgConnection,
+    command_id: &str,
     hold_id: Uuid,
     account_id: Uuid,
     currency: Currency,
@@ -29,39 +84,43 @@ pub async fn place_hold(
     reference: &str,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Hold, ApiError> {
-    let reserved = sqlx::query(
-        "update account set held_amount = held_amount + $2, updated_at = $4
-         where account_id = $1 and currency = $3 and status = 'active'
-           and ledger_balance - held_amount + overdraft_limit >= $2",
-    )
+) -> Result<Reserved, ApiError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "with {GATE}, reserved as (
+             update account set held_amount = held_amount + $3, updated_at = $5
+              where account_id = $2 and currency = $4 and status = 'active'
+                and ledger_balance - held_amount + overdraft_limit >= $3
+                and (select not cancelled and verified from gate)
+             returning account_id
+         ), placed as (
+             insert into hold (hold_id, account_id, currency, amount, status, reference, expires_at,
+                               created_at, updated_at)
+             select $6, account_id, $4, $3, 'active', $7, $8, $5, $5 from reserved
+             returning {HOLD_COLUMNS}
+         )
+         select gate.*, placed.* from gate left join placed on true"
+    )))
+    .bind(command_id)
     .bind(account_id)
     .bind(amount)
     .bind(currency.code())
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    if reserved.rows_affected() == 0 {
-        return Err(refusal(conn, account_id, |account| {
-            account.refuses_hold(currency, amount)
-        })
-        .await);
-    }
-    let row: HoldRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into hold (hold_id, account_id, currency, amount, status, reference, expires_at, created_at, updated_at)
-         values ($1, $2, $3, $4, 'active', $5, $6, $7, $7)
-         returning {HOLD_COLUMNS}"
-    )))
     .bind(hold_id)
-    .bind(account_id)
-    .bind(currency.code())
-    .bind(amount)
     .bind(reference)
     .bind(expires_at)
-    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    row.try_into()
+    if row.try_get::<Option<Uuid>, _>("hold_id")?.is_some() {
+        return Ok(Reserved::Placed(HoldRow::from_row(&row)?.try_into()?));
+    }
+    let gate = ReserveGate::from_row(&row)?;
+    if !gate.is_open() {
+        return Ok(Reserved::Gated(gate));
+    }
+    Err(refusal(conn, account_id, |account| {
+        account.refuses_hold(currency, amount)
+    })
+    .await)
 }
 
 /// Releases an active, unexpired hold; allowed on a frozen account.
