@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    BatchError, BatchHandler, Exchange, Handler, HandlerError, IncomingMessage, QueueSpec,
-    message_span,
+    BatchError, BatchHandler, Exchange, HandlerError, IncomingMessage, QueueSpec, message_span,
 };
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
@@ -37,31 +36,50 @@ pub struct RequestHandler {
     pub clock: SharedClock,
 }
 
-impl Handler for RequestHandler {
-    async fn handle(
+impl BatchHandler for RequestHandler {
+    /// Every request of the batch in two statements: the new sagas with their
+    /// first log rows, their first commands.
+    async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .map(|message| message_span(message))
+            .collect();
         let expected = wire::message_type::<pb::TransactionRequestedEvent>();
-        if message.message_type != expected {
-            return Err(HandlerError::permanent(anyhow::anyhow!(
-                "unexpected message type {} on the requests queue",
-                message.message_type
-            )));
+        let mut requests = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            if message.message_type != expected {
+                return Err(BatchError::at(
+                    index,
+                    HandlerError::permanent(anyhow::anyhow!(
+                        "unexpected message type {} on the requests queue",
+                        message.message_type
+                    )),
+                ));
+            }
+            let requested = decode_requested(&message.payload)
+                .map_err(|error| BatchError::at(index, HandlerError::malformed(error)))?;
+            requests.push(runtime::Starting {
+                requested,
+                causation_id: Some(message.message_id),
+                span: &spans[index],
+            });
         }
-        let requested = decode_requested(&message.payload).map_err(HandlerError::malformed)?;
-        let transaction_id = requested.transaction_id;
-        let started = runtime::start(
-            tx,
-            &self.config,
-            requested,
-            self.clock.now(),
-            Some(message.message_id),
-        )
-        .await?;
-        if started.is_none() {
-            tracing::info!(%transaction_id, "transaction already has a saga, request ignored");
+        let transaction_ids: Vec<_> = requests
+            .iter()
+            .map(|starting| starting.requested.transaction_id)
+            .collect();
+        let started = runtime::start_all(tx, &self.config, requests, self.clock.now())
+            .await
+            .map_err(BatchError::whole)?;
+        for ((transaction_id, saga), span) in transaction_ids.into_iter().zip(started).zip(&spans) {
+            if saga.is_none() {
+                let _entered = span.enter();
+                tracing::info!(%transaction_id, "transaction already has a saga, request ignored");
+            }
         }
         Ok(())
     }

@@ -15,30 +15,64 @@ use crate::domain::{Engine, EngineConfig, Event, LogEntry, LogEvent, Refusal, Sa
 use crate::messages::{self, Requested};
 use crate::store;
 
-/// Creates the saga of a requested movement and sends its first commands;
-/// `None` when the transaction already has a saga (a redelivered request).
-#[tracing::instrument(skip_all, fields(transaction_id = %requested.transaction_id, saga_type = requested.saga_type.as_str()), err)]
-pub async fn start(
+/// One requested movement, with the message that carried it.
+#[derive(Debug)]
+pub struct Starting<'a> {
+    pub requested: Requested,
+    pub causation_id: Option<Uuid>,
+    /// The span the saga's first logs and commands belong to.
+    pub span: &'a tracing::Span,
+}
+
+/// Creates the saga of every requested movement in `requests` and sends
+/// their first commands: the sagas with their first log rows in one
+/// statement, the commands in another. Returns per request its new saga, or
+/// `None` when its transaction already has one (a redelivered request).
+pub async fn start_all(
     conn: &mut PgConnection,
     config: &EngineConfig,
-    requested: Requested,
+    requests: Vec<Starting<'_>>,
     now: DateTime<Utc>,
-    causation_id: Option<Uuid>,
-) -> Result<Option<Saga>, sqlx::Error> {
-    let engine = Engine::new(requested.saga_type.definition(), config);
-    let transition = engine.start(
-        Uuid::now_v7(),
-        requested.transaction_id,
-        requested.data,
-        now,
-    );
-    if !store::insert(conn, &transition.saga, &transition.log, now).await? {
-        return Ok(None);
+) -> Result<Vec<Option<Saga>>, sqlx::Error> {
+    let started: Vec<(Transition, Starting<'_>)> = requests
+        .into_iter()
+        .map(|starting| {
+            let requested = &starting.requested;
+            let engine = Engine::new(requested.saga_type.definition(), config);
+            let transition = engine.start(
+                Uuid::now_v7(),
+                requested.transaction_id,
+                requested.data.clone(),
+                now,
+            );
+            (transition, starting)
+        })
+        .collect();
+    let rows: Vec<(&Saga, &LogEntry)> = started
+        .iter()
+        .map(|(transition, _)| (&transition.saga, &transition.log))
+        .collect();
+    let inserted = store::insert_all(conn, &rows, now).await?;
+    let mut commands = Vec::new();
+    let mut sagas = Vec::with_capacity(started.len());
+    for (transition, starting) in started {
+        let saga = transition.saga;
+        if !inserted.contains(&saga.saga_id) {
+            sagas.push(None);
+            continue;
+        }
+        // In the request's span, so the commands carry it as their parent.
+        starting.span.in_scope(|| {
+            commands.extend(transition.commands.iter().map(|command| {
+                messages::command_message(&saga, command, now, starting.causation_id)
+            }));
+            metrics::counter!("corebank_saga_started_total", "saga_type" => saga.saga_type.as_str()).increment(1);
+            tracing::debug!(saga_id = %saga.saga_id, "saga started");
+        });
+        sagas.push(Some(saga));
     }
-    send(conn, &transition, now, causation_id).await?;
-    metrics::counter!("corebank_saga_started_total", "saga_type" => transition.saga.saga_type.as_str()).increment(1);
-    tracing::debug!(saga_id = %transition.saga.saga_id, "saga started");
-    Ok(Some(transition.saga))
+    enqueue_all(conn, commands).await?;
+    Ok(sagas)
 }
 
 /// Applies `event` to a saga the caller has locked. A refusal changes nothing

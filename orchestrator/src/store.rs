@@ -17,7 +17,7 @@ use crate::domain::{position_of, step_at};
 
 mod batch;
 
-pub use batch::{lock_all, update_all};
+pub use batch::{insert_all, lock_all, update_all};
 
 pub const SAGA_NOT_FOUND: &str = "SAGA_NOT_FOUND";
 
@@ -330,53 +330,6 @@ fn stored_position(saga: &Saga) -> (&'static str, Direction, bool) {
     (step.name, direction, compensated)
 }
 
-/// Inserts a new saga and its first log row unless the transaction already
-/// has a saga; `false` then (and nothing is written). One statement.
-#[tracing::instrument(skip_all, fields(saga_id = %saga.saga_id, transaction_id = %saga.transaction_id), err)]
-pub async fn insert(
-    conn: &mut PgConnection,
-    saga: &Saga,
-    entry: &LogEntry,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let (step, direction, compensated) = stored_position(saga);
-    let inserted = sqlx::query(
-        "with inserted as (
-             insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated, attempt,
-                               next_attempt_at, step_started_at, requires_attention, data, failure_reason, failure_detail,
-                               created_at, updated_at, parked_until, answered_steps)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $27)
-             on conflict (transaction_id) do nothing
-             returning saga_id
-         )
-         insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
-         select saga_id, $18, $19, $20, $21, $22, $23, $24, $25, $26 from inserted",
-    )
-    .bind(saga.saga_id)
-    .bind(saga.saga_type.as_str())
-    .bind(saga.transaction_id)
-    .bind(saga.state.as_str())
-    .bind(step)
-    .bind(direction.as_str())
-    .bind(compensated)
-    .bind(i32::try_from(saga.attempt).unwrap_or(i32::MAX))
-    .bind(saga.next_attempt_at)
-    .bind(saga.step_started_at)
-    .bind(saga.requires_attention)
-    .bind(sqlx::types::Json(&saga.data))
-    .bind(saga.failure.as_ref().map(|failure| failure.reason_code.as_str()))
-    .bind(saga.failure.as_ref().map(|failure| failure.detail.as_str()))
-    .bind(saga.created_at)
-    .bind(saga.updated_at)
-    .bind(saga.parked_until);
-    let inserted = bind_log(inserted, entry, now)
-        .bind(answered_steps(saga))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok(inserted == 1)
-}
-
 /// Writes a saga's new state (it must be locked by the caller) and appends
 /// the log row of the transition, in one statement.
 pub async fn update(
@@ -386,21 +339,4 @@ pub async fn update(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     update_all(conn, &[saga], &[(saga.saga_id, entry)], now).await
-}
-
-type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-
-/// Binds a log row's columns after the saga's (step, direction, event,
-/// state, command id, attempt, detail, actor, created at).
-fn bind_log<'q>(query: Query<'q>, entry: &'q LogEntry, now: DateTime<Utc>) -> Query<'q> {
-    query
-        .bind(entry.step)
-        .bind(entry.direction.as_str())
-        .bind(entry.event.as_str())
-        .bind(entry.state.as_str())
-        .bind(&entry.command_id)
-        .bind(i32::try_from(entry.attempt).unwrap_or(i32::MAX))
-        .bind(&entry.detail)
-        .bind(entry.actor.as_deref())
-        .bind(now)
 }

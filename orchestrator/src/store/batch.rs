@@ -1,5 +1,7 @@
-//! The orchestrator's batch writes: a batch of replies locks its sagas in one
-//! statement and writes their new states and log rows in another.
+//! The orchestrator's batch writes: a batch of requests inserts its new
+//! sagas with their first log rows in one statement; a batch of replies locks
+//! its sagas in one statement and writes their new states and log rows in
+//! another.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -105,6 +107,94 @@ pub async fn update_all(
         return Err(sqlx::Error::RowNotFound);
     }
     Ok(())
+}
+
+/// Inserts every new saga of `sagas` with its first log row, skipping each
+/// whose transaction already has a saga (and any later one of the same
+/// transaction in `sagas`), in one statement; returns the ids inserted.
+#[tracing::instrument(skip_all, fields(sagas = sagas.len()), err)]
+pub async fn insert_all(
+    conn: &mut PgConnection,
+    sagas: &[(&Saga, &LogEntry)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut columns = SagaColumns::default();
+    let mut log = LogColumns::default();
+    let (mut saga_types, mut transaction_ids, mut created_at) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (saga, entry) in sagas {
+        if transaction_ids.contains(&saga.transaction_id) {
+            continue;
+        }
+        columns.push(saga)?;
+        saga_types.push(saga.saga_type.as_str());
+        transaction_ids.push(saga.transaction_id);
+        created_at.push(saga.created_at);
+        log.push(saga.saga_id, entry);
+    }
+    sqlx::query_scalar(
+        "with inserted as (
+             insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated,
+                               attempt, next_attempt_at, step_started_at, requires_attention, data,
+                               failure_reason, failure_detail, created_at, updated_at, parked_until,
+                               answered_steps)
+             select u.saga_id, u.saga_type, u.transaction_id, u.state, u.current_step, u.direction,
+                    u.compensated, u.attempt, u.next_attempt_at, u.step_started_at, u.requires_attention,
+                    u.data::jsonb, u.failure_reason, u.failure_detail, u.created_at, u.updated_at,
+                    u.parked_until, string_to_array(u.answered_steps, ',')
+               from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::int4[],
+                           $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::text[], $11::text[],
+                           $12::text[], $13::timestamptz[], $14::timestamptz[], $25::text[],
+                           $26::text[], $27::uuid[], $28::timestamptz[])
+                    with ordinality
+                    as u(saga_id, state, current_step, direction, compensated, attempt, next_attempt_at,
+                         step_started_at, requires_attention, data, failure_reason, failure_detail,
+                         updated_at, parked_until, answered_steps, saga_type, transaction_id, created_at,
+                         ord)
+              order by u.ord
+             on conflict (transaction_id) do nothing
+             returning saga_id
+         ), logged as (
+             insert into saga_log (saga_id, step, direction, event, state, command_id, attempt, detail, actor, created_at)
+             select l.saga_id, l.step, l.direction, l.event, l.state, l.command_id, l.attempt, l.detail, l.actor, $24
+               from unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                           $21::int4[], $22::text[], $23::text[])
+                    with ordinality as l(saga_id, step, direction, event, state, command_id, attempt, detail, actor, ord)
+              where l.saga_id in (select saga_id from inserted)
+              order by l.ord
+         )
+         select saga_id from inserted",
+    )
+    .bind(&columns.saga_id)
+    .bind(&columns.state)
+    .bind(&columns.current_step)
+    .bind(&columns.direction)
+    .bind(&columns.compensated)
+    .bind(&columns.attempt)
+    .bind(&columns.next_attempt_at)
+    .bind(&columns.step_started_at)
+    .bind(&columns.requires_attention)
+    .bind(&columns.data)
+    .bind(&columns.failure_reason)
+    .bind(&columns.failure_detail)
+    .bind(&columns.updated_at)
+    .bind(&columns.parked_until)
+    .bind(&log.saga_id)
+    .bind(&log.step)
+    .bind(&log.direction)
+    .bind(&log.event)
+    .bind(&log.state)
+    .bind(&log.command_id)
+    .bind(&log.attempt)
+    .bind(&log.detail)
+    .bind(&log.actor)
+    .bind(now)
+    .bind(&columns.answered_steps)
+    .bind(&saga_types)
+    .bind(&transaction_ids)
+    .bind(&created_at)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Sagas as column arrays, for `unnest`.
