@@ -3,6 +3,8 @@
 //! runner's inbox drops redeliveries, and every write here is an upsert that
 //! a replay leaves as it is.
 
+use corebank_platform::messaging::{BatchError, BatchHandler};
+
 use super::*;
 
 /// Keeps account and customer profiles and movement outcomes from events.
@@ -17,15 +19,39 @@ impl EventHandler {
     }
 }
 
-impl Handler for EventHandler {
-    async fn handle(
+impl BatchHandler for EventHandler {
+    /// Profiles and KYC in order, one statement each; every movement
+    /// outcome of the batch in one statement at the end.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        let now = self.clock.now();
+        let mut settled: Vec<(Uuid, &'static str)> = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let at = |error: HandlerError| BatchError::at(index, error);
+            match self.apply(tx, message, now).await.map_err(at)? {
+                Some(outcome) => settled.push(outcome),
+                None => continue,
+            }
+        }
+        profiles::settle_movements(tx, &settled, now)
+            .await
+            .map_err(BatchError::whole)
+    }
+}
+
+impl EventHandler {
+    /// Applies one event, except a movement's outcome, which it returns.
+    async fn apply(
         &self,
         tx: &mut PgConnection,
         message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Uuid, &'static str)>, HandlerError> {
         let payload = message.payload.as_slice();
         let kind = message.message_type.as_str();
-        let now = self.clock.now();
         let occurred_at = message.occurred_at.unwrap_or(now);
         if kind == pb::AccountOpenedEvent::full_name() {
             let event = pb::AccountOpenedEvent::decode(payload).map_err(HandlerError::malformed)?;
@@ -57,16 +83,16 @@ impl Handler for EventHandler {
             let event =
                 pb::TransactionCompletedEvent::decode(payload).map_err(HandlerError::malformed)?;
             let id = parse_uuid(&event.transaction_id, "transaction_id")?;
-            profiles::settle_movement(tx, id, "completed", now).await?;
+            return Ok(Some((id, "completed")));
         } else if kind == pb::TransactionFailedEvent::full_name() {
             let event =
                 pb::TransactionFailedEvent::decode(payload).map_err(HandlerError::malformed)?;
             let id = parse_uuid(&event.transaction_id, "transaction_id")?;
-            profiles::settle_movement(tx, id, "failed", now).await?;
+            return Ok(Some((id, "failed")));
         } else {
             // Bound to a topic pattern: another event type is simply not ours.
             tracing::debug!(message_type = kind, "event ignored");
         }
-        Ok(())
+        Ok(None)
     }
 }

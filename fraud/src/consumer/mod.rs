@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::domain::evaluate::{Evaluation, FiredRule, Outcome, evaluate};
 use crate::domain::features::TransactionKind;
-use crate::domain::rules::{Action, TimeoutAction};
+use crate::domain::rules::{Action, RuleSet, TimeoutAction};
 use crate::store::decisions::{self, AlertRow, DecisionRow};
 use crate::store::features::{self, Movement};
 use crate::store::reviews::{self, ReviewRow};
@@ -98,22 +98,37 @@ impl Handler for ScreenHandler {
             return Err(HandlerError::malformed(anyhow!("command_id is empty")));
         }
         let now = self.clock.now();
-        let (reply, mut outgoing) = match decisions::by_command(tx, &command.command_id).await? {
-            Some(decision) => (replay(tx, &decision).await?, Vec::new()),
-            None => match movement(&command) {
-                Ok(movement) => {
-                    screen(
-                        tx,
-                        &command,
-                        saga_id,
-                        &movement,
-                        self.review_deadline,
-                        now,
-                        message,
-                    )
-                    .await?
+        // A valid command is recorded first; the same statement says whether
+        // it was decided before (a redelivery), and only then is that
+        // decision read.
+        let (reply, mut outgoing, decision) = match movement(&command) {
+            Ok(movement) => {
+                let recorded = features::record(tx, &movement, &command.command_id, now).await?;
+                let prior = match recorded.decided {
+                    true => decisions::by_command(tx, &command.command_id).await?,
+                    false => None,
+                };
+                match prior {
+                    Some(decision) => (replay(tx, &decision).await?, Vec::new(), None),
+                    None => {
+                        let screened = screen(
+                            tx,
+                            &command,
+                            saga_id,
+                            &movement,
+                            &recorded.rules,
+                            self.review_deadline,
+                            now,
+                            message,
+                        )
+                        .await?;
+                        (screened.reply, screened.events, screened.decision)
+                    }
                 }
-                Err(problem) => {
+            }
+            Err(problem) => match decisions::by_command(tx, &command.command_id).await? {
+                Some(decision) => (replay(tx, &decision).await?, Vec::new(), None),
+                None => {
                     tracing::warn!(command_id = %command.command_id, %problem, "screen command refused");
                     let reply = rejected(
                         &command.command_id,
@@ -121,13 +136,16 @@ impl Handler for ScreenHandler {
                         reason::INVALID_COMMAND,
                         problem,
                     );
-                    (reply, Vec::new())
+                    (reply, Vec::new(), None)
                 }
             },
         };
-        // The decision's events and the reply: one statement.
         outgoing.push(reply_message(reply, saga_id, Some(message)));
-        messaging::enqueue_all(tx, outgoing).await?;
+        // The decision (when not stored yet), its events and the reply: one statement.
+        match decision {
+            Some(decision) => decisions::insert_sending(tx, &decision, outgoing).await?,
+            None => messaging::enqueue_all(tx, outgoing).await?,
+        }
         Ok(())
     }
 }
@@ -186,23 +204,32 @@ fn movement(command: &pb::ScreenTransactionCommand) -> Result<Movement, String> 
     })
 }
 
-/// Records the movement, computes its features, evaluates the active rule
-/// set and stores the decision (with its review or alert); answers the
-/// reply and the events for the caller to enqueue with it.
+/// What a screen decided: the reply, the events, and the decision when it
+/// is still to be stored (with the reply, in one statement; a decision that
+/// opened a review or raised an alert is stored before those).
+struct Screened {
+    reply: pb::CommandReply,
+    events: Vec<OutgoingMessage>,
+    decision: Option<DecisionRow>,
+}
+
+/// Computes a recorded movement's features, evaluates `rules` and stores
+/// what the decision opened (a review, an alert); answers the reply, the
+/// events and the decision.
 #[allow(clippy::too_many_arguments)]
 async fn screen(
     tx: &mut PgConnection,
     command: &pb::ScreenTransactionCommand,
     saga_id: Uuid,
     movement: &Movement,
+    rules: &RuleSet,
     default_deadline: Duration,
     now: DateTime<Utc>,
     cause: &IncomingMessage,
-) -> Result<(pb::CommandReply, Vec<OutgoingMessage>), HandlerError> {
+) -> Result<Screened, HandlerError> {
     let started = std::time::Instant::now();
-    let rules = features::record(tx, movement, now).await?;
-    let snapshot = features::snapshot(tx, movement, &rules, now).await?;
-    let evaluation = evaluate(&rules, &snapshot);
+    let snapshot = features::snapshot(tx, movement, rules, now).await?;
+    let evaluation = evaluate(rules, &snapshot);
     let decision_id = Uuid::now_v7();
     let deadline = now
         + chrono::Duration::from_std(evaluation.review_deadline.unwrap_or(default_deadline))
@@ -229,7 +256,13 @@ async fn screen(
         destination_account_id: movement.destination_account_id,
         created_at: now,
     };
-    decisions::insert(tx, &decision).await?;
+    // A review or an alert refers to its decision: then it is stored first.
+    let decision = if evaluation.outcome == Outcome::Review || !evaluation.alerts.is_empty() {
+        decisions::insert(tx, &decision).await?;
+        None
+    } else {
+        Some(decision)
+    };
     let fired_names: Vec<String> = evaluation
         .fired
         .iter()
@@ -327,7 +360,11 @@ async fn screen(
             "movement screened"
         );
     }
-    Ok((reply, events))
+    Ok(Screened {
+        reply,
+        events,
+        decision,
+    })
 }
 
 /// The answer to a screen seen before: the final one once its review was

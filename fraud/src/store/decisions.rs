@@ -1,10 +1,13 @@
 //! Decisions (one per screen command, never edited) and the alerts they raised.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use corebank_platform::ApiError;
+use corebank_platform::messaging::{OutboxRows, OutgoingMessage};
 use corebank_platform::paging::Page;
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::domain::evaluate::FiredRule;
@@ -32,27 +35,59 @@ pub struct DecisionRow {
 const COLUMNS: &str = "decision_id, command_id, transaction_id, saga_id, outcome, rule_set_version, \
      features, fired, reply, source_account_id, destination_account_id, created_at";
 
+/// The decision insert as a CTE named `decided`: parameters `$1` to `$12`.
+const INSERT: &str = "decided as (
+    insert into decision (decision_id, command_id, transaction_id, saga_id, outcome,
+                          rule_set_version, features, fired, reply,
+                          source_account_id, destination_account_id, created_at)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    returning 1
+)";
+
+fn bind<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    row: &'q DecisionRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.decision_id)
+        .bind(&row.command_id)
+        .bind(row.transaction_id)
+        .bind(row.saga_id)
+        .bind(&row.outcome)
+        .bind(row.rule_set_version)
+        .bind(&row.features)
+        .bind(&row.fired)
+        .bind(&row.reply)
+        .bind(row.source_account_id)
+        .bind(row.destination_account_id)
+        .bind(row.created_at)
+}
+
 pub async fn insert(conn: &mut PgConnection, row: &DecisionRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into decision (decision_id, command_id, transaction_id, saga_id, outcome,
-                               rule_set_version, features, fired, reply,
-                               source_account_id, destination_account_id, created_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(row.decision_id)
-    .bind(&row.command_id)
-    .bind(row.transaction_id)
-    .bind(row.saga_id)
-    .bind(&row.outcome)
-    .bind(row.rule_set_version)
-    .bind(&row.features)
-    .bind(&row.fired)
-    .bind(&row.reply)
-    .bind(row.source_account_id)
-    .bind(row.destination_account_id)
-    .bind(row.created_at)
-    .execute(conn)
-    .await?;
+    static STATEMENT: LazyLock<String> =
+        LazyLock::new(|| format!("with {INSERT} select count(*) from decided"));
+    bind(sqlx::query(AssertSqlSafe(STATEMENT.as_str())), row)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores `row` and writes `messages` to the outbox, in one statement.
+pub async fn insert_sending(
+    conn: &mut PgConnection,
+    row: &DecisionRow,
+    messages: Vec<OutgoingMessage>,
+) -> Result<(), sqlx::Error> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with {INSERT}, {outbox} select (select count(*) from decided), (select count(*) from sent_woken)",
+            outbox = OutboxRows::cte("sent", 13, "true"),
+        )
+    });
+    OutboxRows::new(messages)
+        .bind(bind(sqlx::query(AssertSqlSafe(STATEMENT.as_str())), row))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

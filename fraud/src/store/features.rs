@@ -38,17 +38,28 @@ impl Movement {
     }
 }
 
+/// What [`record`] found.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The active rule set.
+    pub rules: RuleSet,
+    /// Whether the screen command was decided before (a redelivery).
+    pub decided: bool,
+}
+
 /// Records `movement` (once: a repeat is a no-op), serializes screens of
 /// the same subject account so two at once both see each other, and returns
-/// the active rule set: one statement.
+/// the active rule set and whether the screen command `command_id` was
+/// decided before: one statement.
 pub async fn record(
     conn: &mut PgConnection,
     movement: &Movement,
+    command_id: &str,
     now: DateTime<Utc>,
-) -> Result<RuleSet, sqlx::Error> {
+) -> Result<Recorded, sqlx::Error> {
     // The scalar subquery makes the insert wait for the lock (and still
     // insert when there is no subject to lock).
-    let Json(rules): Json<RuleSet> = sqlx::query_scalar(
+    let (Json(rules), decided): (Json<RuleSet>, bool) = sqlx::query_as(
         "with locked as (
              select pg_advisory_xact_lock(hashtextextended($8::text, 7))
               where $8::uuid is not null
@@ -59,7 +70,8 @@ pub async fn record(
               where (select count(*) from locked) >= 0
              on conflict (transaction_id) do nothing
          )
-         select body from rule_set order by version desc limit 1",
+         select (select body from rule_set order by version desc limit 1),
+                exists (select 1 from decision where command_id = $9)",
     )
     .bind(movement.transaction_id)
     .bind(movement.kind.as_str())
@@ -69,9 +81,10 @@ pub async fn record(
     .bind(&movement.currency)
     .bind(now)
     .bind(movement.subject())
+    .bind(command_id)
     .fetch_one(conn)
     .await?;
-    Ok(rules)
+    Ok(Recorded { rules, decided })
 }
 
 /// The features of a recorded `movement` at `now` under `rules`.

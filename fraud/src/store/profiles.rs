@@ -57,20 +57,28 @@ pub async fn record_kyc(
     Ok(())
 }
 
-/// How a screened movement ended; a movement this service never screened
-/// (none before fraud existed) is nothing to settle.
-pub async fn settle_movement(
+/// How screened movements ended, each `(transaction id, status)`, in one
+/// statement (in transaction id order, as every batch locks them); a
+/// movement this service never screened (none before fraud existed) is
+/// nothing to settle.
+pub async fn settle_movements(
     conn: &mut PgConnection,
-    transaction_id: Uuid,
-    status: &str,
+    outcomes: &[(Uuid, &str)],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut outcomes = outcomes.to_vec();
+    outcomes.sort_unstable();
+    let (ids, statuses): (Vec<Uuid>, Vec<&str>) = outcomes.into_iter().unzip();
     sqlx::query(
-        "update movement set status = $2, updated_at = $3
-          where transaction_id = $1 and status = 'in_flight'",
+        "update movement m set status = o.status, updated_at = $3
+           from unnest($1::uuid[], $2::text[]) as o (transaction_id, status)
+          where m.transaction_id = o.transaction_id and m.status = 'in_flight'",
     )
-    .bind(transaction_id)
-    .bind(status)
+    .bind(ids)
+    .bind(statuses)
     .bind(now)
     .execute(conn)
     .await?;
@@ -96,28 +104,30 @@ pub async fn parties(
     accounts: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<Party>, sqlx::Error> {
+    // Every join is a lateral probe with a limit, so even the generic plan
+    // a prepared statement settles on looks each party up by its index
+    // instead of hash-joining whole tables.
     sqlx::query_as(
-        "with party as (
-             select a.ord, a.account_id, p.customer_id, p.opened_at, c.verified_at
-               from unnest($1::uuid[]) with ordinality as a(account_id, ord)
-               left join account_profile p on p.account_id = a.account_id
-               left join customer_profile c on c.customer_id = p.customer_id
-         )
-         select account_id, customer_id, opened_at, verified_at,
-                exists (select 1 from watchlist_entry w
-                         where w.subject = 'account' and w.subject_id = party.account_id
-                           and w.removed_at is null
-                           and (w.expires_at is null or w.expires_at > $2)) as account_listed,
-                exists (select 1 from watchlist_entry w
-                         where w.subject = 'customer' and w.subject_id = party.customer_id
-                           and w.removed_at is null
-                           and (w.expires_at is null or w.expires_at > $2)) as customer_listed
-           from party
-          order by ord",
+        "select a.account_id, p.customer_id, p.opened_at, c.verified_at,
+                account_watch.listed is not null as account_listed,
+                customer_watch.listed is not null as customer_listed
+           from unnest($1::uuid[]) with ordinality as a (account_id, ord)
+           left join lateral (
+                select customer_id, opened_at from account_profile
+                 where account_id = a.account_id limit 1) p on true
+           left join lateral (
+                select verified_at from customer_profile
+                 where customer_id = p.customer_id limit 1) c on true
+           left join lateral (
+                select 1 as listed from watchlist_entry w
+                 where w.subject = 'account' and w.subject_id = a.account_id and w.removed_at is null
+                   and (w.expires_at is null or w.expires_at > $2) limit 1) account_watch on true
+           left join lateral (
+                select 1 as listed from watchlist_entry w
+                 where w.subject = 'customer' and w.subject_id = p.customer_id and w.removed_at is null
+                   and (w.expires_at is null or w.expires_at > $2) limit 1) customer_watch on true
+          order by a.ord",
     )
-    // Planned afresh each time (an unnamed statement): a generic plan cached
-    // while the profiles were few would hash-join full scans of them.
-    .persistent(false)
     .bind(accounts)
     .bind(now)
     .fetch_all(conn)
