@@ -166,12 +166,15 @@ impl Outcome {
 }
 
 impl ProjectionHandler {
-    /// Records an event other than a journal's in the context tables.
+    /// Records an event other than a journal's in the context tables; a
+    /// movement's outcome and a screening decision join `pending`, written
+    /// for the whole batch at once.
     async fn record_context(
         &self,
         tx: &mut PgConnection,
         message: &IncomingMessage,
         now: DateTime<Utc>,
+        pending: &mut Pending,
     ) -> Result<(), HandlerError> {
         let occurred_at: DateTime<Utc> = message.occurred_at.unwrap_or(now);
         let kind = message.message_type.as_str();
@@ -225,7 +228,7 @@ impl ProjectionHandler {
                 occurred_at,
             )?;
             outcome.journal_id = optional_uuid(&event.journal_id, "journal_id")?;
-            context::record_outcome(tx, &outcome).await?;
+            pending.outcomes.push(outcome);
         } else if kind == pb::TransactionFailedEvent::full_name() {
             let event: pb::TransactionFailedEvent = decode(message)?;
             let mut outcome = Outcome::of(
@@ -238,21 +241,21 @@ impl ProjectionHandler {
             )?;
             outcome.reason_code = event.reason_code;
             outcome.detail = event.detail;
-            context::record_outcome(tx, &outcome).await?;
+            pending.outcomes.push(outcome);
         } else if kind == pb::FraudDecisionMadeEvent::full_name() {
             let event: pb::FraudDecisionMadeEvent = decode(message)?;
-            context::record_decision(
-                tx,
-                uuid(&event.decision_id, "decision_id")?,
-                uuid(&event.transaction_id, "transaction_id")?,
-                &event.outcome,
-                event.rule_set_version,
-                &event.fired_rules,
-                occurred_at,
-            )
-            .await?;
+            pending.decisions.push(context::Decision {
+                decision_id: uuid(&event.decision_id, "decision_id")?,
+                transaction_id: uuid(&event.transaction_id, "transaction_id")?,
+                outcome: event.outcome,
+                rule_set_version: event.rule_set_version,
+                fired_rules: event.fired_rules,
+                decided_at: occurred_at,
+            });
         } else if kind == pb::FraudReviewDecidedEvent::full_name() {
             let event: pb::FraudReviewDecidedEvent = decode(message)?;
+            // It marks the decisions of its transaction: those first.
+            pending.flush(tx).await?;
             context::record_review_outcome(
                 tx,
                 uuid(&event.transaction_id, "transaction_id")?,
@@ -292,13 +295,28 @@ impl BatchHandler for ProjectionHandler {
         projection::offer_entries(tx, &entries, now)
             .await
             .map_err(BatchError::whole)?;
+        let mut pending = Pending::default();
         for (index, message) in others {
-            self.record_context(tx, message, now)
+            self.record_context(tx, message, now, &mut pending)
                 .instrument(message_span(message))
                 .await
                 .map_err(|error| BatchError::at(index, error))?;
         }
-        Ok(())
+        pending.flush(tx).await.map_err(BatchError::whole)
+    }
+}
+
+/// Outcomes and decisions of a batch not written yet.
+#[derive(Debug, Default)]
+struct Pending {
+    outcomes: Vec<Outcome>,
+    decisions: Vec<context::Decision>,
+}
+
+impl Pending {
+    async fn flush(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        context::record_outcomes(tx, &std::mem::take(&mut self.outcomes)).await?;
+        context::record_decisions(tx, &std::mem::take(&mut self.decisions)).await
     }
 }
 

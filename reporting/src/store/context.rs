@@ -90,50 +90,86 @@ pub struct Outcome {
     pub ended_at: DateTime<Utc>,
 }
 
-pub async fn record_outcome(conn: &mut PgConnection, outcome: &Outcome) -> Result<(), sqlx::Error> {
+/// How movements ended, in one statement; the first outcome of a
+/// transaction stays.
+pub async fn record_outcomes(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let column = |get: fn(&Outcome) -> Option<String>| outcomes.iter().map(get).collect::<Vec<_>>();
     sqlx::query(
         "insert into transaction_outcome (transaction_id, kind, status, reason_code, detail, journal_id,
              source_account_id, destination_account_id, currency, amount, ended_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         select o.transaction_id, o.kind, o.status, o.reason_code, o.detail, o.journal_id,
+                o.source_account_id, o.destination_account_id, o.currency, o.amount, o.ended_at
+           from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[],
+                       $7::uuid[], $8::uuid[], $9::text[], $10::numeric[], $11::timestamptz[])
+                with ordinality
+                as o (transaction_id, kind, status, reason_code, detail, journal_id,
+                      source_account_id, destination_account_id, currency, amount, ended_at, ord)
+          order by o.ord
          on conflict (transaction_id) do nothing",
     )
-    .bind(outcome.transaction_id)
-    .bind(&outcome.kind)
-    .bind(outcome.status)
-    .bind(&outcome.reason_code)
-    .bind(&outcome.detail)
-    .bind(outcome.journal_id)
-    .bind(outcome.source_account_id)
-    .bind(outcome.destination_account_id)
-    .bind(&outcome.currency)
-    .bind(outcome.amount)
-    .bind(outcome.ended_at)
+    .bind(outcomes.iter().map(|o| o.transaction_id).collect::<Vec<_>>())
+    .bind(column(|o| Some(o.kind.clone())))
+    .bind(column(|o| Some(o.status.to_owned())))
+    .bind(column(|o| Some(o.reason_code.clone())))
+    .bind(column(|o| Some(o.detail.clone())))
+    .bind(outcomes.iter().map(|o| o.journal_id).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.source_account_id).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.destination_account_id).collect::<Vec<_>>())
+    .bind(column(|o| o.currency.clone()))
+    .bind(outcomes.iter().map(|o| o.amount).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.ended_at).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// A screening decision (made once per decision id).
-pub async fn record_decision(
+/// A screening decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub decision_id: Uuid,
+    pub transaction_id: Uuid,
+    pub outcome: String,
+    pub rule_set_version: i64,
+    pub fired_rules: Vec<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// Screening decisions, in one statement; each is made once per decision id.
+pub async fn record_decisions(
     conn: &mut PgConnection,
-    decision_id: Uuid,
-    transaction_id: Uuid,
-    outcome: &str,
-    rule_set_version: i64,
-    fired_rules: &[String],
-    decided_at: DateTime<Utc>,
+    decisions: &[Decision],
 ) -> Result<(), sqlx::Error> {
+    if decisions.is_empty() {
+        return Ok(());
+    }
+    // unnest cannot take an array of arrays of differing lengths: each
+    // decision's fired rules travel as one JSON array.
+    let fired: Vec<sqlx::types::Json<&[String]>> = decisions
+        .iter()
+        .map(|d| sqlx::types::Json(d.fired_rules.as_slice()))
+        .collect();
     sqlx::query(
         "insert into fraud_decision (decision_id, transaction_id, outcome, rule_set_version, fired_rules, decided_at)
-         values ($1, $2, $3, $4, $5, $6)
+         select d.decision_id, d.transaction_id, d.outcome, d.rule_set_version,
+                array(select jsonb_array_elements_text(d.fired_rules)), d.decided_at
+           from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::jsonb[], $6::timestamptz[])
+                with ordinality
+                as d (decision_id, transaction_id, outcome, rule_set_version, fired_rules, decided_at, ord)
+          order by d.ord
          on conflict (decision_id) do nothing",
     )
-    .bind(decision_id)
-    .bind(transaction_id)
-    .bind(outcome)
-    .bind(rule_set_version)
-    .bind(fired_rules)
-    .bind(decided_at)
+    .bind(decisions.iter().map(|d| d.decision_id).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| d.transaction_id).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| d.outcome.as_str()).collect::<Vec<_>>())
+    .bind(decisions.iter().map(|d| d.rule_set_version).collect::<Vec<_>>())
+    .bind(fired)
+    .bind(decisions.iter().map(|d| d.decided_at).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
