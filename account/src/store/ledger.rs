@@ -238,10 +238,13 @@ pub async fn deposit(
     .await
 }
 
-/// Writes a journal: moves every leg's account balance (legs come in account
-/// id order, so rows are locked in that order) and appends the entries, each
-/// with the balance right after it. The database checks at commit that the
-/// journal balances.
+/// Writes a journal of two legs in one statement: moves each leg's account
+/// balance (legs come in account id order, and the second update runs only
+/// once the first has its row, so rows are locked in that order), then, once
+/// both moved, takes the journal's place in the whole ledger and appends the
+/// entries, each with the balance right after it. The database checks at
+/// commit that the journal balances. A refused leg leaves the first leg's
+/// update behind: the caller runs this in a savepoint of its own.
 #[allow(clippy::too_many_arguments)]
 async fn post(
     conn: &mut PgConnection,
@@ -250,51 +253,123 @@ async fn post(
     reference: &str,
     hold_id: Option<Uuid>,
     currency: Currency,
-    legs: &[Leg],
+    legs: &[Leg; 2],
     now: DateTime<Utc>,
 ) -> Result<Journal, ApiError> {
     // At the database's microsecond precision, so the journal returned (and
     // the event built from it) equals the rows read back later.
     let posted_at = now.trunc_subsecs(6);
     debug_assert!(domain::balanced(legs), "a journal's legs must sum to zero");
-    debug_assert!(
-        legs.windows(2)
-            .all(|pair| pair[0].account_id < pair[1].account_id)
-    );
-    let mut entries = Vec::with_capacity(legs.len());
-    for leg in legs {
-        let moved: Option<(Decimal, i64)> = sqlx::query_as(
-            "update account
-             set ledger_balance = ledger_balance + $2, held_amount = held_amount - $3,
-                 last_entry_seq = last_entry_seq + 1, updated_at = $5
-             where account_id = $1 and currency = $4 and status = 'active'
-             returning ledger_balance, last_entry_seq",
-        )
-        .bind(leg.account_id)
-        .bind(leg.direction.signed(leg.amount))
-        .bind(leg.release_held)
-        .bind(currency.code())
-        .bind(posted_at)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|error| match constraint(&error) {
-            Some("account_available_within_overdraft") => ApiError::failed_precondition(
+    debug_assert!(legs[0].account_id < legs[1].account_id);
+    let entry_ids = [Uuid::now_v7(), Uuid::now_v7()];
+    /// Each leg's balance and sequence after it moved, and the journal's
+    /// ledger sequence; none past the leg that refused.
+    #[derive(sqlx::FromRow)]
+    struct Moved {
+        balance_0: Option<Decimal>,
+        seq_0: Option<i64>,
+        balance_1: Option<Decimal>,
+        seq_1: Option<i64>,
+        ledger_seq: Option<i64>,
+    }
+    let moved: Moved = sqlx::query_as(
+        "with first as (
+                 update account
+                    set ledger_balance = ledger_balance + $2, held_amount = held_amount - $3,
+                        last_entry_seq = last_entry_seq + 1, updated_at = $8
+                  where account_id = $1 and currency = $7 and status = 'active'
+                 returning ledger_balance, last_entry_seq
+             ), second as (
+                 update account
+                    set ledger_balance = ledger_balance + $5, held_amount = held_amount - $6,
+                        last_entry_seq = last_entry_seq + 1, updated_at = $8
+                  where account_id = $4 and currency = $7 and status = 'active'
+                    and exists (select 1 from first)
+                 returning ledger_balance, last_entry_seq
+             ), journal as (
+                 insert into journal (journal_id, kind, reference, hold_id, created_at)
+                 select $9, $10, $11, $12, $8 where exists (select 1 from second)
+                 returning ledger_seq
+             ), entries as (
+                 insert into entry (entry_id, journal_id, account_id, currency, direction, amount,
+                                    balance_after, account_seq, created_at)
+                 select e.entry_id, $9, e.account_id, $7, e.direction, e.amount, m.ledger_balance,
+                        m.last_entry_seq, $8
+                   from (select 1 as leg, * from first union all select 2, * from second) as m
+                   join unnest($13::uuid[], $14::uuid[], $15::text[], $16::numeric[])
+                        with ordinality as e (entry_id, account_id, direction, amount, leg)
+                     on e.leg = m.leg
+                  where exists (select 1 from journal)
+             )
+             select (select ledger_balance from first) as balance_0,
+                    (select last_entry_seq from first) as seq_0,
+                    (select ledger_balance from second) as balance_1,
+                    (select last_entry_seq from second) as seq_1,
+                    (select ledger_seq from journal) as ledger_seq",
+    )
+    .bind(legs[0].account_id)
+    .bind(legs[0].direction.signed(legs[0].amount))
+    .bind(legs[0].release_held)
+    .bind(legs[1].account_id)
+    .bind(legs[1].direction.signed(legs[1].amount))
+    .bind(legs[1].release_held)
+    .bind(currency.code())
+    .bind(posted_at)
+    .bind(journal_id)
+    .bind(kind.as_str())
+    .bind(reference)
+    .bind(hold_id)
+    .bind(entry_ids)
+    .bind(legs.iter().map(|leg| leg.account_id).collect::<Vec<_>>())
+    .bind(
+        legs.iter()
+            .map(|leg| leg.direction.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(legs.iter().map(|leg| leg.amount).collect::<Vec<_>>())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|error| match constraint(&error) {
+        // Only a debit lowers what is available.
+        Some("account_available_within_overdraft") => {
+            let debited = legs
+                .iter()
+                .find(|leg| leg.direction == domain::Direction::Debit)
+                .map_or(legs[0].account_id, |leg| leg.account_id);
+            ApiError::failed_precondition(
                 reason::INSUFFICIENT_FUNDS,
-                format!(
-                    "account {} has insufficient available funds",
-                    leg.account_id
-                ),
-            ),
-            _ => ApiError::from(error),
-        })?;
-        let Some((balance_after, account_seq)) = moved else {
-            return Err(refusal(conn, leg.account_id, |account| {
+                format!("account {debited} has insufficient available funds"),
+            )
+        }
+        _ => ApiError::from(error),
+    })?;
+    let (first, second, ledger_seq) = match moved {
+        Moved {
+            balance_0: Some(b0),
+            seq_0: Some(s0),
+            balance_1: Some(b1),
+            seq_1: Some(s1),
+            ledger_seq: Some(ledger_seq),
+        } => ((b0, s0), (b1, s1), ledger_seq),
+        Moved { balance_0, .. } => {
+            // The leg whose account refused to move.
+            let refused = if balance_0.is_none() {
+                &legs[0]
+            } else {
+                &legs[1]
+            };
+            return Err(refusal(conn, refused.account_id, |account| {
                 account.refuses_movement(currency)
             })
             .await);
-        };
-        entries.push(Entry {
-            entry_id: Uuid::now_v7(),
+        }
+    };
+    let entries = legs
+        .iter()
+        .zip(entry_ids)
+        .zip([first, second])
+        .map(|((leg, entry_id), (balance_after, account_seq))| Entry {
+            entry_id,
             journal_id,
             account_id: leg.account_id,
             currency,
@@ -303,39 +378,8 @@ async fn post(
             balance_after,
             account_seq,
             created_at: posted_at,
-        });
-    }
-    // The journal takes its place in the whole ledger here, after its
-    // accounts are locked, so within one account ledger order is entry order.
-    let ledger_seq: i64 = sqlx::query_scalar(
-        "insert into journal (journal_id, kind, reference, hold_id, created_at) values ($1, $2, $3, $4, $5)
-         returning ledger_seq",
-    )
-    .bind(journal_id)
-    .bind(kind.as_str())
-    .bind(reference)
-    .bind(hold_id)
-    .bind(posted_at)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "insert into entry (entry_id, journal_id, account_id, currency, direction, amount, balance_after,
-                            account_seq, created_at)
-         select e.entry_id, $1, e.account_id, $2, e.direction, e.amount, e.balance_after, e.account_seq, $3
-         from unnest($4::uuid[], $5::uuid[], $6::text[], $7::numeric[], $8::numeric[], $9::bigint[])
-              as e (entry_id, account_id, direction, amount, balance_after, account_seq)",
-    )
-    .bind(journal_id)
-    .bind(currency.code())
-    .bind(posted_at)
-    .bind(entries.iter().map(|e| e.entry_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.account_id).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.direction.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.amount).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.balance_after).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.account_seq).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+        })
+        .collect();
     tracing::debug!(%journal_id, ledger_seq, kind = kind.as_str(), "journal posted");
     Ok(Journal {
         journal_id,
