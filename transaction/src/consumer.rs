@@ -9,15 +9,14 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    self, BatchError, BatchHandler, Exchange, HandlerError, IncomingMessage, OutgoingMessage,
-    QueueSpec, message_span,
+    BatchError, BatchHandler, Exchange, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    message_span,
 };
 use corebank_platform::time::from_timestamp;
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::Message;
 use sqlx::PgConnection;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{self, Move, Outcome, TRANSACTION_ALREADY_TERMINAL, Transaction};
@@ -144,29 +143,29 @@ impl CommandHandler {
     }
 }
 
-/// Moves a locked transaction as `command` says: the reply, the event that
-/// announces how the movement ended (if it just ended), and the transaction
-/// as it now is (if it changed).
-async fn transition(
-    tx: &mut PgConnection,
+/// How a locked transaction moves as `command` says: the reply, the event
+/// that announces how the movement ended (if it just ended), and the
+/// transaction as it will be (if it changes; the caller writes it).
+fn transition(
     message: &IncomingMessage,
     command: &Command,
     current: &Transaction,
     now: DateTime<Utc>,
-) -> Result<
-    (
-        pb::CommandReply,
-        Option<OutgoingMessage>,
-        Option<Transaction>,
-    ),
-    sqlx::Error,
-> {
+) -> (
+    pb::CommandReply,
+    Option<OutgoingMessage>,
+    Option<Transaction>,
+) {
     let transaction_id = current.transaction_id;
     let to = command.outcome.status();
-    Ok(match current.status.transition(to) {
+    match current.status.transition(to) {
         Ok(Move::Changed) => {
-            let updated =
-                store::apply(tx, current, &command.outcome, &command.command_id, now).await?;
+            let updated = store::Change {
+                before: current,
+                outcome: &command.outcome,
+                command_id: &command.command_id,
+            }
+            .after(now);
             let event = match command.outcome {
                 // Intermediate statuses are history rows only; events
                 // announce how a movement ended.
@@ -224,7 +223,7 @@ async fn transition(
                 None,
             )
         }
-    })
+    }
 }
 
 impl BatchHandler for CommandHandler {
@@ -253,6 +252,8 @@ impl BatchHandler for CommandHandler {
         let now = self.clock.now();
         let mut log = Vec::new();
         let mut outgoing = Vec::new();
+        // Each change with the transaction as it was before it.
+        let mut changes: Vec<(Option<Transaction>, &Command)> = Vec::new();
         for (index, (message, command)) in messages.iter().zip(&commands).enumerate() {
             // Outgoing messages are built in the command's span, so they
             // continue its trace.
@@ -273,13 +274,11 @@ impl BatchHandler for CommandHandler {
                     HandlerError::permanent(anyhow!("transaction {transaction_id} not found")),
                 ));
             };
-            let (reply, event, updated) = transition(tx, message, command, current, now)
-                .instrument(span.clone())
-                .await
-                .map_err(BatchError::whole)?;
+            let (reply, event, updated) =
+                span.in_scope(|| transition(message, command, current, now));
             outgoing.extend(event);
             if let Some(updated) = updated {
-                transactions.insert(transaction_id, updated);
+                changes.push((transactions.insert(transaction_id, updated), command));
             }
             let reply = command.expects_reply.then(|| reply.encode_to_vec());
             if let Some(encoded) = &reply {
@@ -297,13 +296,19 @@ impl BatchHandler for CommandHandler {
                 reply,
             });
         }
-        store::log_commands(tx, &log, now)
+        let changes: Vec<store::Change<'_>> = changes
+            .iter()
+            .filter_map(|(before, command)| {
+                before.as_ref().map(|before| store::Change {
+                    before,
+                    outcome: &command.outcome,
+                    command_id: &command.command_id,
+                })
+            })
+            .collect();
+        store::write_batch(tx, &changes, &log, outgoing, now)
             .await
-            .map_err(BatchError::whole)?;
-        messaging::enqueue_all(tx, outgoing)
-            .await
-            .map_err(BatchError::whole)?;
-        Ok(())
+            .map_err(BatchError::whole)
     }
 }
 
