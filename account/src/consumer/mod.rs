@@ -147,11 +147,16 @@ enum Savepoints {
 
 impl Command {
     /// Whether a refusal may come after this command wrote something, so
-    /// only a savepoint can take the refusal's writes back. A reserve and a
-    /// release check everything before they write (a conditional update that
-    /// touches nothing writes nothing); a post and a deposit do not.
+    /// only a savepoint can take the refusal's writes back. A reserve, a
+    /// release and a transfer's post check everything before they write (a
+    /// conditional update that touches nothing writes nothing); a withdrawal's
+    /// post and a deposit do not.
     fn writes_before_refusing(&self) -> bool {
-        matches!(self, Self::Post(_) | Self::Deposit(_))
+        match self {
+            Self::Post(c) => c.destination_account_id.is_empty(),
+            Self::Deposit(_) => true,
+            Self::Reserve(_) | Self::Release(_) => false,
+        }
     }
 
     /// The reserve a post or release refers to.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{HOLD_COLUMNS, HoldRow, get_hold, refusal};
 use crate::domain::{
-    self, BANK_CUSTOMER_ID, Entry, Hold, HoldStatus, Journal, JournalKind, Leg, reason,
+    self, BANK_CUSTOMER_ID, Direction, Entry, Hold, HoldStatus, Journal, JournalKind, Leg, reason,
 };
 
 /// What a reserve checks before it places its hold.
@@ -205,6 +205,203 @@ pub async fn capture_hold(
         now,
     )
     .await
+}
+
+/// Captures an active, unexpired hold on `source` into a transfer journal
+/// crediting `destination`, all or nothing in one statement: the hold is
+/// locked, then both accounts in id order, everything is checked under those
+/// locks, and only then are the hold, both balances, the journal and its
+/// entries written. So a refusal writes nothing and needs no savepoint; it
+/// reads the rows again to say why.
+#[tracing::instrument(skip_all, fields(hold_id = %hold_id), err)]
+pub async fn capture_transfer(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    source: Uuid,
+    destination: Uuid,
+    reference: &str,
+    now: DateTime<Utc>,
+) -> Result<Journal, ApiError> {
+    if destination == source {
+        return Err(ApiError::invalid_field(
+            "destination_account_id",
+            "must not be the account the hold is on",
+        ));
+    }
+    // At the database's microsecond precision, as in `post`.
+    let posted_at = now.trunc_subsecs(6);
+    let journal_id = Uuid::now_v7();
+    let entry_ids = [Uuid::now_v7(), Uuid::now_v7()];
+    #[derive(sqlx::FromRow)]
+    struct Captured {
+        ok: Option<bool>,
+        currency: Option<String>,
+        amount: Option<Decimal>,
+        debit_balance: Option<Decimal>,
+        debit_seq: Option<i64>,
+        credit_balance: Option<Decimal>,
+        credit_seq: Option<i64>,
+        ledger_seq: Option<i64>,
+    }
+    let captured: Captured = sqlx::query_as(
+        "with held as (
+             select account_id, currency, amount, status, expires_at from hold
+              where hold_id = $1 for update
+         ), accounts as (
+             select account_id, currency, status from account
+              where account_id in ($4, $5) and exists (select 1 from held)
+              order by account_id for update
+         ), checked as (
+             select h.status = 'active' and h.expires_at > $3 and h.account_id = $4
+                    and (select count(*) from accounts a
+                          where a.currency = h.currency and a.status = 'active') = 2 as ok
+               from held h
+         ), captured as (
+             update hold set status = 'captured', journal_id = $2, updated_at = $3
+              where hold_id = $1 and (select ok from checked)
+             returning currency, amount
+         ), debited as (
+             update account a
+                set ledger_balance = a.ledger_balance - c.amount, held_amount = a.held_amount - c.amount,
+                    last_entry_seq = a.last_entry_seq + 1, updated_at = $3
+               from captured c
+              where a.account_id = $4
+             returning a.ledger_balance, a.last_entry_seq
+         ), credited as (
+             update account a
+                set ledger_balance = a.ledger_balance + c.amount,
+                    last_entry_seq = a.last_entry_seq + 1, updated_at = $3
+               from captured c
+              where a.account_id = $5
+             returning a.ledger_balance, a.last_entry_seq
+         ), journal as (
+             insert into journal (journal_id, kind, reference, hold_id, created_at)
+             select $2, 'transfer', $6, $1, $3 from captured
+             returning ledger_seq
+         ), entries as (
+             insert into entry (entry_id, journal_id, account_id, currency, direction, amount,
+                                balance_after, account_seq, created_at)
+             select $7, $2, $4, c.currency, 'debit', c.amount, d.ledger_balance, d.last_entry_seq, $3
+               from captured c, debited d
+             union all
+             select $8, $2, $5, c.currency, 'credit', c.amount, k.ledger_balance, k.last_entry_seq, $3
+               from captured c, credited k
+         )
+         select (select ok from checked) as ok,
+                c.currency, c.amount,
+                (select ledger_balance from debited) as debit_balance,
+                (select last_entry_seq from debited) as debit_seq,
+                (select ledger_balance from credited) as credit_balance,
+                (select last_entry_seq from credited) as credit_seq,
+                (select ledger_seq from journal) as ledger_seq
+           from (select 1) as one left join captured c on true",
+    )
+    .bind(hold_id)
+    .bind(journal_id)
+    .bind(posted_at)
+    .bind(source)
+    .bind(destination)
+    .bind(reference)
+    .bind(entry_ids[0])
+    .bind(entry_ids[1])
+    .fetch_one(&mut *conn)
+    .await?;
+    let Captured {
+        ok: Some(true),
+        currency: Some(currency),
+        amount: Some(amount),
+        debit_balance: Some(debit_balance),
+        debit_seq: Some(debit_seq),
+        credit_balance: Some(credit_balance),
+        credit_seq: Some(credit_seq),
+        ledger_seq: Some(ledger_seq),
+    } = captured
+    else {
+        return Err(capture_refusal(conn, hold_id, source, destination, now).await);
+    };
+    let currency = Currency::parse(&currency).map_err(|error| {
+        ApiError::internal(anyhow::anyhow!(
+            "hold {hold_id} has currency {currency:?}: {error}"
+        ))
+    })?;
+    let entry = |entry_id, account_id, direction, (balance_after, account_seq)| Entry {
+        entry_id,
+        journal_id,
+        account_id,
+        currency,
+        direction,
+        amount,
+        balance_after,
+        account_seq,
+        created_at: posted_at,
+    };
+    let mut entries = vec![
+        entry(
+            entry_ids[0],
+            source,
+            Direction::Debit,
+            (debit_balance, debit_seq),
+        ),
+        entry(
+            entry_ids[1],
+            destination,
+            Direction::Credit,
+            (credit_balance, credit_seq),
+        ),
+    ];
+    // In account id order, as `post` lists them.
+    entries.sort_by_key(|entry| entry.account_id);
+    tracing::debug!(%journal_id, ledger_seq, kind = "transfer", "journal posted");
+    Ok(Journal {
+        journal_id,
+        ledger_seq,
+        kind: JournalKind::Transfer,
+        reference: reference.to_owned(),
+        hold_id: Some(hold_id),
+        entries,
+        created_at: posted_at,
+    })
+}
+
+/// Why [`capture_transfer`] wrote nothing: the hold's state, a hold on
+/// another account, or an account that may not move.
+async fn capture_refusal(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    source: Uuid,
+    destination: Uuid,
+    now: DateTime<Utc>,
+) -> ApiError {
+    let hold = match get_hold(conn, hold_id).await {
+        Ok(hold) => hold,
+        Err(error) => return error,
+    };
+    if hold.status_at(now) != HoldStatus::Active {
+        return hold_refusal(conn, hold_id, now).await;
+    }
+    if hold.account_id != source {
+        return ApiError::invalid_field(
+            "source_account_id",
+            format!(
+                "is not account {}, which hold {hold_id} is on",
+                hold.account_id
+            ),
+        );
+    }
+    for account_id in [source, destination] {
+        let error = refusal(conn, account_id, |account| {
+            account.refuses_movement(hold.currency)
+        })
+        .await;
+        if error.code() != corebank_platform::ErrorCode::Aborted {
+            return error;
+        }
+    }
+    ApiError::new(
+        corebank_platform::ErrorCode::Aborted,
+        "CONCURRENT_UPDATE",
+        "the hold or its accounts changed concurrently, retry",
+    )
 }
 
 /// Credits `account_id` from the settlement account of `currency`.
