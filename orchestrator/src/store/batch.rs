@@ -4,7 +4,7 @@
 //! another.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::{SAGA_COLUMNS, SagaRow, answered_steps, stored_position};
@@ -46,7 +46,7 @@ pub async fn update_all(
     for (saga_id, entry) in entries {
         log.push(*saga_id, entry);
     }
-    let (changed, logged): (i64, i64) = sqlx::query_as(
+    let query = sqlx::query(
         "with changed as (
              update saga s
                 set state = u.state, current_step = u.current_step, direction = u.direction,
@@ -75,34 +75,11 @@ pub async fn update_all(
          select (select count(*) from changed), (select count(*) from logged)",
     )
     // As in `lock_all`: a cached generic plan would hash-join a full scan.
-    .persistent(false)
-    .bind(&columns.saga_id)
-    .bind(&columns.state)
-    .bind(&columns.current_step)
-    .bind(&columns.direction)
-    .bind(&columns.compensated)
-    .bind(&columns.attempt)
-    .bind(&columns.next_attempt_at)
-    .bind(&columns.step_started_at)
-    .bind(&columns.requires_attention)
-    .bind(&columns.data)
-    .bind(&columns.failure_reason)
-    .bind(&columns.failure_detail)
-    .bind(&columns.updated_at)
-    .bind(&columns.parked_until)
-    .bind(&log.saga_id)
-    .bind(&log.step)
-    .bind(&log.direction)
-    .bind(&log.event)
-    .bind(&log.state)
-    .bind(&log.command_id)
-    .bind(&log.attempt)
-    .bind(&log.detail)
-    .bind(&log.actor)
-    .bind(now)
-    .bind(&columns.answered_steps)
-    .fetch_one(&mut *conn)
-    .await?;
+    .persistent(false);
+    let row = bind_rows(query, &columns, &log, now)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (changed, logged): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     if changed != sagas.len() as i64 || logged != entries.len() as i64 {
         return Err(sqlx::Error::RowNotFound);
     }
@@ -132,7 +109,7 @@ pub async fn insert_all(
         created_at.push(saga.created_at);
         log.push(saga.saga_id, entry);
     }
-    sqlx::query_scalar(
+    let query = sqlx::query(
         "with inserted as (
              insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated,
                                attempt, next_attempt_at, step_started_at, requires_attention, data,
@@ -164,37 +141,55 @@ pub async fn insert_all(
               order by l.ord
          )
          select saga_id from inserted",
-    )
-    .bind(&columns.saga_id)
-    .bind(&columns.state)
-    .bind(&columns.current_step)
-    .bind(&columns.direction)
-    .bind(&columns.compensated)
-    .bind(&columns.attempt)
-    .bind(&columns.next_attempt_at)
-    .bind(&columns.step_started_at)
-    .bind(&columns.requires_attention)
-    .bind(&columns.data)
-    .bind(&columns.failure_reason)
-    .bind(&columns.failure_detail)
-    .bind(&columns.updated_at)
-    .bind(&columns.parked_until)
-    .bind(&log.saga_id)
-    .bind(&log.step)
-    .bind(&log.direction)
-    .bind(&log.event)
-    .bind(&log.state)
-    .bind(&log.command_id)
-    .bind(&log.attempt)
-    .bind(&log.detail)
-    .bind(&log.actor)
-    .bind(now)
-    .bind(&columns.answered_steps)
-    .bind(&saga_types)
-    .bind(&transaction_ids)
-    .bind(&created_at)
-    .fetch_all(&mut *conn)
-    .await
+    );
+    bind_rows(query, &columns, &log, now)
+        .bind(&saga_types)
+        .bind(&transaction_ids)
+        .bind(&created_at)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the parameters both batch writes share: the sagas' columns ($1 to
+/// $14), their log rows' ($15 to $23), the time ($24) and the answered steps
+/// ($25).
+fn bind_rows<'q>(
+    query: Query<'q>,
+    columns: &'q SagaColumns,
+    log: &'q LogColumns<'q>,
+    now: DateTime<Utc>,
+) -> Query<'q> {
+    query
+        .bind(&columns.saga_id)
+        .bind(&columns.state)
+        .bind(&columns.current_step)
+        .bind(&columns.direction)
+        .bind(&columns.compensated)
+        .bind(&columns.attempt)
+        .bind(&columns.next_attempt_at)
+        .bind(&columns.step_started_at)
+        .bind(&columns.requires_attention)
+        .bind(&columns.data)
+        .bind(&columns.failure_reason)
+        .bind(&columns.failure_detail)
+        .bind(&columns.updated_at)
+        .bind(&columns.parked_until)
+        .bind(&log.saga_id)
+        .bind(&log.step)
+        .bind(&log.direction)
+        .bind(&log.event)
+        .bind(&log.state)
+        .bind(&log.command_id)
+        .bind(&log.attempt)
+        .bind(&log.detail)
+        .bind(&log.actor)
+        .bind(now)
+        .bind(&columns.answered_steps)
 }
 
 /// Sagas as column arrays, for `unnest`.
