@@ -246,7 +246,7 @@ async fn expire_holds(store: AccountStore, clock: SharedClock, shutdown: Cancell
                     Ok(0) => {}
                     Ok(expired) => {
                         tracing::info!(expired, "holds expired");
-                        if expired >= store::ledger::EXPIRY_BATCH {
+                        if expired >= store::holds::EXPIRY_BATCH {
                             tick.reset_immediately();
                         }
                     }

@@ -5,6 +5,7 @@
 //! Accounts and their lifecycle live here; holds and postings in [`ledger`].
 
 mod feed;
+pub mod holds;
 pub mod ledger;
 mod rows;
 
@@ -184,7 +185,7 @@ impl AccountStore {
     /// amounts to the available balance; returns how many.
     pub async fn expire_holds(&self, now: DateTime<Utc>) -> Result<u64, ApiError> {
         let mut tx = self.pool.begin().await?;
-        let expired = ledger::expire_holds(&mut tx, now).await?;
+        let expired = holds::expire_holds(&mut tx, now).await?;
         tx.commit().await?;
         Ok(expired)
     }

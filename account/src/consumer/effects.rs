@@ -35,7 +35,7 @@ fn cancelled() -> ApiError {
 }
 
 /// Why a reserve's shut gate refuses it.
-fn shut(gate: &ledger::ReserveGate, account_id: Uuid) -> ApiError {
+fn shut(gate: &holds::ReserveGate, account_id: Uuid) -> ApiError {
     if gate.cancelled {
         return cancelled();
     }
@@ -60,7 +60,7 @@ impl CommandHandler {
         let (Ok(account_id), Ok((currency, amount))) = (&account_id, &money) else {
             // A tombstone outranks a malformed command: the gate alone first.
             let gate =
-                ledger::reserve_gate(conn, &command.command_id, account_id.as_ref().ok().copied())
+                holds::reserve_gate(conn, &command.command_id, account_id.as_ref().ok().copied())
                     .await?;
             if gate.cancelled {
                 return Err(cancelled());
@@ -71,7 +71,7 @@ impl CommandHandler {
         };
         let (account_id, currency, amount) = (*account_id, *currency, *amount);
         let hold_id = Uuid::now_v7();
-        let hold = match ledger::place_hold(
+        let hold = match holds::place_hold(
             conn,
             &command.command_id,
             hold_id,
@@ -84,8 +84,8 @@ impl CommandHandler {
         )
         .await?
         {
-            ledger::Reserved::Placed(hold) => hold,
-            ledger::Reserved::Gated(gate) => return Err(shut(&gate, account_id)),
+            holds::Reserved::Placed(hold) => hold,
+            holds::Reserved::Gated(gate) => return Err(shut(&gate, account_id)),
         };
         let event = pb::FundsReservedEvent {
             hold_id: hold_id.to_string(),
@@ -173,7 +173,7 @@ pub(super) async fn release(
             ));
         }
     }
-    let released = ledger::release_hold(conn, hold_id, now).await?;
+    let released = holds::release_hold(conn, hold_id, now).await?;
     let event = pb::FundsReleasedEvent {
         hold_id: hold_id.to_string(),
         account_id: released.account_id.to_string(),

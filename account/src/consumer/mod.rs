@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::domain::{Direction, HoldStatus, Journal, MAX_HOLD_TTL};
 use crate::kyc;
-use crate::store::{self, ledger};
+use crate::store::{self, holds, ledger};
 
 mod effects;
 mod kyc_events;
