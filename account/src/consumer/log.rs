@@ -32,6 +32,9 @@ impl CommandLog {
         let rows: Vec<(String, Vec<u8>, Option<Uuid>)> = sqlx::query_as(
             "select command_id, reply, hold_id from command_log where command_id = any($1)",
         )
+        // Planned afresh each time (an unnamed statement): a generic plan
+        // cached while the log was small would scan it whole as it grows.
+        .persistent(false)
         .bind(command_ids)
         .fetch_all(&mut *conn)
         .await?;

@@ -24,6 +24,9 @@ pub async fn lock_all(
         "select {COLUMNS} from transaction where transaction_id = any($1)
          order by transaction_id for update"
     )))
+    // Planned afresh each time (an unnamed statement): a generic plan cached
+    // while the table was small would scan it whole as it grows.
+    .persistent(false)
     .bind(transaction_ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -135,7 +138,9 @@ pub async fn write_batch(
     }
     let rows: Vec<&Transaction> = last.values().collect();
     let details: Vec<String> = changes.iter().map(Change::history_detail).collect();
+    // Planned afresh each time (an unnamed statement), like `lock_all`.
     let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()))
+        .persistent(false)
         .bind(now)
         .bind(rows.iter().map(|t| t.transaction_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|t| t.status.as_str()).collect::<Vec<_>>())
@@ -204,6 +209,9 @@ pub async fn logged_commands(
 ) -> Result<HashMap<String, Option<Vec<u8>>>, sqlx::Error> {
     let rows: Vec<(String, Option<Vec<u8>>)> =
         sqlx::query_as("select command_id, reply from command_log where command_id = any($1)")
+            // Planned afresh each time (an unnamed statement): a generic plan
+            // cached while the log was small would scan it whole as it grows.
+            .persistent(false)
             .bind(command_ids)
             .fetch_all(&mut *conn)
             .await?;
