@@ -452,13 +452,22 @@ impl OutboxRelay {
         }
 
         failpoint::hit(Point::RelayBeforeMarkSent, schema);
-        // Planned afresh each round (an unnamed statement): a generic plan
-        // cached while the outbox was small scans it whole ever after.
-        sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
-            .persistent(false)
-            .bind(&confirmed_ids)
-            .execute(&mut *tx)
-            .await?;
+        // The round commits without waiting for its WAL to reach the disk
+        // (`synchronous_commit` off for this transaction only): a mark lost
+        // in a database crash leaves its rows pending, and sending them
+        // again is what at-least-once delivery already allows (the
+        // consumers' inbox absorbs it). Planned afresh each round (an
+        // unnamed statement): a generic plan cached while the outbox was
+        // small scans it whole ever after.
+        sqlx::query(
+            "with lazy as (select set_config('synchronous_commit', 'off', true))
+             update outbox set sent_at = now()
+              where outbox_id = any($1) and exists (select 1 from lazy)",
+        )
+        .persistent(false)
+        .bind(&confirmed_ids)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         metrics::counter!("corebank_messaging_published_total", "schema" => schema.to_owned())
             .increment(confirmed_ids.len() as u64);
