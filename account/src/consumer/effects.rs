@@ -208,23 +208,14 @@ pub(super) async fn post(
                 "no hold was placed for this transfer",
             )
         })?;
-    let journal = match command.destination_account_id.as_str() {
+    let credit = match command.destination_account_id.as_str() {
         // A withdrawal credits the settlement account.
-        "" => ledger::capture_hold(conn, hold_id, None, &command.transaction_id, now).await?,
-        destination => {
-            let destination = parse_uuid("destination_account_id", destination)?;
-            let source = parse_uuid("source_account_id", &command.source_account_id)?;
-            ledger::capture_transfer(
-                conn,
-                hold_id,
-                source,
-                destination,
-                &command.transaction_id,
-                now,
-            )
-            .await?
-        }
+        "" => ledger::Credit::Settlement,
+        destination => ledger::Credit::Account(parse_uuid("destination_account_id", destination)?),
     };
+    let source = parse_uuid("source_account_id", &command.source_account_id)?;
+    let journal =
+        ledger::capture(conn, hold_id, source, credit, &command.transaction_id, now).await?;
     let mut applied = posted(journal, &command.transaction_id);
     applied.hold_id = Some(hold_id);
     Ok(applied)

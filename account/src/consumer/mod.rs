@@ -20,7 +20,7 @@ use corebank_platform::ErrorCode;
 use corebank_platform::clock::SharedClock;
 use corebank_platform::error::ApiError;
 use corebank_platform::messaging::{
-    self, BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
     message_span,
 };
 use corebank_platform::money::{self, AmountLimits, Currency};
@@ -148,14 +148,12 @@ enum Savepoints {
 impl Command {
     /// Whether a refusal may come after this command wrote something, so
     /// only a savepoint can take the refusal's writes back. A reserve, a
-    /// release and a transfer's post check everything before they write (a
-    /// conditional update that touches nothing writes nothing); a withdrawal's
-    /// post and a deposit do not.
+    /// release and a post check everything before they write (a conditional
+    /// update that touches nothing writes nothing); a deposit does not.
     fn writes_before_refusing(&self) -> bool {
         match self {
-            Self::Post(c) => c.destination_account_id.is_empty(),
             Self::Deposit(_) => true,
-            Self::Reserve(_) | Self::Release(_) => false,
+            Self::Reserve(_) | Self::Release(_) | Self::Post(_) => false,
         }
     }
 
@@ -217,8 +215,7 @@ impl CommandHandler {
                 .await?;
             outgoing.extend(answer);
         }
-        log.write(tx, now).await.map_err(BatchError::whole)?;
-        messaging::enqueue_all(tx, outgoing)
+        log.write(tx, outgoing, now)
             .await
             .map_err(BatchError::whole)?;
         Ok(())
