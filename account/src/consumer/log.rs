@@ -2,10 +2,13 @@
 //! command id the batch names (its own commands and the reserves its posts
 //! and releases refer to) read with one statement, the replies the batch
 //! makes kept beside them, and all of those written with one statement at
-//! the end. A command seen twice in a batch, or a release behind its reserve
+//! the end, with the batch's outgoing messages. A command seen twice in a batch, or a release behind its reserve
 //! in the same batch, finds what the earlier one recorded.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use corebank_platform::messaging::OutboxRows;
 
 use super::*;
 
@@ -84,15 +87,27 @@ impl CommandLog {
         self.recorded.push(command_id.to_owned());
     }
 
-    /// Writes what the batch recorded.
+    /// Writes what the batch recorded and the batch's `outgoing` messages,
+    /// in one statement (none when there is nothing to write).
     pub(super) async fn write(
         &self,
         conn: &mut PgConnection,
+        outgoing: Vec<OutgoingMessage>,
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        if self.recorded.is_empty() {
+        if self.recorded.is_empty() && outgoing.is_empty() {
             return Ok(());
         }
+        static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "with logged as (
+                     insert into command_log (command_id, reply, hold_id, created_at)
+                     select c, r, h, $4 from unnest($1::text[], $2::bytea[], $3::uuid[]) as m(c, r, h)
+                 ), {}
+                 select count(*) from sent_woken",
+                OutboxRows::cte("sent", 5, "true")
+            )
+        });
         let (replies, holds): (Vec<&[u8]>, Vec<Option<Uuid>>) = self
             .recorded
             .iter()
@@ -101,16 +116,15 @@ impl CommandLog {
                 (logged.reply.as_slice(), logged.hold_id)
             })
             .unzip();
-        sqlx::query(
-            "insert into command_log (command_id, reply, hold_id, created_at)
-             select c, r, h, $4 from unnest($1::text[], $2::bytea[], $3::uuid[]) as m(c, r, h)",
-        )
-        .bind(&self.recorded)
-        .bind(replies)
-        .bind(holds)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()))
+            .bind(&self.recorded)
+            .bind(replies)
+            .bind(holds)
+            .bind(now);
+        OutboxRows::new(outgoing)
+            .bind(query)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }
