@@ -92,8 +92,12 @@ pub async fn apply(
         Ok(transition) => transition,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    store::update(conn, &transition.saga, &transition.log, now).await?;
-    send(conn, &transition, now, causation_id).await?;
+    let commands = transition
+        .commands
+        .iter()
+        .map(|command| messages::command_message(&transition.saga, command, now, causation_id))
+        .collect();
+    store::update(conn, &transition.saga, &transition.log, commands, now).await?;
     observe(saga, &transition, is_reply, now);
     Ok(Ok(transition))
 }
@@ -168,25 +172,8 @@ pub async fn apply_all(
             _ => None,
         })
         .collect();
-    store::update_all(conn, &new_states, &entries, now).await?;
-    enqueue_all(conn, commands).await?;
+    store::update_all(conn, &new_states, &entries, commands, now).await?;
     Ok(results)
-}
-
-/// The transition's commands, into the outbox in one statement.
-async fn send(
-    conn: &mut PgConnection,
-    transition: &Transition,
-    now: DateTime<Utc>,
-    causation_id: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
-    let saga = &transition.saga;
-    let messages = transition
-        .commands
-        .iter()
-        .map(|command| messages::command_message(saga, command, now, causation_id))
-        .collect();
-    enqueue_all(conn, messages).await
 }
 
 /// Metrics and logs of one transition: step latency on a reply, retries,

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use corebank_platform::error::ApiError;
 use corebank_platform::idempotency::{self, IdempotencyConfig};
+use corebank_platform::messaging::OutgoingMessage;
 use corebank_platform::paging::Page;
 use corebank_proto::wire::Direction;
 use futures::future::BoxFuture;
@@ -330,13 +331,15 @@ fn stored_position(saga: &Saga) -> (&'static str, Direction, bool) {
     (step.name, direction, compensated)
 }
 
-/// Writes a saga's new state (it must be locked by the caller) and appends
-/// the log row of the transition, in one statement.
+/// Writes a saga's new state (it must be locked by the caller), appends
+/// the log row of the transition and enqueues the commands it sends
+/// (`outgoing`), in one statement.
 pub async fn update(
     conn: &mut PgConnection,
     saga: &Saga,
     entry: &LogEntry,
+    outgoing: Vec<OutgoingMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    update_all(conn, &[saga], &[(saga.saga_id, entry)], now).await
+    update_all(conn, &[saga], &[(saga.saga_id, entry)], outgoing, now).await
 }

@@ -3,7 +3,10 @@
 //! its sagas in one statement and writes their new states and log rows in
 //! another.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
+use corebank_platform::messaging::{OutboxRows, OutgoingMessage};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -29,13 +32,14 @@ pub async fn lock_all(
 }
 
 /// Writes the new state of every saga in `sagas` (each locked by the caller,
-/// each once) and appends `entries`, their transitions' log rows in order,
-/// in one statement: what [`update`] does for one saga, for a batch.
+/// each once), appends `entries`, their transitions' log rows in order, and
+/// enqueues the commands they send (`outgoing`), in one statement.
 #[tracing::instrument(skip_all, fields(sagas = sagas.len(), entries = entries.len()), err)]
 pub async fn update_all(
     conn: &mut PgConnection,
     sagas: &[&Saga],
     entries: &[(Uuid, &LogEntry)],
+    outgoing: Vec<OutgoingMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let mut columns = SagaColumns::default();
@@ -46,8 +50,9 @@ pub async fn update_all(
     for (saga_id, entry) in entries {
         log.push(*saga_id, entry);
     }
-    let query = sqlx::query(
-        "with changed as (
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with changed as (
              update saga s
                 set state = u.state, current_step = u.current_step, direction = u.direction,
                     compensated = u.compensated, attempt = u.attempt, next_attempt_at = u.next_attempt_at,
@@ -71,12 +76,17 @@ pub async fn update_all(
                     with ordinality as l(saga_id, step, direction, event, state, command_id, attempt, detail, actor, ord)
               order by l.ord
              returning 1
-         )
-         select (select count(*) from changed), (select count(*) from logged)",
-    )
-    // As in `lock_all`: a cached generic plan would hash-join a full scan.
-    .persistent(false);
-    let row = bind_rows(query, &columns, &log, now)
+         ), {outbox}
+         select (select count(*) from changed), (select count(*) from logged),
+                (select count(*) from sent_woken)",
+            outbox = OutboxRows::cte("sent", 26, "true"),
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()))
+        // As in `lock_all`: a cached generic plan would hash-join a full scan.
+        .persistent(false);
+    let row = OutboxRows::new(outgoing)
+        .bind(bind_rows(query, &columns, &log, now))
         .fetch_one(&mut *conn)
         .await?;
     let (changed, logged): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
