@@ -103,6 +103,24 @@ async fn the_saga_bench_and_the_gateway_bench_run_against_a_real_corebank_and_re
     let messages = report["messages_per_saga"].as_f64().unwrap();
     let publishes = report["publishes_per_saga"].as_f64().unwrap();
     assert!(publishes >= 1.0 && publishes <= messages, "{report}");
+    // The hops: every transfer's reserve went from the orchestrator to the
+    // account service, enqueued before it was published and published
+    // before it was handled.
+    let hops = report["hops"].as_array().expect("hops");
+    let reserve = hops
+        .iter()
+        .find(|hop| {
+            hop["from"] == "orchestrator"
+                && hop["to"] == "account"
+                && hop["message_type"] == "corebank.v1.ReserveFundsCommand"
+        })
+        .unwrap_or_else(|| panic!("no reserve hop: {report}"));
+    // Transfers and withdrawals reserve; deposits do not.
+    assert!(reserve["messages"].as_i64().unwrap() >= 1, "{report}");
+    for field in ["outbox_p50_ms", "delivery_p50_ms"] {
+        let ms = reserve[field].as_f64().unwrap();
+        assert!(ms >= 0.0, "{field}: {report}");
+    }
 
     let gateway = endpoint("gateway");
     let report = run(

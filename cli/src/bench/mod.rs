@@ -39,6 +39,7 @@ use crate::exit::{Exit, fail};
 use crate::output::{outln, write_out};
 
 pub mod edge;
+mod hops;
 mod load;
 mod plan;
 mod report;
@@ -205,6 +206,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let after = snapshot(&db).await?;
     let (messages, publishes) = messages_since(&db, &before.at).await?;
     let (screen_p50_ms, screen_p99_ms) = screen_latency(&db, &before.at).await?;
+    let hops = hops::hops(&db, &before.at).await?;
 
     progress("checking the invariants");
     let (invariants_ok, violations, invariants) = match audit(&db, deadline).await {
@@ -267,6 +269,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         screen_p50_ms,
         screen_p99_ms,
         top_statements,
+        hops,
         failure_reasons: tally.failure_reasons,
         error_samples: tally.error_samples,
         invariants_ok,

@@ -254,6 +254,8 @@ pub(super) struct Report {
     pub(super) screen_p99_ms: Option<f64>,
     /// The most executed statements, per saga.
     pub(super) top_statements: Vec<StatementCost>,
+    /// Per kind of message, its wait in the outbox and its delivery.
+    pub(super) hops: Vec<super::hops::Hop>,
     pub(super) failure_reasons: BTreeMap<String, u64>,
     pub(super) error_samples: Vec<String>,
     pub(super) invariants_ok: bool,
@@ -343,6 +345,7 @@ impl Report {
             let query: String = cost.query.chars().take(100).collect();
             writeln!(out, "  {:>6.2}/saga  {query}", cost.per_saga)?;
         }
+        super::hops::write_hops(out, &self.hops)?;
         for sample in &self.error_samples {
             writeln!(out, "  error: {sample}")?;
         }
