@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use corebank_platform::messaging::enqueue_all;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -25,15 +24,15 @@ pub struct Starting<'a> {
 }
 
 /// Creates the saga of every requested movement in `requests` and sends
-/// their first commands: the sagas with their first log rows in one
-/// statement, the commands in another. Returns per request its new saga, or
-/// `None` when its transaction already has one (a redelivered request).
+/// their first commands, in one statement. Returns per request its new saga,
+/// or `None` when its transaction already has one (a redelivered request).
 pub async fn start_all(
     conn: &mut PgConnection,
     config: &EngineConfig,
     requests: Vec<Starting<'_>>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Option<Saga>>, sqlx::Error> {
+    let mut commands = Vec::new();
     let started: Vec<(Transition, Starting<'_>)> = requests
         .into_iter()
         .map(|starting| {
@@ -45,6 +44,12 @@ pub async fn start_all(
                 requested.data.clone(),
                 now,
             );
+            // In the request's span, so the commands carry it as their parent.
+            starting.span.in_scope(|| {
+                commands.extend(transition.commands.iter().map(|command| {
+                    messages::command_message(&transition.saga, command, now, starting.causation_id)
+                }));
+            });
             (transition, starting)
         })
         .collect();
@@ -52,27 +57,21 @@ pub async fn start_all(
         .iter()
         .map(|(transition, _)| (&transition.saga, &transition.log))
         .collect();
-    let inserted = store::insert_all(conn, &rows, now).await?;
-    let mut commands = Vec::new();
-    let mut sagas = Vec::with_capacity(started.len());
-    for (transition, starting) in started {
-        let saga = transition.saga;
-        if !inserted.contains(&saga.saga_id) {
-            sagas.push(None);
-            continue;
-        }
-        // In the request's span, so the commands carry it as their parent.
-        starting.span.in_scope(|| {
-            commands.extend(transition.commands.iter().map(|command| {
-                messages::command_message(&saga, command, now, starting.causation_id)
-            }));
-            metrics::counter!("corebank_saga_started_total", "saga_type" => saga.saga_type.as_str()).increment(1);
-            tracing::debug!(saga_id = %saga.saga_id, "saga started");
-        });
-        sagas.push(Some(saga));
-    }
-    enqueue_all(conn, commands).await?;
-    Ok(sagas)
+    let inserted = store::insert_all(conn, &rows, commands, now).await?;
+    Ok(started
+        .into_iter()
+        .map(|(transition, starting)| {
+            let saga = transition.saga;
+            if !inserted.contains(&saga.saga_id) {
+                return None;
+            }
+            starting.span.in_scope(|| {
+                metrics::counter!("corebank_saga_started_total", "saga_type" => saga.saga_type.as_str()).increment(1);
+                tracing::debug!(saga_id = %saga.saga_id, "saga started");
+            });
+            Some(saga)
+        })
+        .collect())
 }
 
 /// Applies `event` to a saga the caller has locked. A refusal changes nothing

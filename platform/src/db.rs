@@ -9,6 +9,37 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
+/// Statements that look rows up by an array of keys (`= any($1)`, a join
+/// with `unnest`) are planned afresh on each call rather than prepared once.
+/// A prepared statement soon runs on a cached generic plan, and one chosen
+/// while the table was small is a sequential scan (or a hash join over one),
+/// kept for good while nothing re-plans it (PostgreSQL re-plans on new
+/// statistics, which a table without autovacuum never gets): the statement
+/// then reads the whole table on every call, slower as the table grows. A
+/// fresh plan sees the array and probes the index.
+pub trait PlannedPerCall {
+    /// This statement, planned afresh on each call (an unnamed statement).
+    fn planned_per_call(self) -> Self;
+}
+
+impl<A> PlannedPerCall for sqlx::query::Query<'_, sqlx::Postgres, A> {
+    fn planned_per_call(self) -> Self {
+        self.persistent(false)
+    }
+}
+
+impl<O, A> PlannedPerCall for sqlx::query::QueryAs<'_, sqlx::Postgres, O, A> {
+    fn planned_per_call(self) -> Self {
+        self.persistent(false)
+    }
+}
+
+impl<O, A> PlannedPerCall for sqlx::query::QueryScalar<'_, sqlx::Postgres, O, A> {
+    fn planned_per_call(self) -> Self {
+        self.persistent(false)
+    }
+}
+
 /// What a service owns in the database.
 #[derive(Debug, Clone, Copy)]
 pub struct SchemaSpec {

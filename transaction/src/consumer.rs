@@ -306,10 +306,6 @@ impl BatchHandler for CommandHandler {
                 })
             })
             .collect();
-        // A batch of duplicates whose replies were never kept writes nothing.
-        if changes.is_empty() && log.is_empty() && outgoing.is_empty() {
-            return Ok(());
-        }
         store::write_batch(tx, &changes, &log, outgoing, now)
             .await
             .map_err(BatchError::whole)

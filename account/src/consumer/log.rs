@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use corebank_platform::db::PlannedPerCall;
 use corebank_platform::messaging::OutboxRows;
 
 use super::*;
@@ -35,9 +36,7 @@ impl CommandLog {
         let rows: Vec<(String, Vec<u8>, Option<Uuid>)> = sqlx::query_as(
             "select command_id, reply, hold_id from command_log where command_id = any($1)",
         )
-        // Planned afresh each time (an unnamed statement): a generic plan
-        // cached while the log was small would scan it whole as it grows.
-        .persistent(false)
+        .planned_per_call()
         .bind(command_ids)
         .fetch_all(&mut *conn)
         .await?;

@@ -31,19 +31,7 @@ pub(super) struct Hop {
 
 /// The hops of the messages written since `since`, busiest first.
 pub(super) async fn hops(db: &PgPool, since: &str) -> anyhow::Result<Vec<Hop>> {
-    let mut schemas = Vec::new();
-    for spec in corebank_cli::services::schemas() {
-        let present: bool = sqlx::query_scalar(
-            "select to_regclass($1) is not null and to_regclass($2) is not null",
-        )
-        .bind(format!("{}.outbox", spec.schema))
-        .bind(format!("{}.inbox", spec.schema))
-        .fetch_one(db)
-        .await?;
-        if present {
-            schemas.push(spec.schema);
-        }
-    }
+    let schemas = super::report::schemas_with(db, &["outbox", "inbox"]).await?;
     if schemas.is_empty() {
         return Ok(Vec::new());
     }

@@ -138,18 +138,36 @@ pub(super) async fn screen_latency(
     Ok(row)
 }
 
+/// The service schemas in which every table of `tables` exists (a service
+/// that was never migrated, or a run against a partial deployment, has none).
+pub(super) async fn schemas_with(
+    db: &PgPool,
+    tables: &[&str],
+) -> anyhow::Result<Vec<&'static str>> {
+    let mut present = Vec::new();
+    for spec in corebank_cli::services::schemas() {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|table| format!("{}.{table}", spec.schema))
+            .collect();
+        let all: bool = sqlx::query_scalar(
+            "select bool_and(to_regclass(name) is not null) from unnest($1::text[]) as name",
+        )
+        .bind(&names)
+        .fetch_one(db)
+        .await?;
+        if all {
+            present.push(spec.schema);
+        }
+    }
+    Ok(present)
+}
+
 /// Outbox rows written since `since` in every service schema that has an outbox.
 pub(super) async fn messages_since(db: &PgPool, since: &str) -> anyhow::Result<(i64, i64)> {
     let (mut messages, mut publishes) = (0, 0);
-    for spec in corebank_cli::services::schemas() {
-        let table = format!("{}.outbox", spec.schema);
-        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
-            .bind(&table)
-            .fetch_one(db)
-            .await?;
-        if !exists {
-            continue;
-        }
+    for schema in schemas_with(db, &["outbox"]).await? {
+        let table = format!("{schema}.outbox");
         // A relay round marks its rows sent at its transaction's start, and
         // sends one AMQP message per destination: distinct (round,
         // destination) pairs are the AMQP messages.

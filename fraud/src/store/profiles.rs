@@ -2,6 +2,7 @@
 //! local state every feature is computed from.
 
 use chrono::{DateTime, Utc};
+use corebank_platform::db::PlannedPerCall;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -77,9 +78,7 @@ pub async fn settle_movements(
            from unnest($1::uuid[], $2::text[]) as o (transaction_id, status)
           where m.transaction_id = o.transaction_id and m.status = 'in_flight'",
     )
-    // Planned afresh each time (an unnamed statement): a generic plan cached
-    // while the table was small would scan it whole as it grows.
-    .persistent(false)
+    .planned_per_call()
     .bind(ids)
     .bind(statuses)
     .bind(now)

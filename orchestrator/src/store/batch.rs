@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use corebank_platform::db::PlannedPerCall;
 use corebank_platform::messaging::{OutboxRows, OutgoingMessage};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -22,9 +23,7 @@ pub async fn lock_all(
     let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {SAGA_COLUMNS} from saga where saga_id = any($1) order by saga_id for update"
     )))
-    // Planned afresh each time (an unnamed statement): a generic plan cached
-    // while the table was small would scan it whole as it grows.
-    .persistent(false)
+    .planned_per_call()
     .bind(saga_ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -82,9 +81,7 @@ pub async fn update_all(
             outbox = OutboxRows::cte("sent", 26, "true"),
         )
     });
-    let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()))
-        // As in `lock_all`: a cached generic plan would hash-join a full scan.
-        .persistent(false);
+    let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str())).planned_per_call();
     let row = OutboxRows::new(outgoing)
         .bind(bind_rows(query, &columns, &log, now))
         .fetch_one(&mut *conn)
@@ -96,13 +93,16 @@ pub async fn update_all(
     Ok(())
 }
 
-/// Inserts every new saga of `sagas` with its first log row, skipping each
-/// whose transaction already has a saga (and any later one of the same
-/// transaction in `sagas`), in one statement; returns the ids inserted.
+/// Inserts every new saga of `sagas` with its first log row and its first
+/// commands (`outgoing`, each correlated to its saga), skipping each saga
+/// whose transaction already has one (and any later one of the same
+/// transaction in `sagas`) with its commands, in one statement; returns the
+/// ids inserted.
 #[tracing::instrument(skip_all, fields(sagas = sagas.len()), err)]
 pub async fn insert_all(
     conn: &mut PgConnection,
     sagas: &[(&Saga, &LogEntry)],
+    outgoing: Vec<OutgoingMessage>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let mut columns = SagaColumns::default();
@@ -119,8 +119,9 @@ pub async fn insert_all(
         created_at.push(saga.created_at);
         log.push(saga.saga_id, entry);
     }
-    let query = sqlx::query(
-        "with inserted as (
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with inserted as (
              insert into saga (saga_id, saga_type, transaction_id, state, current_step, direction, compensated,
                                attempt, next_attempt_at, step_started_at, requires_attention, data,
                                failure_reason, failure_detail, created_at, updated_at, parked_until,
@@ -149,13 +150,22 @@ pub async fn insert_all(
                     with ordinality as l(saga_id, step, direction, event, state, command_id, attempt, detail, actor, ord)
               where l.saga_id in (select saga_id from inserted)
               order by l.ord
-         )
-         select saga_id from inserted",
-    );
-    bind_rows(query, &columns, &log, now)
+         ), {outbox}
+         select i.saga_id from inserted i, (select count(*) from sent_woken) as woken",
+            outbox = OutboxRows::cte(
+                "sent",
+                29,
+                "m.correlation_id in (select saga_id from inserted)"
+            ),
+        )
+    });
+    let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()));
+    let query = bind_rows(query, &columns, &log, now)
         .bind(&saga_types)
         .bind(&transaction_ids)
-        .bind(&created_at)
+        .bind(&created_at);
+    OutboxRows::new(outgoing)
+        .bind(query)
         .fetch_all(&mut *conn)
         .await?
         .iter()

@@ -27,6 +27,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::db::PlannedPerCall;
 use crate::failpoint::{self, Point};
 
 use super::MessagingError;
@@ -456,15 +457,13 @@ impl OutboxRelay {
         // (`synchronous_commit` off for this transaction only): a mark lost
         // in a database crash leaves its rows pending, and sending them
         // again is what at-least-once delivery already allows (the
-        // consumers' inbox absorbs it). Planned afresh each round (an
-        // unnamed statement): a generic plan cached while the outbox was
-        // small scans it whole ever after.
+        // consumers' inbox absorbs it).
         sqlx::query(
             "with lazy as (select set_config('synchronous_commit', 'off', true))
              update outbox set sent_at = now()
               where outbox_id = any($1) and exists (select 1 from lazy)",
         )
-        .persistent(false)
+        .planned_per_call()
         .bind(&confirmed_ids)
         .execute(&mut *tx)
         .await?;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use corebank_platform::db::PlannedPerCall;
 use corebank_platform::messaging::{OutboxRows, OutgoingMessage};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -24,9 +25,7 @@ pub async fn lock_all(
         "select {COLUMNS} from transaction where transaction_id = any($1)
          order by transaction_id for update"
     )))
-    // Planned afresh each time (an unnamed statement): a generic plan cached
-    // while the table was small would scan it whole as it grows.
-    .persistent(false)
+    .planned_per_call()
     .bind(transaction_ids)
     .fetch_all(&mut *conn)
     .await?;
@@ -92,7 +91,8 @@ impl Change<'_> {
 /// Writes a batch of commands' effects in one statement: every change (each
 /// transaction's last one onto its row, every one as a history row, each
 /// announced to waiters with `'<id> <new status>'`), the command log rows
-/// and the outgoing messages.
+/// and the outgoing messages. With nothing to write (a batch of duplicates
+/// whose replies were never kept) it runs no statement.
 pub async fn write_batch(
     conn: &mut PgConnection,
     changes: &[Change<'_>],
@@ -100,6 +100,9 @@ pub async fn write_batch(
     outgoing: Vec<OutgoingMessage>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    if changes.is_empty() && log.is_empty() && outgoing.is_empty() {
+        return Ok(());
+    }
     static STATEMENT: LazyLock<String> = LazyLock::new(|| {
         format!(
             "with updated as (
@@ -138,9 +141,8 @@ pub async fn write_batch(
     }
     let rows: Vec<&Transaction> = last.values().collect();
     let details: Vec<String> = changes.iter().map(Change::history_detail).collect();
-    // Planned afresh each time (an unnamed statement), like `lock_all`.
     let query = sqlx::query(sqlx::AssertSqlSafe(STATEMENT.as_str()))
-        .persistent(false)
+        .planned_per_call()
         .bind(now)
         .bind(rows.iter().map(|t| t.transaction_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|t| t.status.as_str()).collect::<Vec<_>>())
@@ -209,9 +211,7 @@ pub async fn logged_commands(
 ) -> Result<HashMap<String, Option<Vec<u8>>>, sqlx::Error> {
     let rows: Vec<(String, Option<Vec<u8>>)> =
         sqlx::query_as("select command_id, reply from command_log where command_id = any($1)")
-            // Planned afresh each time (an unnamed statement): a generic plan
-            // cached while the log was small would scan it whole as it grows.
-            .persistent(false)
+            .planned_per_call()
             .bind(command_ids)
             .fetch_all(&mut *conn)
             .await?;
