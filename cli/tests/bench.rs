@@ -121,6 +121,18 @@ async fn the_saga_bench_and_the_gateway_bench_run_against_a_real_corebank_and_re
         let ms = reserve[field].as_f64().unwrap();
         assert!(ms >= 0.0, "{field}: {report}");
     }
+    // The CPU the transfers cost, read from /proc: the local PostgreSQL
+    // served every saga, so its share is above nothing.
+    if std::path::Path::new("/proc/stat").exists() {
+        let cpu = &report["cpu"];
+        assert!(cpu["total_ms_per_saga"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(
+            cpu["ms_per_saga"]["postgres"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        let busy = cpu["busy_pct"].as_f64().unwrap();
+        assert!(busy > 0.0 && busy <= 100.0, "{report}");
+    }
 
     let gateway = endpoint("gateway");
     let report = run(

@@ -38,6 +38,7 @@ use crate::client::{ClientArgs, service_channel};
 use crate::exit::{Exit, fail};
 use crate::output::{outln, write_out};
 
+mod cpu;
 pub mod edge;
 mod hops;
 mod load;
@@ -192,6 +193,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stats_settle = Duration::from_millis(args.stats_settle_ms);
     settle(stats_settle, deadline).await;
     let before = snapshot(&db).await?;
+    let cpu_before = cpu::sample();
     progress(&format!(
         "running {} transfers (seed {seed})",
         args.transfers
@@ -213,6 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     bar.finish_and_clear();
+    let cpu_after = cpu::sample();
     let tally = tally?;
     let elapsed = tally
         .last_terminal
@@ -246,6 +249,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None => (None, Vec::new()),
         };
     let per_saga = |count: i64| (sagas > 0).then(|| count.max(0) as f64 / sagas as f64);
+    let cpu = cpu_before
+        .zip(cpu_after)
+        .and_then(|(before, after)| cpu::cost(&before, &after, sagas));
     let elapsed_s = elapsed.as_secs_f64();
     let latency = &tally.latency_us;
     let report = Report {
@@ -285,6 +291,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         publishes_per_saga: per_saga(publishes),
         screen_p50_ms,
         screen_p99_ms,
+        cpu,
         top_statements,
         hops,
         failure_reasons: tally.failure_reasons,

@@ -273,6 +273,9 @@ pub(super) struct Report {
     /// The most executed statements, per saga.
     pub(super) top_statements: Vec<StatementCost>,
     /// Per kind of message, its wait in the outbox and its delivery.
+    /// The CPU the transfers cost, by process (see `cpu`); absent where
+    /// `/proc` cannot be read.
+    pub(super) cpu: Option<super::cpu::Cost>,
     pub(super) hops: Vec<super::hops::Hop>,
     pub(super) failure_reasons: BTreeMap<String, u64>,
     pub(super) error_samples: Vec<String>,
@@ -347,6 +350,7 @@ impl Report {
             ("publishes/saga", per_saga(self.publishes_per_saga)),
             ("screen p50", millis(self.screen_p50_ms)),
             ("screen p99", millis(self.screen_p99_ms)),
+            ("cpu/saga", cpu_per_saga(self.cpu.as_ref())),
             (
                 "invariants",
                 if self.invariants_ok {
@@ -369,6 +373,24 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The CPU a saga cost, and where: `38.2 ms (postgres 18.1, …), machine 77 % busy`.
+fn cpu_per_saga(cost: Option<&super::cpu::Cost>) -> String {
+    let Some(cost) = cost else {
+        return "n/a".to_owned();
+    };
+    let parts: Vec<String> = cost
+        .ms_per_saga
+        .iter()
+        .map(|(group, ms)| format!("{group} {ms:.1}"))
+        .collect();
+    format!(
+        "{:.1} ms ({}), machine {:.0} % busy",
+        cost.total_ms_per_saga,
+        parts.join(", "),
+        cost.busy_pct
+    )
 }
 
 /// Milliseconds with two decimals, or `n/a` when nothing was measured.
