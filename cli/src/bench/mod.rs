@@ -46,7 +46,7 @@ mod plan;
 mod report;
 
 use load::*;
-use plan::{Kind, Mix, Planned, parse_zipf, plan};
+use plan::{Kind, Mix, Planned, busiest, parse_zipf, plan};
 use report::*;
 
 const CURRENCY: &str = "USD";
@@ -141,6 +141,10 @@ impl Clients {
 /// in an hour above which the next is reviewed.
 const VELOCITY_REVIEW_ABOVE: u64 = 1_000;
 
+/// The default rule set's `fan-in-24h`: distinct sources into one account
+/// in a day above which the next transfer is reviewed.
+const FAN_IN_REVIEW_ABOVE: usize = 50;
+
 /// One planned transfer: indexes into the funded accounts, amount in cents.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -160,19 +164,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("connecting to PostgreSQL (--database-url / DATABASE_URL)")?;
     let clients = Clients::connect(&args.client).await?;
 
-    // The default rule set reviews a source's 1,001st movement within an
-    // hour: a run that sends more from one account ends with sagas waiting
-    // for an analyst, and the bench waits for them until its timeout. It
-    // warns from half that on average: random picks, and --zipf more so,
-    // load some accounts well above the average.
-    if args.transfers > VELOCITY_REVIEW_ABOVE * u64::from(args.accounts.max(1)) / 2 {
-        progress(&format!(
-            "warning: {} movements over {} accounts may send more than {VELOCITY_REVIEW_ABOVE} \
-             from one account within an hour, which the default fraud rules review (those \
-             sagas then wait for an analyst); use more --accounts",
-            args.transfers, args.accounts
-        ));
-    }
     progress(&format!("opening and funding {} accounts", args.accounts));
     let bar = crate::progress::bar(u64::from(args.accounts), "accounts funded");
     let funded = timeout_at(deadline, setup(&clients, &args, deadline, &bar)).await;
@@ -189,6 +180,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.mix,
         args.zipf,
     ));
+
+    // A plan that makes the default fraud rules review some movements ends
+    // with their sagas waiting for an analyst, and the bench waits for
+    // them until its timeout: say so before the run, with the figures.
+    let load = busiest(&plan);
+    if load.sends > VELOCITY_REVIEW_ABOVE {
+        progress(&format!(
+            "warning: one account sends {} of these movements, and the default fraud rules \
+             review an account's movements past {VELOCITY_REVIEW_ABOVE} within an hour (those \
+             sagas then wait for an analyst): use more --accounts{}",
+            load.sends,
+            if args.zipf.is_some() {
+                " or a lower --zipf"
+            } else {
+                ""
+            }
+        ));
+    }
+    if load.sources_into > FAN_IN_REVIEW_ABOVE {
+        progress(&format!(
+            "warning: {} accounts transfer into one account, and the default fraud rules review \
+             transfers from more than {FAN_IN_REVIEW_ABOVE} distinct sources a day into one \
+             account (those sagas then wait for an analyst): use {FAN_IN_REVIEW_ABOVE} accounts \
+             or fewer",
+            load.sources_into
+        ));
+    }
 
     let stats_settle = Duration::from_millis(args.stats_settle_ms);
     settle(stats_settle, deadline).await;

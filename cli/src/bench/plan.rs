@@ -3,6 +3,7 @@
 //! (uniformly, or skewed by a Zipf law with `--zipf S`, so a few accounts
 //! are hot), and its amount.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -181,6 +182,40 @@ pub fn plan(count: u64, accounts: usize, seed: u64, mix: Mix, zipf: Option<f64>)
         .collect()
 }
 
+/// The heaviest load `planned` puts on one account, in the terms of the
+/// default fraud rules: the most movements one account sends (transfers and
+/// withdrawals; a deposit has no source) and the most distinct accounts
+/// that transfer into one account.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busiest {
+    pub sends: u64,
+    pub sources_into: usize,
+}
+
+pub fn busiest(planned: &[Planned]) -> Busiest {
+    let mut sends: HashMap<usize, u64> = HashMap::new();
+    let mut sources_into: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for movement in planned {
+        if movement.kind != Kind::Deposit {
+            *sends.entry(movement.source).or_default() += 1;
+        }
+        if movement.kind == Kind::Transfer {
+            sources_into
+                .entry(movement.destination)
+                .or_default()
+                .insert(movement.source);
+        }
+    }
+    Busiest {
+        sends: sends.into_values().max().unwrap_or(0),
+        sources_into: sources_into
+            .into_values()
+            .map(|sources| sources.len())
+            .max()
+            .unwrap_or(0),
+    }
+}
+
 /// `--zipf S`: a finite exponent above 0.
 pub fn parse_zipf(text: &str) -> Result<f64, String> {
     let s: f64 = text
@@ -259,6 +294,36 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(pairs(&first), pairs(&again));
+    }
+
+    #[test]
+    fn the_busiest_account_is_counted_from_the_plan() {
+        let movement = |kind, source, destination| Planned {
+            kind,
+            source,
+            destination,
+            cents: 1,
+        };
+        let planned = [
+            movement(Kind::Transfer, 0, 1),
+            movement(Kind::Transfer, 0, 1),
+            movement(Kind::Withdrawal, 0, 2),
+            movement(Kind::Transfer, 2, 1),
+            movement(Kind::Deposit, 3, 1),
+            movement(Kind::Deposit, 3, 2),
+        ];
+        assert_eq!(
+            busiest(&planned),
+            Busiest {
+                sends: 3,
+                sources_into: 2
+            }
+        );
+        // Zipf loads the first account far above the average.
+        let skewed = busiest(&plan(4_000, 20, 7, Mix::default(), Some(1.1)));
+        let uniform = busiest(&plan(4_000, 20, 7, Mix::default(), None));
+        assert!(skewed.sends > 1_000, "{skewed:?}");
+        assert!(uniform.sends < 300, "{uniform:?}");
     }
 
     #[test]
