@@ -272,10 +272,10 @@ pub(super) struct Report {
     pub(super) screen_p99_ms: Option<f64>,
     /// The most executed statements, per saga.
     pub(super) top_statements: Vec<StatementCost>,
-    /// Per kind of message, its wait in the outbox and its delivery.
     /// The CPU the transfers cost, by process (see `cpu`); absent where
     /// `/proc` cannot be read.
     pub(super) cpu: Option<super::cpu::Cost>,
+    /// Per kind of message, its wait in the outbox and its delivery.
     pub(super) hops: Vec<super::hops::Hop>,
     pub(super) failure_reasons: BTreeMap<String, u64>,
     pub(super) error_samples: Vec<String>,
