@@ -7,9 +7,11 @@
 pub mod http;
 pub mod workload;
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use corebank_cli::services::SERVICES;
@@ -23,14 +25,25 @@ use tonic::transport::Channel;
 /// the other tests' services bind port 0 and their connections take local
 /// ports from that range, so a port chosen here is not handed out again
 /// between this test releasing it and `corebank up` binding it.
+///
+/// A port is handed out once per test process: a test that starts several
+/// processes (replicas, metrics listeners) chooses all their ports before any
+/// binds, and a port released by one choice must not be chosen again by the
+/// next.
 pub fn free_port() -> SocketAddr {
     free_listener().local_addr().unwrap()
 }
 
 fn free_listener() -> TcpListener {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     for _ in 0..1000 {
         let port = rand::random_range(20_000..32_000);
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             return listener;
         }
     }
