@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use corebank_platform::messaging::{Exchange, OutgoingMessage, RelayConfig, enqueue};
+use corebank_platform::messaging::{
+    ConsumerConfig, Exchange, OutgoingMessage, RelayConfig, enqueue,
+};
 use harness::{TestEnv, TestHandler, close_connections_named, eventually, fast_relay, ledger_spec};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio_util::sync::CancellationToken;
@@ -233,6 +235,39 @@ async fn a_failing_message_in_a_batch_does_not_undo_its_neighbours() {
     );
     let parked = env.parked_once("ledger", 1).await;
     assert_eq!(parked[0].message_id, Some(refused.message_id.to_string()));
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_that_gathers_applies_messages_arriving_within_its_window_in_one_transaction() {
+    let mut env = TestEnv::new().await;
+    let spec = ledger_spec();
+    env.declare(&spec).await;
+    let handler = TestHandler::default();
+    let gathering = ConsumerConfig {
+        gather: Duration::from_secs(3),
+        ..ConsumerConfig::default()
+    };
+    env.spawn_consumer_with(spec, handler.clone(), gathering);
+    let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    let second = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+    env.publish_events([&first]).await;
+    // Long enough for a consumer that does not gather to apply the first
+    // on its own; well inside the window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.effects(first.message_id).await, 0, "still gathering");
+    env.publish_events([&second]).await;
+    for message in [&first, &second] {
+        eventually("both effects", || async {
+            (env.effects(message.message_id).await == 1).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        env.applied_at(first.message_id).await,
+        env.applied_at(second.message_id).await,
+        "one transaction applied both"
+    );
     env.teardown().await;
 }
 

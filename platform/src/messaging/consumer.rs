@@ -63,6 +63,11 @@ pub struct ConsumerConfig {
     /// come again: a link that lost the request would otherwise hold the
     /// consumer forever.
     pub batch_timeout: Duration,
+    /// How long a batch waits, after its first delivery, for more to join
+    /// it (up to `batch_size`). Zero: only what the broker already pushed.
+    /// A consumer off the saga's path (a read model) trades this much
+    /// freshness for fewer, larger transactions when messages trickle in.
+    pub gather: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -71,6 +76,7 @@ impl Default for ConsumerConfig {
             prefetch: 32,
             batch_size: 32,
             batch_timeout: Duration::from_secs(60),
+            gather: Duration::ZERO,
         }
     }
 }
@@ -194,7 +200,7 @@ impl<H: Handler> QueueConsumer<H> {
                 Some(Err(error)) => return Err(error.into()),
                 None => return Err(MessagingError::ConsumerCancelled),
             };
-            let batch = self.fill_batch(first, &mut consumer);
+            let batch = self.fill_batch(first, &mut consumer).await;
             // Deliveries arrive in tag order and earlier batches are all
             // acked, so one multiple ack of the last tag covers the batch.
             let last_tag = batch.last().map(|delivery| delivery.delivery_tag);
@@ -215,12 +221,22 @@ impl<H: Handler> QueueConsumer<H> {
         }
     }
 
-    /// Adds what the broker already pushed, without waiting for more.
-    fn fill_batch(&self, first: Delivery, consumer: &mut Consumer) -> Vec<Delivery> {
+    /// Adds what the broker already pushed, then what arrives within the
+    /// configured gathering time.
+    async fn fill_batch(&self, first: Delivery, consumer: &mut Consumer) -> Vec<Delivery> {
         let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.gather;
         while batch.len() < self.config.batch_size {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
+            let next = match consumer.next().now_or_never() {
+                Some(next) => next,
+                None if self.config.gather.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(Ok(delivery)) => batch.push(delivery),
                 // An error is followed by the end of the stream, which the
                 // next `next()` reports; the batch in hand is handled first.
                 _ => break,

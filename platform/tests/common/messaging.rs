@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use corebank_platform::messaging::dlq::{ParkedMessage, list_parked};
 use corebank_platform::messaging::{
-    Broker, BrokerConfig, Exchange, Namespace, OUTBOX_INBOX_DDL, OutboxRelay, OutgoingMessage,
-    QueueConsumer, QueueSpec, RelayConfig, declare_queue, delete_topology, enqueue, unpack,
+    Broker, BrokerConfig, ConsumerConfig, Exchange, Namespace, OUTBOX_INBOX_DDL, OutboxRelay,
+    OutgoingMessage, QueueConsumer, QueueSpec, RelayConfig, declare_queue, delete_topology,
+    enqueue, unpack,
 };
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -185,9 +186,29 @@ impl TestEnv {
     }
 
     pub fn spawn_consumer(&mut self, spec: QueueSpec, handler: TestHandler) {
-        let consumer = QueueConsumer::new(self.broker.clone(), self.pool.clone(), spec, handler);
+        self.spawn_consumer_with(spec, handler, ConsumerConfig::default());
+    }
+
+    pub fn spawn_consumer_with(
+        &mut self,
+        spec: QueueSpec,
+        handler: TestHandler,
+        config: ConsumerConfig,
+    ) {
+        let consumer = QueueConsumer::new(self.broker.clone(), self.pool.clone(), spec, handler)
+            .with_config(config);
         let shutdown = self.shutdown.clone();
         self.tasks.push(tokio::spawn(consumer.run(shutdown)));
+    }
+
+    /// When `message_id`'s effect was recorded: the start of the
+    /// transaction that applied it.
+    pub async fn applied_at(&self, message_id: Uuid) -> chrono::DateTime<chrono::Utc> {
+        sqlx::query_scalar("select recorded_at from effect where message_id = $1")
+            .bind(message_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Enqueues `message` in a transaction that commits.
