@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 use crate::domain::evaluate::{Evaluation, FiredRule, Outcome, evaluate};
 use crate::domain::features::TransactionKind;
-use crate::domain::rules::{Action, RuleSet, TimeoutAction};
+use crate::domain::rules::{Action, TimeoutAction};
 use crate::store::decisions::{self, AlertRow, DecisionRow};
-use crate::store::features::{self, Movement};
+use crate::store::features::{self, Movement, Recorded};
 use crate::store::reviews::{self, ReviewRow};
 use crate::store::{self, FraudStore, profiles};
 
@@ -116,7 +116,7 @@ impl Handler for ScreenHandler {
                             &command,
                             saga_id,
                             &movement,
-                            &recorded.rules,
+                            &recorded,
                             self.review_deadline,
                             now,
                             message,
@@ -213,7 +213,7 @@ struct Screened {
     decision: Option<DecisionRow>,
 }
 
-/// Computes a recorded movement's features, evaluates `rules` and stores
+/// Computes a recorded movement's features, evaluates its rules and stores
 /// what the decision opened (a review, an alert); answers the reply, the
 /// events and the decision.
 #[allow(clippy::too_many_arguments)]
@@ -222,13 +222,14 @@ async fn screen(
     command: &pb::ScreenTransactionCommand,
     saga_id: Uuid,
     movement: &Movement,
-    rules: &RuleSet,
+    recorded: &Recorded,
     default_deadline: Duration,
     now: DateTime<Utc>,
     cause: &IncomingMessage,
 ) -> Result<Screened, HandlerError> {
     let started = std::time::Instant::now();
-    let snapshot = features::snapshot(tx, movement, rules, now).await?;
+    let rules = &recorded.rules;
+    let snapshot = features::snapshot(tx, movement, recorded, now).await?;
     let evaluation = evaluate(rules, &snapshot);
     let decision_id = Uuid::now_v7();
     let deadline = now

@@ -45,55 +45,75 @@ pub struct Recorded {
     pub rules: RuleSet,
     /// Whether the screen command was decided before (a redelivery).
     pub decided: bool,
+    /// The movement's accounts as the service knows them, source first.
+    pub parties: Vec<Party>,
 }
 
 /// Records `movement` (once: a repeat is a no-op), serializes screens of
 /// the same subject account so two at once both see each other, and returns
-/// the active rule set and whether the screen command `command_id` was
-/// decided before: one statement.
+/// the active rule set, whether the screen command `command_id` was decided
+/// before and the movement's parties: one statement.
 pub async fn record(
     conn: &mut PgConnection,
     movement: &Movement,
     command_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Recorded, sqlx::Error> {
-    // The scalar subquery makes the insert wait for the lock (and still
-    // insert when there is no subject to lock).
-    let (Json(rules), decided): (Json<RuleSet>, bool) = sqlx::query_as(
-        "with locked as (
-             select pg_advisory_xact_lock(hashtextextended($8::text, 7))
-              where $8::uuid is not null
-         ), recorded as (
-             insert into movement (transaction_id, kind, source_account_id, destination_account_id,
-                                   amount, currency, requested_at, updated_at)
-             select $1, $2, $3, $4, $5, $6, $7, $7
-              where (select count(*) from locked) >= 0
-             on conflict (transaction_id) do nothing
-         )
-         select (select body from rule_set order by version desc limit 1),
-                exists (select 1 from decision where command_id = $9)",
-    )
-    .bind(movement.transaction_id)
-    .bind(movement.kind.as_str())
-    .bind(movement.source_account_id)
-    .bind(movement.destination_account_id)
-    .bind(movement.amount)
-    .bind(&movement.currency)
-    .bind(now)
-    .bind(movement.subject())
-    .bind(command_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(Recorded { rules, decided })
+    // Built once: the screen runs it for every movement. The scalar
+    // subquery makes the insert wait for the lock (and still insert when
+    // there is no subject to lock).
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with locked as (
+                 select pg_advisory_xact_lock(hashtextextended($8::text, 7))
+                  where $8::uuid is not null
+             ), recorded as (
+                 insert into movement (transaction_id, kind, source_account_id, destination_account_id,
+                                       amount, currency, requested_at, updated_at)
+                 select $1, $2, $3, $4, $5, $6, $7, $7
+                  where (select count(*) from locked) >= 0
+                 on conflict (transaction_id) do nothing
+             )
+             select (select body from rule_set order by version desc limit 1),
+                    exists (select 1 from decision where command_id = $9),
+                    {parties}",
+            parties = profiles::parties_column("$10", "$7"),
+        )
+    });
+    let accounts: Vec<Uuid> = [movement.source_account_id, movement.destination_account_id]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (Json(rules), decided, Json(parties)): (Json<RuleSet>, bool, Json<Vec<Party>>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+            .bind(movement.transaction_id)
+            .bind(movement.kind.as_str())
+            .bind(movement.source_account_id)
+            .bind(movement.destination_account_id)
+            .bind(movement.amount)
+            .bind(&movement.currency)
+            .bind(now)
+            .bind(movement.subject())
+            .bind(command_id)
+            .bind(&accounts)
+            .fetch_one(conn)
+            .await?;
+    Ok(Recorded {
+        rules,
+        decided,
+        parties,
+    })
 }
 
 /// The features of a recorded `movement` at `now` under `rules`.
 pub async fn snapshot(
     conn: &mut PgConnection,
     movement: &Movement,
-    rules: &RuleSet,
+    recorded: &Recorded,
     now: DateTime<Utc>,
 ) -> Result<FeatureSnapshot, sqlx::Error> {
+    let rules = &recorded.rules;
+    let parties = &recorded.parties;
     let history_limit = i64::from(rules.anomaly_history);
     let (velocity, distinct_sources_24h, first_time_payee, history) =
         match (movement.source_account_id, movement.destination_account_id) {
@@ -130,13 +150,8 @@ pub async fn snapshot(
         }
         _ => 0,
     };
-    let accounts: Vec<Uuid> = [movement.source_account_id, movement.destination_account_id]
-        .into_iter()
-        .flatten()
-        .collect();
-    let parties = profiles::parties(conn, &accounts, now).await?;
     let mut watchlist_hits: Vec<String> = Vec::new();
-    for party in &parties {
+    for party in parties {
         if party.account_listed {
             watchlist_hits.push(account_hit(party.account_id));
         }
