@@ -181,6 +181,25 @@ pub async fn publish(namespace: &Namespace, message: &OutgoingMessage) {
     broker.close().await;
 }
 
+/// How many messages wait in `namespace`'s queue `name` (ready, not yet
+/// delivered to a consumer).
+pub async fn queued(namespace: &Namespace, name: &str) -> u32 {
+    let connection = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("broker channel");
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let state = channel
+        .queue_declare(namespace.queue(name).into(), passive, Default::default())
+        .await
+        .expect("inspect a test queue");
+    let _ = connection.close(200, "inspected".into()).await;
+    state.message_count()
+}
+
 /// Closes, from the broker's side, every connection of `namespace`; returns
 /// how many. Needs `rabbitmqctl` (run as root or the rabbitmq user).
 pub async fn close_broker_connections(namespace: &Namespace) -> usize {

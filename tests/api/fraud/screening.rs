@@ -6,7 +6,7 @@ use corebank_proto::wire;
 use prost::{Message, Name};
 
 use super::*;
-use crate::helpers::{Service, publish};
+use crate::helpers::{Service, publish, queued};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ordinary_transfer_is_approved_and_completes_with_its_decision_recorded() {
@@ -150,8 +150,8 @@ async fn fraud_away_for_longer_than_every_attempt_fails_the_transfer_closed_as_s
 
 /// Fraud away under load, for longer than the screen step's attempts: each of
 /// two hundred transfers in flight fails closed as SCREENING_UNAVAILABLE, every
-/// hold is released and no money moves; once fraud is back, a transfer
-/// completes again.
+/// hold is released and no money moves; once fraud is back and has worked
+/// through the screens queued while it was away, a transfer completes again.
 #[tokio::test(flavor = "multi_thread")]
 async fn fraud_away_under_load_fails_every_transfer_closed_and_releases_every_hold() {
     let app = TestApp::spawn().await;
@@ -178,6 +178,17 @@ async fn fraud_away_under_load_fails_every_transfer_closed_and_releases_every_ho
         );
     }
     app.start(Service::Fraud).await;
+    // Every saga's five attempts wait in fraud's queue: up to a thousand
+    // screens ahead of a new one, which on a busy machine can outlast the
+    // new saga's own five attempts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while queued(&app.namespace, wire::queue::FRAUD_COMMANDS).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fraud works through its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let after = app.transfer(&accounts[0], &accounts[1], "2.00").await;
     assert_eq!(
         after.status,
