@@ -14,7 +14,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use corebank_platform::clock::SharedClock;
 use corebank_platform::messaging::{
-    self, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
+    self, BatchError, Exchange, Handler, HandlerError, IncomingMessage, OutgoingMessage, QueueSpec,
 };
 use corebank_platform::time::{from_timestamp, to_timestamp};
 use corebank_proto::v1 as pb;
@@ -26,13 +26,14 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::evaluate::{Evaluation, FiredRule, Outcome, evaluate};
-use crate::domain::features::TransactionKind;
-use crate::domain::rules::{Action, TimeoutAction};
+use crate::domain::features::{FeatureSnapshot, TransactionKind};
+use crate::domain::rules::{Action, RuleSet, TimeoutAction};
 use crate::store::decisions::{self, AlertRow, DecisionRow};
 use crate::store::features::{self, Movement, Recorded};
 use crate::store::reviews::{self, ReviewRow};
 use crate::store::{self, FraudStore, profiles};
 
+mod batch;
 mod events;
 mod settle;
 
@@ -83,20 +84,7 @@ impl Handler for ScreenHandler {
         tx: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        if message.message_type != pb::ScreenTransactionCommand::full_name() {
-            return Err(HandlerError::permanent(anyhow!(
-                "unknown command type {:?}",
-                message.message_type
-            )));
-        }
-        let command = pb::ScreenTransactionCommand::decode(message.payload.as_slice())
-            .map_err(HandlerError::malformed)?;
-        let saga_id = Uuid::parse_str(&command.saga_id).map_err(|_| {
-            HandlerError::malformed(anyhow!("saga_id {:?} is not a uuid", command.saga_id))
-        })?;
-        if command.command_id.is_empty() {
-            return Err(HandlerError::malformed(anyhow!("command_id is empty")));
-        }
+        let (command, saga_id) = decode(message)?;
         let now = self.clock.now();
         // A valid command is recorded first; the same statement says whether
         // it was decided before (a redelivery), and only then is that
@@ -148,6 +136,33 @@ impl Handler for ScreenHandler {
         }
         Ok(())
     }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&IncomingMessage],
+    ) -> Result<(), BatchError> {
+        batch::screen_batch(self, tx, messages).await
+    }
+}
+
+/// A screen command and its saga's id, or why the message is not one.
+fn decode(message: &IncomingMessage) -> Result<(pb::ScreenTransactionCommand, Uuid), HandlerError> {
+    if message.message_type != pb::ScreenTransactionCommand::full_name() {
+        return Err(HandlerError::permanent(anyhow!(
+            "unknown command type {:?}",
+            message.message_type
+        )));
+    }
+    let command = pb::ScreenTransactionCommand::decode(message.payload.as_slice())
+        .map_err(HandlerError::malformed)?;
+    let saga_id = Uuid::parse_str(&command.saga_id).map_err(|_| {
+        HandlerError::malformed(anyhow!("saga_id {:?} is not a uuid", command.saga_id))
+    })?;
+    if command.command_id.is_empty() {
+        return Err(HandlerError::malformed(anyhow!("command_id is empty")));
+    }
+    Ok((command, saga_id))
 }
 
 /// The movement a command describes, or what is wrong with it.
@@ -228,8 +243,38 @@ async fn screen(
     cause: &IncomingMessage,
 ) -> Result<Screened, HandlerError> {
     let started = std::time::Instant::now();
-    let rules = &recorded.rules;
     let snapshot = features::snapshot(tx, movement, recorded, now).await?;
+    let screened = decide(
+        tx,
+        command,
+        saga_id,
+        movement,
+        &recorded.rules,
+        snapshot,
+        default_deadline,
+        now,
+        cause,
+    )
+    .await?;
+    metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
+    Ok(screened)
+}
+
+/// Evaluates `rules` over a movement's features and stores what the
+/// decision opened (a review, an alert); answers the reply, the events and
+/// the decision.
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    tx: &mut PgConnection,
+    command: &pb::ScreenTransactionCommand,
+    saga_id: Uuid,
+    movement: &Movement,
+    rules: &RuleSet,
+    snapshot: FeatureSnapshot,
+    default_deadline: Duration,
+    now: DateTime<Utc>,
+    cause: &IncomingMessage,
+) -> Result<Screened, HandlerError> {
     let evaluation = evaluate(rules, &snapshot);
     let decision_id = Uuid::now_v7();
     let deadline = now
@@ -346,7 +391,6 @@ async fn screen(
         .into_iter()
         .map(|message| message.with_correlation_id(saga_id).caused_by(cause))
         .collect();
-    metrics::histogram!("corebank_fraud_screen_seconds").record(started.elapsed().as_secs_f64());
     metrics::counter!("corebank_fraud_decisions_total", "outcome" => outcome).increment(1);
     // One line per money movement is the saga's; a screening says more only
     // when it held or refused the movement.

@@ -91,6 +91,45 @@ pub async fn insert_sending(
     Ok(())
 }
 
+/// Stores `rows` and writes `messages` to the outbox, in one statement.
+pub async fn insert_all_sending(
+    conn: &mut PgConnection,
+    rows: &[DecisionRow],
+    messages: Vec<OutgoingMessage>,
+) -> Result<(), sqlx::Error> {
+    static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with decided as (
+                 insert into decision ({COLUMNS})
+                 select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],
+                                      $6::int8[], $7::jsonb[], $8::jsonb[], $9::bytea[],
+                                      $10::uuid[], $11::uuid[], $12::timestamptz[])
+                 returning 1
+             ), {outbox}
+             select (select count(*) from decided), (select count(*) from sent_woken)",
+            outbox = OutboxRows::cte("sent", 13, "true"),
+        )
+    });
+    fn column<'r, T>(rows: &'r [DecisionRow], pick: impl Fn(&'r DecisionRow) -> T) -> Vec<T> {
+        rows.iter().map(pick).collect()
+    }
+    let query = sqlx::query(AssertSqlSafe(STATEMENT.as_str()))
+        .bind(column(rows, |row| row.decision_id))
+        .bind(column(rows, |row| row.command_id.as_str()))
+        .bind(column(rows, |row| row.transaction_id))
+        .bind(column(rows, |row| row.saga_id))
+        .bind(column(rows, |row| row.outcome.as_str()))
+        .bind(column(rows, |row| row.rule_set_version))
+        .bind(column(rows, |row| &row.features))
+        .bind(column(rows, |row| &row.fired))
+        .bind(column(rows, |row| row.reply.as_slice()))
+        .bind(column(rows, |row| row.source_account_id))
+        .bind(column(rows, |row| row.destination_account_id))
+        .bind(column(rows, |row| row.created_at));
+    OutboxRows::new(messages).bind(query).execute(conn).await?;
+    Ok(())
+}
+
 /// The decision a screen command made, if it was seen before.
 pub async fn by_command(
     conn: &mut PgConnection,

@@ -113,7 +113,6 @@ pub async fn snapshot(
     now: DateTime<Utc>,
 ) -> Result<FeatureSnapshot, sqlx::Error> {
     let rules = &recorded.rules;
-    let parties = &recorded.parties;
     let history_limit = i64::from(rules.anomaly_history);
     let (velocity, distinct_sources_24h, first_time_payee, history) =
         match (movement.source_account_id, movement.destination_account_id) {
@@ -133,13 +132,6 @@ pub async fn snapshot(
             ),
             (None, None) => (Velocity::default(), 0, false, Vec::new()),
         };
-    let (history, anomaly_score) = match movement.source_account_id {
-        Some(_) => {
-            let score = anomaly::score(movement.amount, &history);
-            (history.len(), score)
-        }
-        None => (0, None),
-    };
     let structuring_count_24h = match (
         movement.kind,
         movement.destination_account_id,
@@ -149,6 +141,48 @@ pub async fn snapshot(
             structuring(conn, destination, &movement.currency, band, now).await?
         }
         _ => 0,
+    };
+    let counted = Counted {
+        velocity,
+        distinct_sources_24h,
+        first_time_payee,
+        history,
+        structuring_count_24h,
+    };
+    Ok(assemble(movement, &recorded.parties, counted, now))
+}
+
+/// What the movement table says about a movement: the figures its
+/// features are made of.
+#[derive(Debug, Default)]
+struct Counted {
+    velocity: Velocity,
+    distinct_sources_24h: i64,
+    first_time_payee: bool,
+    history: Vec<Decimal>,
+    structuring_count_24h: i64,
+}
+
+/// A movement's features from its parties and what was counted for it.
+fn assemble(
+    movement: &Movement,
+    parties: &[Party],
+    counted: Counted,
+    now: DateTime<Utc>,
+) -> FeatureSnapshot {
+    let Counted {
+        velocity,
+        distinct_sources_24h,
+        first_time_payee,
+        history,
+        structuring_count_24h,
+    } = counted;
+    let (history, anomaly_score) = match movement.source_account_id {
+        Some(_) => {
+            let score = anomaly::score(movement.amount, &history);
+            (history.len(), score)
+        }
+        None => (0, None),
     };
     let mut watchlist_hits: Vec<String> = Vec::new();
     for party in parties {
@@ -185,7 +219,7 @@ pub async fn snapshot(
         sum.rescale(exponent);
         sum
     };
-    Ok(FeatureSnapshot {
+    FeatureSnapshot {
         count_1h: velocity.count_1h,
         count_24h: velocity.count_24h,
         count_7d: velocity.count_7d,
@@ -203,7 +237,7 @@ pub async fn snapshot(
         amount: movement.amount,
         currency: movement.currency.clone(),
         kind: movement.kind,
-    })
+    }
 }
 
 #[derive(Debug, Default, sqlx::FromRow)]
@@ -359,4 +393,244 @@ async fn structuring(
     .bind(now)
     .fetch_one(conn)
     .await
+}
+
+/// What [`record_batch`] found for a batch of screens.
+#[derive(Debug)]
+pub struct RecordedBatch {
+    /// The active rule set.
+    pub rules: RuleSet,
+    /// For each screen, in order: whether its command was decided before,
+    /// and its movement's parties, source first.
+    pub screens: Vec<(bool, Vec<Party>)>,
+}
+
+/// [`record`] for a batch of screens, each `(movement, command id)`, in
+/// one statement: their subjects locked in one order (the lock key's), then
+/// every movement recorded. Their commands' ids and movements' ids are
+/// distinct.
+pub async fn record_batch(
+    conn: &mut PgConnection,
+    screens: &[(&Movement, &str)],
+    now: DateTime<Utc>,
+) -> Result<RecordedBatch, sqlx::Error> {
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "with locked as (
+                 select pg_advisory_xact_lock(keys.key) from (
+                     select distinct hashtextextended(s::text, 7) as key
+                       from unnest($7::uuid[]) as s where s is not null
+                      order by 1) keys
+             ), recorded as (
+                 insert into movement (transaction_id, kind, source_account_id, destination_account_id,
+                                       amount, currency, requested_at, updated_at)
+                 select m.transaction_id, m.kind, m.source, m.destination, m.amount, m.currency, $8, $8
+                   from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::numeric[], $6::text[])
+                        as m (transaction_id, kind, source, destination, amount, currency)
+                  where (select count(*) from locked) >= 0
+                 on conflict (transaction_id) do nothing
+             )
+             select case when b.ord = 1
+                         then (select body from rule_set order by version desc limit 1) end,
+                    exists (select 1 from decision where command_id = b.command_id),
+                    {parties}
+               from unnest($9::text[], $3::uuid[], $4::uuid[])
+                    with ordinality as b (command_id, source, destination, ord)
+              order by b.ord",
+            parties =
+                profiles::parties_column("array_remove(array[b.source, b.destination], null)", "$8"),
+        )
+    });
+    let column = |pick: fn(&Movement) -> Option<Uuid>| -> Vec<Option<Uuid>> {
+        screens.iter().map(|(movement, _)| pick(movement)).collect()
+    };
+    // The rule set (on the first row only), whether decided, the parties.
+    type Row = (Option<Json<RuleSet>>, bool, Json<Vec<Party>>);
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+        .bind(
+            screens
+                .iter()
+                .map(|(movement, _)| movement.transaction_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            screens
+                .iter()
+                .map(|(movement, _)| movement.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|movement| movement.source_account_id))
+        .bind(column(|movement| movement.destination_account_id))
+        .bind(
+            screens
+                .iter()
+                .map(|(movement, _)| movement.amount)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            screens
+                .iter()
+                .map(|(movement, _)| movement.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(Movement::subject))
+        .bind(now)
+        .bind(
+            screens
+                .iter()
+                .map(|(_, command_id)| *command_id)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(conn)
+        .await?;
+    let mut rows = rows.into_iter();
+    let (rules, decided, Json(parties)) = rows.next().ok_or(sqlx::Error::RowNotFound)?;
+    let Json(rules) = rules.ok_or(sqlx::Error::RowNotFound)?;
+    let mut recorded = vec![(decided, parties)];
+    recorded.extend(rows.map(|(_, decided, Json(parties))| (decided, parties)));
+    Ok(RecordedBatch {
+        rules,
+        screens: recorded,
+    })
+}
+
+/// The features of a batch of recorded movements at `now` under `rules`,
+/// each with its parties, in one statement. Each counts as [`snapshot`]
+/// would have had the batch been screened one at a time, in its order: the
+/// batch's later movements, recorded already, count for none before them.
+pub async fn snapshot_batch(
+    conn: &mut PgConnection,
+    movements: &[(&Movement, &[Party])],
+    rules: &RuleSet,
+    now: DateTime<Utc>,
+) -> Result<Vec<FeatureSnapshot>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        velocity: Velocity,
+        distinct_sources: i64,
+        first_payee: bool,
+        history: Vec<Decimal>,
+        structuring: i64,
+    }
+    // `later` is the condition that movement `x` is not one of the batch's
+    // after `b`.
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        let later = |x: &str| {
+            format!(
+                "not exists (select 1 from batch l where l.ord > b.ord and l.transaction_id = {x}.transaction_id)"
+            )
+        };
+        format!(
+            "with batch as materialized (
+                 select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+                                      $5::numeric[], $6::numeric[])
+                        with ordinality as b (transaction_id, source, destination, currency,
+                                              band_lower, band_threshold, ord)
+             )
+             select v.count_1h, v.count_24h, v.count_7d, v.sum_1h, v.sum_24h, v.sum_7d,
+                    (select count(distinct d.source_account_id) from movement d
+                      where d.destination_account_id = b.destination and d.source_account_id is not null
+                        and d.status <> 'failed' and d.requested_at > $7 - interval '24 hours'
+                        and d.requested_at <= $7 and {later_d}) as distinct_sources,
+                    (select not exists (select 1 from movement p
+                      where p.source_account_id = b.source and p.destination_account_id = b.destination
+                        and p.transaction_id <> b.transaction_id and p.status <> 'failed'
+                        and {later_p})) as first_payee,
+                    array(select h.amount from movement h
+                      where h.source_account_id = b.source and h.currency = b.currency
+                        and h.transaction_id <> b.transaction_id and h.status <> 'failed' and {later_h}
+                      order by h.requested_at desc, h.transaction_id desc
+                      limit $8) as history,
+                    (select count(*) from movement s
+                      where s.destination_account_id = b.destination and s.kind = 'deposit'
+                        and s.currency = b.currency and s.status <> 'failed'
+                        and s.amount >= b.band_lower and s.amount < b.band_threshold
+                        and s.requested_at > $7 - interval '24 hours' and s.requested_at <= $7
+                        and {later_s}) as structuring
+               from batch b
+               cross join lateral (
+                    select count(*) filter (where m.requested_at > $7 - interval '1 hour') as count_1h,
+                           count(*) filter (where m.requested_at > $7 - interval '24 hours') as count_24h,
+                           count(*) as count_7d,
+                           coalesce(sum(m.amount) filter (where m.requested_at > $7 - interval '1 hour'), 0) as sum_1h,
+                           coalesce(sum(m.amount) filter (where m.requested_at > $7 - interval '24 hours'), 0) as sum_24h,
+                           coalesce(sum(m.amount), 0) as sum_7d
+                      from movement m
+                     where m.source_account_id = b.source and m.currency = b.currency
+                       and m.status <> 'failed'
+                       and m.requested_at > $7 - interval '7 days' and m.requested_at <= $7
+                       and {later_m}) v
+              order by b.ord",
+            later_d = later("d"),
+            later_p = later("p"),
+            later_h = later("h"),
+            later_s = later("s"),
+            later_m = later("m"),
+        )
+    });
+    let bands: Vec<Option<StructuringBand>> = movements
+        .iter()
+        .map(|(movement, _)| match movement.kind {
+            TransactionKind::Deposit => rules.structuring_band(&movement.currency),
+            _ => None,
+        })
+        .collect();
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+        .bind(
+            movements
+                .iter()
+                .map(|(movement, _)| movement.transaction_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            movements
+                .iter()
+                .map(|(movement, _)| movement.source_account_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            movements
+                .iter()
+                .map(|(movement, _)| movement.destination_account_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            movements
+                .iter()
+                .map(|(movement, _)| movement.currency.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            bands
+                .iter()
+                .map(|band| band.map(|band| band.lower()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            bands
+                .iter()
+                .map(|band| band.map(|band| band.threshold))
+                .collect::<Vec<_>>(),
+        )
+        .bind(now)
+        .bind(i64::from(rules.anomaly_history))
+        .fetch_all(conn)
+        .await?;
+    Ok(movements
+        .iter()
+        .zip(rows)
+        .map(|((movement, parties), row)| {
+            // Each figure as the one-at-a-time path counts it for this kind.
+            let transfer = movement.kind == TransactionKind::Transfer;
+            let counted = Counted {
+                velocity: row.velocity,
+                distinct_sources_24h: row.distinct_sources,
+                first_time_payee: transfer && row.first_payee,
+                history: row.history,
+                structuring_count_24h: row.structuring,
+            };
+            assemble(movement, parties, counted, now)
+        })
+        .collect())
 }

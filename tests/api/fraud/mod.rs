@@ -8,6 +8,7 @@ use corebank_proto::v1 as pb;
 use crate::helpers::{TestApp, key};
 
 mod analyst;
+mod batches;
 mod features;
 mod reviews;
 mod rules;
