@@ -154,7 +154,7 @@ impl Application {
             &settings.customer_endpoint,
             &settings.auth.credentials,
         )?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         let store = AccountStore::new(settings.pool.clone(), settings.requests.idempotency());
         let api = AccountApi::new(
             store.clone(),

@@ -117,7 +117,7 @@ pub struct Application {
 impl Application {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         let store = CustomerStore::new(settings.pool.clone(), settings.requests.idempotency());
         let api = CustomerApi::new(store.clone(), settings.clock.clone());
         Ok(Self {

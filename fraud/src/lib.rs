@@ -164,7 +164,7 @@ pub struct Application {
 impl Application {
     /// Binds `addr` (port 0 picks a free port) and makes sure a rule set exists.
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         let store = FraudStore::new(settings.pool.clone(), settings.requests.idempotency());
         store.ensure_rule_set(settings.clock.now()).await?;
         let api = FraudApi::new(store.clone(), settings.clock.clone());

@@ -266,7 +266,7 @@ impl Application {
     /// Builds the route table and binds `addr` (port 0 picks a free port).
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
         let router = router(settings)?;
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         Ok(Self { listener, router })
     }
 

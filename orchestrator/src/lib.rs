@@ -194,7 +194,7 @@ pub struct Application {
 impl Application {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         Ok(Self { listener, settings })
     }
 

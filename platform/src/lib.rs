@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod grpc;
 pub mod idempotency;
 pub mod input;
+pub mod listen;
 pub mod messaging;
 pub mod money;
 pub mod paging;

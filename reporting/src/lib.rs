@@ -284,7 +284,7 @@ pub struct Application {
 impl Application {
     /// Binds `addr` (port 0 picks a free port) and publishes the signing key.
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         let store = ReportingStore::new(settings.pool.clone(), settings.requests.idempotency());
         let signer = Signer::new(settings.signing_key.load()?)?;
         {

@@ -153,7 +153,7 @@ pub struct Application {
 impl Application {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = corebank_platform::listen::bind(addr).await?;
         let store = TransactionStore::new(settings.pool.clone(), settings.requests.idempotency());
         Ok(Self {
             listener,
