@@ -105,16 +105,9 @@ async fn empty_namespace(namespace: &Namespace) {
         .iter()
         .flat_map(|spec| spec.queue_names(namespace))
         .collect();
-    let passive = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
     for queue in &queues {
         loop {
-            let state = channel
-                .queue_declare(queue.clone().into(), passive, Default::default())
-                .await
-                .expect("inspect a test queue");
+            let state = inspect(&channel, queue).await;
             if state.consumer_count() == 0 {
                 break;
             }
@@ -188,16 +181,21 @@ pub async fn queued(namespace: &Namespace, name: &str) -> u32 {
         .await
         .expect("connect to RabbitMQ");
     let channel = connection.create_channel().await.expect("broker channel");
+    let state = inspect(&channel, &namespace.queue(name)).await;
+    let _ = connection.close(200, "inspected".into()).await;
+    state.message_count()
+}
+
+/// A queue's message and consumer counts, declaring nothing (passive).
+async fn inspect(channel: &lapin::Channel, queue: &str) -> lapin::Queue {
     let passive = lapin::options::QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    let state = channel
-        .queue_declare(namespace.queue(name).into(), passive, Default::default())
+    channel
+        .queue_declare(queue.to_owned().into(), passive, Default::default())
         .await
-        .expect("inspect a test queue");
-    let _ = connection.close(200, "inspected".into()).await;
-    state.message_count()
+        .expect("inspect a test queue")
 }
 
 /// Closes, from the broker's side, every connection of `namespace`; returns
