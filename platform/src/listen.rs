@@ -86,7 +86,10 @@ mod tests {
         let (socket, addr) = holder();
         let bound = tokio::spawn(bind_waiting(addr, Duration::from_secs(30)));
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(!bound.is_finished(), "the bind waits while the port is held");
+        assert!(
+            !bound.is_finished(),
+            "the bind waits while the port is held"
+        );
         drop(socket);
         let listener = bound.await.unwrap().expect("bound once released");
         assert_eq!(listener.local_addr().unwrap(), addr);
