@@ -514,17 +514,16 @@ pub async fn snapshot_batch(
         structuring: i64,
     }
     // `later` is the condition that movement `x` is not one of the batch's
-    // after `b`.
+    // after `b`: a comparison with each of an array per batch row, far
+    // cheaper for every movement counted than a subquery over the batch.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
-        let later = |x: &str| {
-            format!(
-                "not exists (select 1 from batch l where l.ord > b.ord and l.transaction_id = {x}.transaction_id)"
-            )
-        };
+        let later = |x: &str| format!("{x}.transaction_id <> all(b.later)");
         format!(
             "with batch as materialized (
-                 select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
-                                      $5::numeric[], $6::numeric[])
+                 select b.*, array(select l from unnest($1::uuid[]) with ordinality as a (l, ord)
+                                    where a.ord > b.ord) as later
+                   from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+                               $5::numeric[], $6::numeric[])
                         with ordinality as b (transaction_id, source, destination, currency,
                                               band_lower, band_threshold, ord)
              )
