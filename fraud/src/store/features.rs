@@ -441,46 +441,20 @@ pub async fn record_batch(
                 profiles::parties_column("array_remove(array[b.source, b.destination], null)", "$8"),
         )
     });
-    let column = |pick: fn(&Movement) -> Option<Uuid>| -> Vec<Option<Uuid>> {
-        screens.iter().map(|(movement, _)| pick(movement)).collect()
-    };
     // The rule set (on the first row only), whether decided, the parties.
     type Row = (Option<Json<RuleSet>>, bool, Json<Vec<Party>>);
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
-        .bind(
-            screens
-                .iter()
-                .map(|(movement, _)| movement.transaction_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            screens
-                .iter()
-                .map(|(movement, _)| movement.kind.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|movement| movement.source_account_id))
-        .bind(column(|movement| movement.destination_account_id))
-        .bind(
-            screens
-                .iter()
-                .map(|(movement, _)| movement.amount)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            screens
-                .iter()
-                .map(|(movement, _)| movement.currency.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(Movement::subject))
+        .bind(column(screens, |(movement, _)| movement.transaction_id))
+        .bind(column(screens, |(movement, _)| movement.kind.as_str()))
+        .bind(column(screens, |(movement, _)| movement.source_account_id))
+        .bind(column(screens, |(movement, _)| {
+            movement.destination_account_id
+        }))
+        .bind(column(screens, |(movement, _)| movement.amount))
+        .bind(column(screens, |(movement, _)| movement.currency.as_str()))
+        .bind(column(screens, |(movement, _)| movement.subject()))
         .bind(now)
-        .bind(
-            screens
-                .iter()
-                .map(|(_, command_id)| *command_id)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(screens, |(_, command_id)| *command_id))
         .fetch_all(conn)
         .await?;
     let mut rows = rows.into_iter();
@@ -576,42 +550,18 @@ pub async fn snapshot_batch(
         })
         .collect();
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
-        .bind(
-            movements
-                .iter()
-                .map(|(movement, _)| movement.transaction_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            movements
-                .iter()
-                .map(|(movement, _)| movement.source_account_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            movements
-                .iter()
-                .map(|(movement, _)| movement.destination_account_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            movements
-                .iter()
-                .map(|(movement, _)| movement.currency.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            bands
-                .iter()
-                .map(|band| band.map(|band| band.lower()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            bands
-                .iter()
-                .map(|band| band.map(|band| band.threshold))
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(movements, |(movement, _)| movement.transaction_id))
+        .bind(column(movements, |(movement, _)| {
+            movement.source_account_id
+        }))
+        .bind(column(movements, |(movement, _)| {
+            movement.destination_account_id
+        }))
+        .bind(column(movements, |(movement, _)| {
+            movement.currency.as_str()
+        }))
+        .bind(column(&bands, |band| band.map(|band| band.lower())))
+        .bind(column(&bands, |band| band.map(|band| band.threshold)))
         .bind(now)
         .bind(i64::from(rules.anomaly_history))
         .fetch_all(conn)
@@ -632,4 +582,9 @@ pub async fn snapshot_batch(
             assemble(movement, parties, counted, now)
         })
         .collect())
+}
+
+/// One column of a batch statement: `pick` of each item, in order.
+fn column<'a, T, U>(items: &'a [T], pick: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(pick).collect()
 }
