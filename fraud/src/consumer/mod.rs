@@ -25,9 +25,9 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::evaluate::{Evaluation, FiredRule, Outcome, evaluate};
+use crate::domain::evaluate::{Outcome, evaluate};
 use crate::domain::features::{FeatureSnapshot, TransactionKind};
-use crate::domain::rules::{Action, RuleSet, TimeoutAction};
+use crate::domain::rules::{RuleSet, TimeoutAction};
 use crate::store::decisions::{self, AlertRow, DecisionRow};
 use crate::store::features::{self, Movement, Recorded};
 use crate::store::reviews::{self, ReviewRow};
@@ -35,9 +35,11 @@ use crate::store::{self, FraudStore, profiles};
 
 mod batch;
 mod events;
+mod replies;
 mod settle;
 
 pub use events::EventHandler;
+use replies::{first_reply, outcome_name, rejected, reply_message, review_reasons};
 pub use settle::{Verdict, expire_reviews, final_reply, settle};
 
 /// Reason codes of the fraud service's refusals.
@@ -428,94 +430,6 @@ async fn replay(
         .map_err(|error| HandlerError::permanent(anyhow!("stored reply does not decode: {error}")))
 }
 
-fn first_reply(
-    command_id: &str,
-    saga_id: Uuid,
-    evaluation: &Evaluation,
-    version: i64,
-    deadline: DateTime<Utc>,
-) -> pb::CommandReply {
-    match evaluation.outcome {
-        Outcome::Approve => pb::CommandReply {
-            command_id: command_id.to_owned(),
-            saga_id: saga_id.to_string(),
-            outcome: pb::CommandOutcome::Succeeded as i32,
-            detail: format!("approved under rule set {version}"),
-            ..Default::default()
-        },
-        Outcome::Decline => rejected(
-            command_id,
-            saga_id,
-            reason::FRAUD_DECLINED,
-            format!(
-                "declined under rule set {version}: {}",
-                describe(
-                    evaluation
-                        .fired
-                        .iter()
-                        .filter(|rule| rule.action == Action::Decline)
-                )
-            ),
-        ),
-        Outcome::Review => pb::CommandReply {
-            command_id: command_id.to_owned(),
-            saga_id: saga_id.to_string(),
-            outcome: pb::CommandOutcome::Waiting as i32,
-            detail: format!(
-                "held for review under rule set {version}: {}",
-                describe(
-                    evaluation
-                        .fired
-                        .iter()
-                        .filter(|rule| rule.action == Action::Review)
-                )
-            ),
-            wait_deadline: Some(to_timestamp(deadline)),
-            ..Default::default()
-        },
-    }
-}
-
-fn rejected(
-    command_id: &str,
-    saga_id: Uuid,
-    reason_code: &str,
-    detail: String,
-) -> pb::CommandReply {
-    pb::CommandReply {
-        command_id: command_id.to_owned(),
-        saga_id: saga_id.to_string(),
-        outcome: pb::CommandOutcome::Rejected as i32,
-        reason_code: reason_code.to_owned(),
-        detail,
-        ..Default::default()
-    }
-}
-
-/// `velocity-1h (5 > 4), watchlist (account:… )`.
-fn describe<'a>(rules: impl Iterator<Item = &'a FiredRule>) -> String {
-    rules
-        .map(|rule| format!("{} ({} > {})", rule.rule_id, rule.value, rule.threshold))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn review_reasons(fired: &[FiredRule]) -> Vec<String> {
-    fired
-        .iter()
-        .filter(|rule| rule.action == Action::Review)
-        .map(|rule| format!("{}: {} > {}", rule.rule_id, rule.value, rule.threshold))
-        .collect()
-}
-
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Approve => "approve",
-        Outcome::Review => "review",
-        Outcome::Decline => "decline",
-    }
-}
-
 fn text(id: Option<Uuid>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()
 }
@@ -523,22 +437,4 @@ fn text(id: Option<Uuid>) -> String {
 fn parse_uuid(text: &str, field: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(text)
         .map_err(|_| HandlerError::malformed(anyhow!("{field} {text:?} is not a uuid")))
-}
-
-/// `reply` as a message to the orchestrator, for saga `saga_id`.
-fn reply_message(
-    reply: pb::CommandReply,
-    saga_id: Uuid,
-    cause: Option<&IncomingMessage>,
-) -> OutgoingMessage {
-    let message = OutgoingMessage::reply(
-        wire::service::ORCHESTRATOR,
-        pb::CommandReply::full_name(),
-        reply.encode_to_vec(),
-    )
-    .with_correlation_id(saga_id);
-    match cause {
-        Some(cause) => message.caused_by(cause),
-        None => message,
-    }
 }
