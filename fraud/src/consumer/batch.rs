@@ -12,12 +12,9 @@
 
 use std::collections::HashSet;
 
-use corebank_platform::messaging::{
-    BatchError, Handler, HandlerError, IncomingMessage, message_span,
-};
+use corebank_platform::messaging::{BatchError, HandlerError, IncomingMessage, one_by_one};
 use corebank_proto::v1 as pb;
 use sqlx::PgConnection;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{ScreenHandler, decide, decode, movement, replay, reply_message};
@@ -33,7 +30,7 @@ pub(super) async fn screen_batch(
 ) -> Result<(), BatchError> {
     match commands(messages) {
         Some(commands) if commands.len() > 1 => as_set(handler, tx, messages, &commands).await,
-        _ => one_at_a_time(handler, tx, messages).await,
+        _ => one_by_one(handler, tx, messages).await,
     }
 }
 
@@ -63,21 +60,6 @@ fn commands(messages: &[&IncomingMessage]) -> Option<Vec<Command>> {
             })
         })
         .collect()
-}
-
-async fn one_at_a_time(
-    handler: &ScreenHandler,
-    tx: &mut PgConnection,
-    messages: &[&IncomingMessage],
-) -> Result<(), BatchError> {
-    for (index, message) in messages.iter().enumerate() {
-        handler
-            .handle(tx, message)
-            .instrument(message_span(message))
-            .await
-            .map_err(|error| BatchError::at(index, error))?;
-    }
-    Ok(())
 }
 
 async fn as_set(

@@ -75,24 +75,34 @@ pub trait Handler: Send + Sync + 'static {
     /// the runner rolls back everything written through `tx` and handles the
     /// batch again one message at a time with [`handle`](Handler::handle),
     /// except the message the error names, which keeps the error's outcome.
-    /// The default calls `handle` for each message, in its span.
+    /// The default is [`one_by_one`].
     fn handle_batch(
         &self,
         tx: &mut PgConnection,
         messages: &[&IncomingMessage],
     ) -> impl Future<Output = Result<(), BatchError>> + Send {
-        async move {
-            for (index, message) in messages.iter().enumerate() {
-                AssertUnwindSafe(self.handle(tx, message))
-                    .catch_unwind()
-                    .instrument(message_span(message))
-                    .await
-                    .unwrap_or_else(|_| Err(panicked()))
-                    .map_err(|error| BatchError::at(index, error))?;
-            }
-            Ok(())
-        }
+        one_by_one(self, tx, messages)
     }
+}
+
+/// Applies `messages` in order with [`Handler::handle`], each in its span; a
+/// panic is the message's permanent failure. What [`Handler::handle_batch`]
+/// does unless overridden, and what an override falls back to for a batch it
+/// cannot take as a set.
+pub async fn one_by_one<H: Handler + ?Sized>(
+    handler: &H,
+    tx: &mut PgConnection,
+    messages: &[&IncomingMessage],
+) -> Result<(), BatchError> {
+    for (index, message) in messages.iter().enumerate() {
+        AssertUnwindSafe(handler.handle(tx, message))
+            .catch_unwind()
+            .instrument(message_span(message))
+            .await
+            .unwrap_or_else(|_| Err(panicked()))
+            .map_err(|error| BatchError::at(index, error))?;
+    }
+    Ok(())
 }
 
 /// A handler whose unit is the batch: it applies a batch as a whole (a few

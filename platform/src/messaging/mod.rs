@@ -35,7 +35,7 @@ pub use envelope::{
     CONTENT_TYPE, IncomingMessage, MalformedMessage, OutgoingMessage, current_traceparent_or,
     headers, traceparent_for,
 };
-pub use handler::{BatchError, BatchHandler, Handler, HandlerError, message_span};
+pub use handler::{BatchError, BatchHandler, Handler, HandlerError, message_span, one_by_one};
 pub use outbox::{
     MESSAGE_RETENTION, OUTBOX_INBOX_DDL, OutboxRows, enqueue, enqueue_all, notify_channel,
     purge_inbox, purge_sent, spawn_purge,

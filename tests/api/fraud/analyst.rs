@@ -51,16 +51,12 @@ async fn a_bad_rule_set_is_refused_naming_each_field_and_changes_nothing() {
             currency: "USD".to_owned(),
             ..rule("big", pb::RuleKind::AmountAbove, pb::FraudAction::Review)
         },
-        pb::Rule {
-            window: pb::FeatureWindow::FeatureWindow1h as i32,
-            count_limit: 3,
-            applies_to: kinds(&[pb::TransactionKind::Deposit]),
-            ..rule(
-                "deposits-velocity",
-                pb::RuleKind::VelocityCount,
-                pb::FraudAction::Review,
-            )
-        },
+        velocity_1h(
+            "deposits-velocity",
+            3,
+            pb::TransactionKind::Deposit,
+            pb::FraudAction::Review,
+        ),
     ];
     let status = app
         .fraud

@@ -71,16 +71,12 @@ async fn a_batch_of_screens_decides_each_as_if_they_came_one_at_a_time_in_its_or
     let new_payee = app.funded_account("1.00").await.account_id;
     set_rules(
         &app,
-        vec![pb::Rule {
-            window: pb::FeatureWindow::FeatureWindow1h as i32,
-            count_limit: 4,
-            applies_to: kinds(&[pb::TransactionKind::Transfer]),
-            ..rule(
-                "velocity-1h",
-                pb::RuleKind::VelocityCount,
-                pb::FraudAction::Review,
-            )
-        }],
+        vec![velocity_1h(
+            "velocity-1h",
+            4,
+            pb::TransactionKind::Transfer,
+            pb::FraudAction::Review,
+        )],
     )
     .await;
     // One transfer through the saga first: the batch re-sends its screen.

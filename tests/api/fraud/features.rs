@@ -13,16 +13,12 @@ async fn the_transfer_past_the_hourly_count_is_reviewed_while_the_earlier_ones_a
         &app,
         vec![
             review_above("50.00"),
-            pb::Rule {
-                window: pb::FeatureWindow::FeatureWindow1h as i32,
-                count_limit: 3,
-                applies_to: kinds(&[pb::TransactionKind::Transfer]),
-                ..rule(
-                    "velocity-1h",
-                    pb::RuleKind::VelocityCount,
-                    pb::FraudAction::Review,
-                )
-            },
+            velocity_1h(
+                "velocity-1h",
+                3,
+                pb::TransactionKind::Transfer,
+                pb::FraudAction::Review,
+            ),
         ],
     )
     .await;

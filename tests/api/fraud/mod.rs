@@ -30,6 +30,22 @@ fn rule(rule_id: &str, kind: pb::RuleKind, action: pb::FraudAction) -> pb::Rule 
     }
 }
 
+/// A velocity rule on movements of `kind` over the last hour, with
+/// `count_limit` as its limit.
+fn velocity_1h(
+    rule_id: &str,
+    count_limit: i64,
+    kind: pb::TransactionKind,
+    action: pb::FraudAction,
+) -> pb::Rule {
+    pb::Rule {
+        window: pb::FeatureWindow::FeatureWindow1h as i32,
+        count_limit,
+        applies_to: kinds(&[kind]),
+        ..rule(rule_id, pb::RuleKind::VelocityCount, action)
+    }
+}
+
 fn kinds(kinds: &[pb::TransactionKind]) -> Vec<i32> {
     kinds.iter().map(|kind| *kind as i32).collect()
 }

@@ -59,12 +59,12 @@ async fn every_decision_of_a_random_run_of_two_hundred_transfers_re_evaluates_to
                     pb::FraudAction::Decline,
                 )
             },
-            pb::Rule {
-                window: pb::FeatureWindow::FeatureWindow1h as i32,
-                count_limit: 20,
-                applies_to: kinds(&[pb::TransactionKind::Transfer]),
-                ..rule("busy", pb::RuleKind::VelocityCount, pb::FraudAction::Alert)
-            },
+            velocity_1h(
+                "busy",
+                20,
+                pb::TransactionKind::Transfer,
+                pb::FraudAction::Alert,
+            ),
             pb::Rule {
                 count_limit: 4,
                 applies_to: kinds(&[pb::TransactionKind::Transfer]),
