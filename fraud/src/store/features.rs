@@ -312,6 +312,17 @@ async fn source_features(
     Ok((row.velocity, row.history))
 }
 
+/// The columns of a transfer's features statement (and, with structuring,
+/// of the batch statement's).
+#[derive(sqlx::FromRow)]
+struct TransferFigures {
+    #[sqlx(flatten)]
+    velocity: Velocity,
+    distinct_sources: i64,
+    first_payee: bool,
+    history: Vec<Decimal>,
+}
+
 /// A transfer's source velocity, its destination's distinct sources,
 /// whether the pair is new and the source's amount history, in one statement.
 async fn transfer_features(
@@ -322,14 +333,6 @@ async fn transfer_features(
     history_limit: i64,
     now: DateTime<Utc>,
 ) -> Result<(Velocity, i64, bool, Vec<Decimal>), sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        velocity: Velocity,
-        distinct_sources: i64,
-        first_payee: bool,
-        history: Vec<Decimal>,
-    }
     // Built once: the screen runs this for every transfer.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
         velocity_query(&format!(
@@ -344,7 +347,7 @@ async fn transfer_features(
             history = history_column("$5", "$6"),
         ))
     });
-    let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+    let row: TransferFigures = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
         .bind(source)
         .bind(&movement.currency)
         .bind(now)

@@ -4,11 +4,10 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::{Counted, Movement, Velocity, assemble};
+use super::{Counted, Movement, TransferFigures, assemble};
 use crate::domain::features::{FeatureSnapshot, StructuringBand, TransactionKind};
 use crate::domain::rules::RuleSet;
 use crate::store::profiles::{self, Party};
@@ -99,15 +98,15 @@ pub async fn snapshot_batch(
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
-        velocity: Velocity,
-        distinct_sources: i64,
-        first_payee: bool,
-        history: Vec<Decimal>,
+        transfer: TransferFigures,
         structuring: i64,
     }
     // `later` is the condition that movement `x` is not one of the batch's
     // after `b`: a comparison with each of an array per batch row, far
     // cheaper for every movement counted than a subquery over the batch.
+    // A movement with no structuring band (all but deposits in a banded
+    // currency) counts no structuring: its guard is a one-time filter, so
+    // that subquery reads nothing for it rather than the destination's day.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
         let later = |x: &str| format!("{x}.transaction_id <> all(b.later)");
         format!(
@@ -134,7 +133,8 @@ pub async fn snapshot_batch(
                       order by h.requested_at desc, h.transaction_id desc
                       limit $8) as history,
                     (select count(*) from movement s
-                      where s.destination_account_id = b.destination and s.kind = 'deposit'
+                      where b.band_lower is not null
+                        and s.destination_account_id = b.destination and s.kind = 'deposit'
                         and s.currency = b.currency and s.status <> 'failed'
                         and s.amount >= b.band_lower and s.amount < b.band_threshold
                         and s.requested_at > $7 - interval '24 hours' and s.requested_at <= $7
@@ -190,11 +190,17 @@ pub async fn snapshot_batch(
         .map(|((movement, parties), row)| {
             // Each figure as the one-at-a-time path counts it for this kind.
             let transfer = movement.kind == TransactionKind::Transfer;
+            let TransferFigures {
+                velocity,
+                distinct_sources,
+                first_payee,
+                history,
+            } = row.transfer;
             let counted = Counted {
-                velocity: row.velocity,
-                distinct_sources_24h: row.distinct_sources,
-                first_time_payee: transfer && row.first_payee,
-                history: row.history,
+                velocity,
+                distinct_sources_24h: distinct_sources,
+                first_time_payee: transfer && first_payee,
+                history,
                 structuring_count_24h: row.structuring,
             };
             assemble(movement, parties, counted, now)
