@@ -212,7 +212,13 @@ async fn a_durable_queue_and_its_messages_survive_a_killed_private_rabbit() -> T
     };
     let queue = channel
         .queue_declare("kept".into(), passive, FieldTable::default())
-        .await?;
+        .await
+        .map_err(|error| {
+            format!(
+                "the queue did not survive: {error}\nthe node's log ends with:\n{}",
+                rabbit.log_tail(60)
+            )
+        })?;
     assert_eq!(queue.message_count(), 1);
     assert_eq!(get_one(&channel, "kept").await?, b"survivor");
     connection.close(200, "done".into()).await?;

@@ -297,6 +297,12 @@ impl PrivateRabbit {
             );
     }
 
+    /// The last `lines` lines of the node's log: what a test shows when the
+    /// node did something it did not expect.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.node_log(), lines)
+    }
+
     fn console_log(&self) -> PathBuf {
         self.dir().join("console.log")
     }
