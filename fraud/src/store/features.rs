@@ -118,25 +118,26 @@ pub async fn snapshot(
 ) -> Result<FeatureSnapshot, sqlx::Error> {
     let rules = &recorded.rules;
     let history_limit = i64::from(rules.anomaly_history);
-    let (velocity, distinct_sources_24h, first_time_payee, history) =
-        match (movement.source_account_id, movement.destination_account_id) {
-            (Some(source), Some(destination)) => {
-                transfer_features(conn, movement, source, destination, history_limit, now).await?
+    let mut counted = match (movement.source_account_id, movement.destination_account_id) {
+        (Some(source), Some(destination)) => {
+            transfer_features(conn, movement, source, destination, history_limit, now).await?
+        }
+        (Some(source), None) => {
+            let (velocity, history) =
+                source_features(conn, movement, source, history_limit, now).await?;
+            Counted {
+                velocity,
+                history,
+                ..Counted::default()
             }
-            (Some(source), None) => {
-                let (velocity, history) =
-                    source_features(conn, movement, source, history_limit, now).await?;
-                (velocity, 0, false, history)
-            }
-            (None, Some(destination)) => (
-                Velocity::default(),
-                distinct_sources(conn, destination, now).await?,
-                false,
-                Vec::new(),
-            ),
-            (None, None) => (Velocity::default(), 0, false, Vec::new()),
-        };
-    let structuring_count_24h = match (
+        }
+        (None, Some(destination)) => Counted {
+            distinct_sources_24h: distinct_sources(conn, destination, now).await?,
+            ..Counted::default()
+        },
+        (None, None) => Counted::default(),
+    };
+    counted.structuring_count_24h = match (
         movement.kind,
         movement.destination_account_id,
         rules.structuring_band(&movement.currency),
@@ -146,24 +147,22 @@ pub async fn snapshot(
         }
         _ => 0,
     };
-    let counted = Counted {
-        velocity,
-        distinct_sources_24h,
-        first_time_payee,
-        history,
-        structuring_count_24h,
-    };
     Ok(assemble(movement, &recorded.parties, counted, now))
 }
 
 /// What the movement table says about a movement: the figures its
-/// features are made of.
-#[derive(Debug, Default)]
+/// features are made of, read from the columns of the statements that count
+/// them (the one-at-a-time transfer statement counts no structuring).
+#[derive(Debug, Default, sqlx::FromRow)]
 struct Counted {
+    #[sqlx(flatten)]
     velocity: Velocity,
+    #[sqlx(rename = "distinct_sources")]
     distinct_sources_24h: i64,
+    #[sqlx(rename = "first_payee")]
     first_time_payee: bool,
     history: Vec<Decimal>,
+    #[sqlx(rename = "structuring", default)]
     structuring_count_24h: i64,
 }
 
@@ -312,17 +311,6 @@ async fn source_features(
     Ok((row.velocity, row.history))
 }
 
-/// The columns of a transfer's features statement (and, with structuring,
-/// of the batch statement's).
-#[derive(sqlx::FromRow)]
-struct TransferFigures {
-    #[sqlx(flatten)]
-    velocity: Velocity,
-    distinct_sources: i64,
-    first_payee: bool,
-    history: Vec<Decimal>,
-}
-
 /// A transfer's source velocity, its destination's distinct sources,
 /// whether the pair is new and the source's amount history, in one statement.
 async fn transfer_features(
@@ -332,7 +320,7 @@ async fn transfer_features(
     destination: Uuid,
     history_limit: i64,
     now: DateTime<Utc>,
-) -> Result<(Velocity, i64, bool, Vec<Decimal>), sqlx::Error> {
+) -> Result<Counted, sqlx::Error> {
     // Built once: the screen runs this for every transfer.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
         velocity_query(&format!(
@@ -347,7 +335,7 @@ async fn transfer_features(
             history = history_column("$5", "$6"),
         ))
     });
-    let row: TransferFigures = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+    sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
         .bind(source)
         .bind(&movement.currency)
         .bind(now)
@@ -355,13 +343,7 @@ async fn transfer_features(
         .bind(movement.transaction_id)
         .bind(history_limit)
         .fetch_one(conn)
-        .await?;
-    Ok((
-        row.velocity,
-        row.distinct_sources,
-        row.first_payee,
-        row.history,
-    ))
+        .await
 }
 
 async fn distinct_sources(

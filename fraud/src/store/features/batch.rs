@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::{Counted, Movement, TransferFigures, assemble};
+use super::{Counted, Movement, assemble};
 use crate::domain::features::{FeatureSnapshot, StructuringBand, TransactionKind};
 use crate::domain::rules::RuleSet;
 use crate::store::profiles::{self, Party};
@@ -95,12 +95,6 @@ pub async fn snapshot_batch(
     rules: &RuleSet,
     now: DateTime<Utc>,
 ) -> Result<Vec<FeatureSnapshot>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        transfer: TransferFigures,
-        structuring: i64,
-    }
     // `later` is the condition that movement `x` is not one of the batch's
     // after `b`: a comparison with each of an array per batch row, far
     // cheaper for every movement counted than a subquery over the batch.
@@ -167,7 +161,7 @@ pub async fn snapshot_batch(
             _ => None,
         })
         .collect();
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
+    let rows: Vec<Counted> = sqlx::query_as(sqlx::AssertSqlSafe(QUERY.as_str()))
         .bind(column(movements, |(movement, _)| movement.transaction_id))
         .bind(column(movements, |(movement, _)| {
             movement.source_account_id
@@ -187,22 +181,9 @@ pub async fn snapshot_batch(
     Ok(movements
         .iter()
         .zip(rows)
-        .map(|((movement, parties), row)| {
+        .map(|((movement, parties), mut counted)| {
             // Each figure as the one-at-a-time path counts it for this kind.
-            let transfer = movement.kind == TransactionKind::Transfer;
-            let TransferFigures {
-                velocity,
-                distinct_sources,
-                first_payee,
-                history,
-            } = row.transfer;
-            let counted = Counted {
-                velocity,
-                distinct_sources_24h: distinct_sources,
-                first_time_payee: transfer && first_payee,
-                history,
-                structuring_count_24h: row.structuring,
-            };
+            counted.first_time_payee &= movement.kind == TransactionKind::Transfer;
             assemble(movement, parties, counted, now)
         })
         .collect())
