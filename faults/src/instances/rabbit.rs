@@ -315,7 +315,7 @@ impl PrivateRabbit {
     /// probe and the node's bind: a taken AMQP port shows as `eaddrinuse`,
     /// a taken distribution port as `dist_port_already_used`.
     fn lost_port_race(&self) -> bool {
-        let logs = log_tail(&self.console_log(), 500) + &log_tail(&self.node_log(), 200);
+        let logs = log_tail(&self.console_log(), 500) + &self.log_tail(200);
         logs.contains("eaddrinuse") || logs.contains("dist_port_already_used")
     }
 
@@ -323,7 +323,7 @@ impl PrivateRabbit {
         let details = format!(
             "{}\n{}",
             log_tail(&self.console_log(), 20),
-            log_tail(&self.node_log(), 20)
+            self.log_tail(20)
         );
         failure(
             &format!("private rabbitmq node {} {what}", self.node),
