@@ -1,7 +1,8 @@
 //! `enqueue_all`: several messages written in one statement keep their
 //! order, commit or vanish with the caller's transaction, and are published
-//! in that order; inside `waking_relay_after` they wake the relay of this
-//! process without a NOTIFY.
+//! in that order; inside `waking_relay_after` they are handed to the relay
+//! of this process without a NOTIFY, which publishes only what committed
+//! and marks it sent later, before any claim round.
 
 #[path = "common/messaging.rs"]
 #[allow(dead_code)]
@@ -9,6 +10,7 @@ mod harness;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use corebank_platform::messaging::{
     OutgoingMessage, RelayConfig, enqueue_all, notify_channel, outbox_key, waking_relay_after,
 };
@@ -72,12 +74,127 @@ fn woken_only() -> RelayConfig {
 }
 
 async fn write_in(env: &TestEnv, key: &str, message: OutgoingMessage) {
+    write_in_and(env, key, message, true).await;
+}
+
+/// Writes `message` in a transaction inside `key`'s handover scope, and
+/// commits it, or rolls it back.
+async fn write_in_and(env: &TestEnv, key: &str, message: OutgoingMessage, commit: bool) {
     waking_relay_after(Some(key), async {
         let mut tx = env.pool.begin().await.unwrap();
         enqueue_all(&mut tx, vec![message]).await.unwrap();
-        tx.commit().await.unwrap();
+        match commit {
+            true => tx.commit().await.unwrap(),
+            false => tx.rollback().await.unwrap(),
+        }
     })
     .await;
+}
+
+/// A relay of `config` that is running (a first message, by NOTIFY, is
+/// out), the sink it publishes to, and its outbox key.
+async fn running_relay(env: &mut TestEnv, sink: &str, config: RelayConfig) -> (String, String) {
+    let sink = env.sink(sink, "test.#", FieldTable::default()).await;
+    env.spawn_relay(config);
+    let first = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![0]);
+    env.enqueue_committed(first).await;
+    eventually("the first message published", || async {
+        (env.drain(&sink).await.len() == 1).then_some(())
+    })
+    .await;
+    let key = outbox_key(&env.pool).await.unwrap();
+    (sink, key)
+}
+
+/// Every delivery `sink` gets within `window`.
+async fn drained_within(env: &TestEnv, sink: &str, window: Duration) -> Vec<String> {
+    let until = tokio::time::Instant::now() + window;
+    let mut all = Vec::new();
+    while tokio::time::Instant::now() < until {
+        all.extend(env.drain(sink).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handed_over_write_that_rolled_back_is_never_published() {
+    let mut env = TestEnv::new().await;
+    let (sink, key) = running_relay(&mut env, "rolled", woken_only()).await;
+    let rolled_back = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    let committed = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+
+    write_in_and(&env, &key, rolled_back, false).await;
+    write_in(&env, &key, committed.clone()).await;
+
+    let published = drained_within(&env, &sink, Duration::from_secs(2)).await;
+    assert_eq!(published, vec![committed.message_id.to_string()]);
+    eventually("the published row marked sent", || async {
+        (env.pending().await == 0).then_some(())
+    })
+    .await;
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handed_over_row_is_marked_sent_after_the_mark_delay_with_its_rounds_start() {
+    let mut env = TestEnv::new().await;
+    let config = RelayConfig {
+        mark_delay: Duration::from_secs(2),
+        ..woken_only()
+    };
+    let (sink, key) = running_relay(&mut env, "marked", config).await;
+    let message = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![3]);
+
+    write_in(&env, &key, message.clone()).await;
+    eventually("the message published", || async {
+        (env.drain(&sink).await == vec![message.message_id.to_string()]).then_some(())
+    })
+    .await;
+    let published_by = Utc::now();
+    assert_eq!(env.pending().await, 1, "marked before its mark delay");
+
+    let (created, sent): (DateTime<Utc>, DateTime<Utc>) = eventually("the row marked", || async {
+        sqlx::query_as(
+            "select created_at, sent_at from outbox where message_id = $1 and sent_at is not null",
+        )
+        .bind(message.message_id)
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(
+        created <= sent && sent <= published_by,
+        "sent_at {sent} is the start of the round that published it (created {created}, seen published by {published_by})"
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_round_marks_the_handed_rows_first_so_none_goes_out_twice() {
+    let mut env = TestEnv::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_millis(200),
+        mark_delay: Duration::from_secs(600),
+        ..RelayConfig::default()
+    };
+    let (sink, key) = running_relay(&mut env, "claimed", config).await;
+    let messages: Vec<OutgoingMessage> = (4..8u8)
+        .map(|n| OutgoingMessage::event("test.thing.happened", "test.Ok", vec![n]))
+        .collect();
+
+    for message in &messages {
+        write_in(&env, &key, message.clone()).await;
+    }
+
+    // Several polling claim rounds run in this window, long before the
+    // mark delay: each must mark the handed rows before it claims.
+    let published = drained_within(&env, &sink, Duration::from_secs(2)).await;
+    let expected: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+    assert_eq!(published, expected, "each published once, in order");
+    assert_eq!(env.pending().await, 0);
+    env.teardown().await;
 }
 
 async fn listener(env: &TestEnv) -> sqlx::postgres::PgListener {

@@ -26,7 +26,7 @@ use corebank_platform::db::SchemaSpec;
 
 use crate::accounts::AccountDirectory;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer, QueueSpec};
 use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::transaction_service_server::TransactionServiceServer;
 use sqlx::PgPool;
@@ -154,7 +154,11 @@ impl Application {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = corebank_platform::listen::bind(addr).await?;
-        let store = TransactionStore::new(settings.pool.clone(), settings.requests.idempotency());
+        // Creates hand their events to the relay `run_until_stopped` starts
+        // in this process (see `waking_relay_after`).
+        let outbox = messaging::handover_key(&settings.pool, "transaction creates").await;
+        let store = TransactionStore::new(settings.pool.clone(), settings.requests.idempotency())
+            .with_outbox(outbox);
         Ok(Self {
             listener,
             settings,

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use corebank_platform::error::{ApiError, constraint};
 use corebank_platform::idempotency::{self, FreshClaim, IdempotencyConfig};
-use corebank_platform::messaging::{self, OutboxRows, OutgoingMessage};
+use corebank_platform::messaging::{self, OutboxKey, OutboxRows, OutgoingMessage};
 use corebank_platform::money::Currency;
 use corebank_platform::paging::Page;
 use futures::future::BoxFuture;
@@ -38,6 +38,9 @@ pub const STATUS_CHANNEL: &str = "transaction_status";
 pub struct TransactionStore {
     pool: PgPool,
     idempotency: IdempotencyConfig,
+    /// The outbox whose relay, when it runs in this process, takes the
+    /// creates' events in memory (see `waking_relay_after`).
+    outbox: Option<OutboxKey>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -164,7 +167,17 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 
 impl TransactionStore {
     pub fn new(pool: PgPool, idempotency: IdempotencyConfig) -> Self {
-        Self { pool, idempotency }
+        Self {
+            pool,
+            idempotency,
+            outbox: None,
+        }
+    }
+
+    /// The same store, its creates handing their events to the relay of
+    /// `outbox` in this process instead of notifying it.
+    pub fn with_outbox(self, outbox: Option<OutboxKey>) -> Self {
+        Self { outbox, ..self }
     }
 
     /// Runs `effect` in one transaction, guarded by the idempotency key.
@@ -240,9 +253,10 @@ impl TransactionStore {
             .bind(transaction.amount)
             .bind(&transaction.description)
             .bind(transaction.created_at);
-        let row = OutboxRows::new(vec![event])
+        let statement = OutboxRows::new(vec![event])
             .bind(query)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool);
+        let row = messaging::waking_relay_after(self.outbox.as_deref(), statement)
             .await
             .map_err(refused)?;
         Ok(row.try_get(0)?)

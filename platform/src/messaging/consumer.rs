@@ -114,14 +114,8 @@ impl<H: Handler> QueueConsumer<H> {
         let queue = self.broker.namespace().queue(&self.spec.name);
         let mut backoff = RestartBackoff::default();
         // The outbox the handlers write to: its relay, when it runs in this
-        // process, is woken after each batch instead of by a NOTIFY in it.
-        let outbox = match super::outbox_key(&self.pool).await {
-            Ok(key) => Some(key),
-            Err(error) => {
-                tracing::warn!(%error, %queue, "outbox unknown: batches will notify their relay");
-                None
-            }
-        };
+        // process, is handed each batch's rows instead of a NOTIFY in it.
+        let outbox = super::handover_key(&self.pool, &queue).await;
         while !shutdown.is_cancelled() {
             let Some(channel) = self.broker.channel(&shutdown).await else {
                 break;

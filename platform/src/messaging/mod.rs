@@ -45,7 +45,7 @@ pub use topology::{
     Binding, Exchange, Namespace, QueueSpec, RetryPolicy, declare_exchanges, declare_queue,
     delete_topology,
 };
-pub use wake::{OutboxKey, outbox_key, waking_relay_after};
+pub use wake::{OutboxKey, handover_key, outbox_key, waking_relay_after};
 
 /// What can go wrong moving messages between PostgreSQL and RabbitMQ.
 #[derive(Debug, thiserror::Error)]

@@ -171,6 +171,7 @@ impl OutboxRows {
             versions,
             occurred,
         } = self.0;
+        let notify = super::wake::needs_notify(&ids);
         query
             .bind(ids)
             .bind(exchanges)
@@ -182,7 +183,7 @@ impl OutboxRows {
             .bind(traceparents)
             .bind(versions)
             .bind(occurred)
-            .bind(super::wake::needs_notify())
+            .bind(notify)
     }
 }
 

@@ -1,41 +1,53 @@
 //! The outbox relay: publishes committed outbox rows and marks them sent once
 //! the broker confirmed them.
 //!
-//! One round locks a batch of pending rows with `for update skip locked` (so
-//! several replicas share the table without publishing a row twice), publishes
-//! them all, awaits every publisher confirm, and marks the confirmed ones sent in
-//! the transaction that locked them. The rows of one round for one destination
-//! (exchange and routing key) go out as one AMQP message, a batch envelope
-//! whose inner messages keep their own ids ([`unpack`](super::unpack)). A
-//! nack, a timeout or a lost connection leaves rows pending for the next
-//! round: delivery is at-least-once and the consumers' inbox absorbs the
-//! duplicates. Rounds are triggered by the NOTIFY
-//! that [`enqueue`](super::enqueue) issues, with a polling fallback for lost
-//! notifications and listener outages.
+//! Rows reach it two ways. A writer in the relay's own process (a consumer
+//! batch, inside [`waking_relay_after`](super::waking_relay_after)) hands it
+//! the message ids it wrote: the relay reads those rows by id once the
+//! writer's transaction is over, which finds only committed rows that are
+//! still pending, publishes them, and marks them sent a batch at a time
+//! (after `mark_delay`, or before its next claim round), so a busy consumer
+//! costs one read a transaction instead of a claim round. Every other row
+//! (another process's, a lost handover, a failed publish) goes out in a
+//! claim round: it locks a batch of pending rows with `for update skip
+//! locked` (so several replicas share the table without publishing a row
+//! twice), publishes them, and marks the confirmed ones sent in the
+//! transaction that locked them. Claim rounds run on the NOTIFY that
+//! [`enqueue`](super::enqueue) issues outside a handover scope, and at
+//! least every `poll_interval`.
+//!
+//! The rows of one round for one destination (exchange and routing key) go
+//! out as one AMQP message, a batch envelope whose inner messages keep
+//! their own ids ([`unpack`](super::unpack)). A nack, a timeout or a lost
+//! connection leaves rows pending for a later round: delivery is
+//! at-least-once and the consumers' inbox absorbs the duplicates (a claim
+//! round of another replica may publish a handed row a second time in the
+//! few milliseconds before it is marked).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+mod handover;
+mod publish;
+mod rounds;
+
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use futures::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Confirmation};
+use lapin::Channel;
+use lapin::options::ConfirmSelectOptions;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::db::PlannedPerCall;
 use crate::failpoint::{self, Point};
 
 use super::MessagingError;
-use super::batch::batch;
 use super::broker::{BROKER_CALL_TIMEOUT, Broker};
-use super::envelope::OutgoingMessage;
 use super::outbox::notify_channel;
-use super::topology::Exchange;
+use super::wake::Registration;
+use handover::Unmarked;
+use publish::{OutboxRow, publish};
+use rounds::{Round, Woken};
 
 /// How often the pending-rows gauges are refreshed.
 const PENDING_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +59,10 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How often to look for pending rows when no notification arrives.
     pub poll_interval: Duration,
+    /// How long rows published from a handover may wait to be marked sent,
+    /// so that one statement marks the rows of several rounds. Past it, or
+    /// before a claim round, they are marked.
+    pub mark_delay: Duration,
     /// How long to wait for the broker's confirms of one batch.
     pub confirm_timeout: Duration,
     /// How long a whole round may take (its statements included). Past it
@@ -63,6 +79,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 100,
             poll_interval: Duration::from_millis(500),
+            mark_delay: Duration::from_millis(50),
             confirm_timeout: Duration::from_secs(30),
             round_timeout: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(10),
@@ -78,61 +95,19 @@ pub struct OutboxRelay {
     config: RelayConfig,
 }
 
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    outbox_id: i64,
-    message_id: Uuid,
-    exchange: String,
-    routing_key: String,
-    message_type: String,
-    payload: Vec<u8>,
-    correlation_id: Option<Uuid>,
-    causation_id: Option<Uuid>,
-    traceparent: Option<String>,
-    schema_version: i32,
-    occurred_at: DateTime<Utc>,
-}
-
-impl OutboxRow {
-    /// The row's envelope (its payload aside).
-    fn message(&self, exchange: Exchange) -> OutgoingMessage {
-        OutgoingMessage {
-            message_id: self.message_id,
-            message_type: self.message_type.clone(),
-            exchange,
-            routing_key: self.routing_key.clone(),
-            payload: Vec::new(),
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
-            traceparent: self.traceparent.clone(),
-            occurred_at: self.occurred_at,
-            schema_version: self.schema_version,
+/// Whether a round went wrong, in which case the loop opens a new channel:
+/// one that failed may be dead or hold unknown confirms, and after a
+/// cluster node died a channel that published to a queue whose leader it
+/// was keeps nacking while a fresh one is accepted. The round's rows that
+/// were not confirmed stay pending.
+fn went_wrong(round: Result<Round, MessagingError>, schema: &str) -> bool {
+    match round {
+        Ok(round) => round.confirmed < round.claimed,
+        Err(error) => {
+            tracing::warn!(%error, %schema, "outbox relay round failed, will retry");
+            true
         }
     }
-}
-
-/// The rows' indexes grouped by destination (exchange and routing key), in
-/// the order each destination first appears; each group keeps outbox order.
-fn destinations(rows: &[OutboxRow]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_destination: HashMap<(&str, &str), usize> = HashMap::new();
-    for (index, row) in rows.iter().enumerate() {
-        let key = (row.exchange.as_str(), row.routing_key.as_str());
-        match by_destination.get(&key) {
-            Some(group) => groups[*group].push(index),
-            None => {
-                by_destination.insert(key, groups.len());
-                groups.push(vec![index]);
-            }
-        }
-    }
-    groups
-}
-
-/// What one round did.
-struct Round {
-    claimed: usize,
-    confirmed: usize,
 }
 
 /// A relay running in the background (see [`OutboxRelay::spawn`]).
@@ -185,12 +160,16 @@ impl OutboxRelay {
     /// `flush_timeout`) and returns. Fails only if the schema cannot be read at start.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MessagingError> {
         let (schema, key) = super::wake::outbox_of(&self.pool).await?;
-        // Writers of this process wake it in memory (see `wake`).
+        // Writers of this process hand it their rows in memory (see `wake`).
         let local = super::wake::register(key);
         tracing::info!(%schema, "outbox relay started");
         let mut listener: Option<PgListener> = None;
         let mut channel: Option<Channel> = None;
         let mut report = crate::telemetry::Every::new(PENDING_REPORT_INTERVAL);
+        let mut unmarked = Unmarked::default();
+        // The first pass claims whatever an earlier process left pending.
+        let mut claim = true;
+        let mut last_claim = Instant::now();
 
         while !shutdown.is_cancelled() {
             if listener.is_none() {
@@ -202,56 +181,88 @@ impl OutboxRelay {
                     break;
                 }
             }
-            // The round sees every row committed before it starts, so the
-            // notifications that have already arrived are answered by it:
-            // dropping them spares a round that would find nothing. They
-            // wait in the connection's socket, not in the listener's buffer,
-            // so each is read with one poll of `recv`, which is cancel-safe.
+            // A claim round sees every row committed before it starts, so the
+            // notifications that have already arrived are answered by one
+            // round. They wait in the connection's socket, not in the
+            // listener's buffer, so each is read with one poll of `recv`,
+            // which is cancel-safe.
             if let Some(listener) = listener.as_mut() {
-                while let Some(Ok(_)) = listener.recv().now_or_never() {}
+                while let Some(Ok(_)) = listener.recv().now_or_never() {
+                    claim = true;
+                }
             }
-            let round = super::within(
-                "an outbox relay round",
-                self.config.round_timeout,
-                self.round(channel.as_ref(), &schema),
-            )
-            .await;
-            let more = match round {
-                Ok(round) if round.confirmed < round.claimed => {
-                    // A publish was nacked or returned. After a cluster node
-                    // died, a channel that published to a queue whose leader
-                    // it was keeps nacking while a fresh one is accepted:
-                    // the rows stay pending and the next round opens anew.
+            claim |= local.take_claim() || last_claim.elapsed() >= self.config.poll_interval;
+
+            let handed = local.take_handed();
+            if !handed.is_empty() {
+                let round = super::within(
+                    "an outbox relay round",
+                    self.config.round_timeout,
+                    self.handed_round(channel.as_ref(), &schema, &handed, &mut unmarked),
+                )
+                .await;
+                if went_wrong(round, &schema) {
+                    // Its rows stay pending: the next claim round takes them.
                     channel = None;
-                    false
+                    claim = true;
                 }
-                Ok(round) => round.claimed as i64 == self.config.batch_size,
-                Err(error) => {
-                    tracing::warn!(%error, %schema, "outbox relay round failed, will retry");
-                    // The channel may be dead or hold unknown confirms: start afresh.
+            }
+            // Rows published from handovers are marked before a claim round
+            // (which would otherwise publish them again), when the oldest
+            // has waited `mark_delay`, or when a batch of them is waiting.
+            if claim || unmarked.due(&self.config) {
+                self.mark(&mut unmarked, &schema).await;
+            }
+            let mut more = false;
+            if claim && channel.is_some() {
+                claim = false;
+                last_claim = Instant::now();
+                let round = super::within(
+                    "an outbox relay round",
+                    self.config.round_timeout,
+                    self.claim_round(channel.as_ref(), &schema),
+                )
+                .await;
+                more = matches!(&round, Ok(round) if round.claimed as i64 == self.config.batch_size
+                    && round.confirmed == round.claimed);
+                if went_wrong(round, &schema) {
                     channel = None;
-                    false
                 }
-            };
+            }
             // The gauges need no fresher than a second: counting the
             // pending rows after every round would be one statement a round.
             if report.due() {
                 self.report_pending(&schema).await;
             }
-            if !more {
-                self.wait_for_work(listener.as_mut(), &local, &shutdown)
+            if more {
+                claim = true;
+            } else {
+                let woken = self
+                    .wait_for_work(
+                        listener.as_mut(),
+                        &local,
+                        &shutdown,
+                        unmarked.deadline(&self.config),
+                    )
                     .await;
+                claim |= woken == Woken::Notified || woken == Woken::Poll;
             }
         }
 
-        self.flush(channel, &schema).await;
+        self.flush(channel, &schema, &local, unmarked).await;
         tracing::info!(%schema, "outbox relay stopped");
         Ok(())
     }
 
     /// Publishes whatever is pending before stopping, so a clean shutdown leaves
     /// nothing for the next process to send late.
-    async fn flush(&self, channel: Option<Channel>, schema: &str) {
+    async fn flush(
+        &self,
+        channel: Option<Channel>,
+        schema: &str,
+        local: &Registration,
+        mut unmarked: Unmarked,
+    ) {
         let flush = async {
             let channel = match channel {
                 Some(channel) => channel,
@@ -260,8 +271,17 @@ impl OutboxRelay {
                     None => return,
                 },
             };
+            let handed = local.take_handed();
+            if !handed.is_empty()
+                && let Err(error) = self
+                    .handed_round(Some(&channel), schema, &handed, &mut unmarked)
+                    .await
+            {
+                tracing::warn!(%error, %schema, "outbox flush of handed rows failed");
+            }
+            self.mark(&mut unmarked, schema).await;
             loop {
-                match self.round(Some(&channel), schema).await {
+                match self.claim_round(Some(&channel), schema).await {
                     Ok(round) if round.claimed > 0 && round.confirmed == round.claimed => continue,
                     Ok(_) => return,
                     Err(error) => {
@@ -314,9 +334,10 @@ impl OutboxRelay {
     async fn wait_for_work(
         &self,
         listener: Option<&mut PgListener>,
-        local: &super::wake::Registration,
+        local: &Registration,
         shutdown: &CancellationToken,
-    ) {
+        mark_at: Option<Instant>,
+    ) -> Woken {
         let notified = async {
             match listener {
                 Some(listener) => {
@@ -329,25 +350,31 @@ impl OutboxRelay {
                 None => std::future::pending::<()>().await,
             }
         };
+        let marks_due = async {
+            match mark_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = notified => {}
-            _ = local.woken() => {}
-            _ = tokio::time::sleep(self.config.poll_interval) => {}
+            _ = shutdown.cancelled() => Woken::Shutdown,
+            _ = notified => Woken::Notified,
+            _ = local.woken() => Woken::Local,
+            _ = marks_due => Woken::Marks,
+            _ = tokio::time::sleep(self.config.poll_interval) => Woken::Poll,
         }
     }
 
+    /// Claims a batch of pending rows, publishes them and marks the
+    /// confirmed ones sent, in one transaction.
     #[tracing::instrument(skip_all, fields(schema = %schema))]
-    async fn round(
+    async fn claim_round(
         &self,
         channel: Option<&Channel>,
         schema: &str,
     ) -> Result<Round, MessagingError> {
         let Some(channel) = channel else {
-            return Ok(Round {
-                claimed: 0,
-                confirmed: 0,
-            });
+            return Ok(Round::NOTHING);
         };
         let mut tx = self.pool.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
@@ -366,91 +393,16 @@ impl OutboxRelay {
         .await?;
         if rows.is_empty() {
             tx.rollback().await?;
-            return Ok(Round {
-                claimed: 0,
-                confirmed: 0,
-            });
+            return Ok(Round::NOTHING);
         }
-
-        failpoint::hit(Point::RelayBeforePublish, schema);
-        let namespace = self.broker.namespace();
-        let groups = destinations(&rows);
-        let mut pending = Vec::with_capacity(groups.len());
-        for group in &groups {
-            let first = &rows[group[0]];
-            let exchange = Exchange::parse(&first.exchange).unwrap_or(Exchange::Events);
-            // One row goes out as it is; several for one destination go out
-            // as one batch, each keeping its own envelope.
-            let (payload, properties) = if let [only] = group.as_slice() {
-                let row = &rows[*only];
-                (
-                    Cow::Borrowed(row.payload.as_slice()),
-                    row.message(exchange).properties(schema),
-                )
-            } else {
-                let envelopes = group
-                    .iter()
-                    .map(|index| {
-                        let row = &rows[*index];
-                        row.message(exchange).envelope(row.payload.clone())
-                    })
-                    .collect();
-                let (payload, properties) = batch(envelopes, schema);
-                (Cow::Owned(payload), properties)
-            };
-            // Mandatory, so an unroutable message is at least reported.
-            let confirm = channel
-                .basic_publish(
-                    namespace.exchange(exchange).into(),
-                    first.routing_key.clone().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    properties,
-                )
-                .await?;
-            pending.push(confirm);
-        }
-
-        let confirmations = tokio::time::timeout(self.config.confirm_timeout, join_all(pending))
-            .await
-            .map_err(|_| MessagingError::ConfirmTimeout)?;
-        metrics::counter!("corebank_messaging_publishes_total", "schema" => schema.to_owned())
-            .increment(groups.len() as u64);
-        let mut confirmed_ids = Vec::with_capacity(rows.len());
-        for (group, confirmation) in groups.iter().zip(confirmations) {
-            let first = &rows[group[0]];
-            match confirmation? {
-                Confirmation::Ack(returned) => {
-                    if returned.is_some() {
-                        metrics::counter!("corebank_messaging_unroutable_total", "exchange" => first.exchange.clone())
-                            .increment(1);
-                        // A command or reply always has a consumer queue: if
-                        // none is bound yet (a consumer not started on a fresh
-                        // broker), the rows stay pending and are sent again next
-                        // round instead of being lost. An event may have no
-                        // subscriber at all, so an unroutable event is done.
-                        if Exchange::parse(&first.exchange) != Some(Exchange::Events) {
-                            tracing::warn!(message_id = %first.message_id, messages = group.len(), exchange = %first.exchange, routing_key = %first.routing_key, "command or reply unroutable, kept pending");
-                            continue;
-                        }
-                        tracing::debug!(message_id = %first.message_id, routing_key = %first.routing_key, "event had no subscriber");
-                    }
-                    confirmed_ids.extend(group.iter().map(|index| rows[*index].outbox_id));
-                }
-                Confirmation::Nack(_) => {
-                    metrics::counter!("corebank_messaging_publish_nacked_total").increment(1);
-                    tracing::warn!(message_id = %first.message_id, messages = group.len(), "broker nacked outbox messages, will retry");
-                }
-                Confirmation::NotRequested => {
-                    return Err(MessagingError::NotConfirmed(
-                        "channel is not in confirm mode".into(),
-                    ));
-                }
-            }
-        }
+        let confirmed = publish(
+            &self.broker,
+            channel,
+            schema,
+            &rows,
+            self.config.confirm_timeout,
+        )
+        .await?;
 
         failpoint::hit(Point::RelayBeforeMarkSent, schema);
         // The round commits without waiting for its WAL to reach the disk
@@ -464,21 +416,11 @@ impl OutboxRelay {
               where outbox_id = any($1) and exists (select 1 from lazy)",
         )
         .planned_per_call()
-        .bind(&confirmed_ids)
+        .bind(&confirmed)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        metrics::counter!("corebank_messaging_published_total", "schema" => schema.to_owned())
-            .increment(confirmed_ids.len() as u64);
-        tracing::debug!(
-            claimed = rows.len(),
-            confirmed = confirmed_ids.len(),
-            "outbox batch published"
-        );
-        Ok(Round {
-            claimed: rows.len(),
-            confirmed: confirmed_ids.len(),
-        })
+        Ok(Round::done(schema, rows.len(), confirmed.len()))
     }
 
     async fn report_pending(&self, schema: &str) {

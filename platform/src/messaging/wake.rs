@@ -11,20 +11,25 @@
 //! The writers that commit most (the consumers) run in the process of the
 //! relay of their own schema. Such a writer runs its transaction inside
 //! [`waking_relay_after`]: [`enqueue_all`](super::enqueue_all) then writes its
-//! rows without a NOTIFY and marks the scope, and once the scope's work is
-//! done (committed, or rolled back: a spurious wake-up costs one empty round)
-//! the relay is woken in memory. A relay mid-round keeps the wake-up as a
-//! permit and runs one more round when that one ends, so no row waits for
-//! the polling fallback. A writer with no relay of its schema in its process
-//! (another replica, a tool) is outside any scope and notifies as before.
+//! rows without a NOTIFY and notes their message ids, and once the scope's
+//! work is done (committed, or rolled back) the ids are handed to the relay
+//! in memory. The relay publishes them without a claim round: it reads the
+//! rows by id, which finds only committed ones (a rolled-back write finds
+//! nothing, so nothing uncommitted is ever published), and marks them sent
+//! a batch at a time (see `relay`). A relay mid-round keeps the wake-up as a
+//! permit and takes the ids when that round ends. A writer with no relay of
+//! its schema in its process (another replica, a tool) is outside any scope
+//! and notifies as before.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 /// Which outbox a relay serves: the database and the schema of its pool.
 pub type OutboxKey = String;
@@ -34,6 +39,20 @@ pub async fn outbox_key(pool: &PgPool) -> Result<OutboxKey, sqlx::Error> {
     Ok(outbox_of(pool).await?.1)
 }
 
+/// The key of the outbox the pool's connections write to, for
+/// [`waking_relay_after`]; `None` (and a warning naming `writers`) when it
+/// cannot be read, in which case the writers notify their relay as any
+/// other writer does.
+pub async fn handover_key(pool: &PgPool, writers: &str) -> Option<OutboxKey> {
+    match outbox_key(pool).await {
+        Ok(key) => Some(key),
+        Err(error) => {
+            tracing::warn!(%error, writers, "outbox unknown: these writers will notify their relay");
+            None
+        }
+    }
+}
+
 /// The schema of the pool's connections and the key of its outbox.
 pub(super) async fn outbox_of(pool: &PgPool) -> Result<(String, OutboxKey), sqlx::Error> {
     sqlx::query_as("select current_schema(), current_database() || '/' || current_schema()")
@@ -41,34 +60,68 @@ pub(super) async fn outbox_of(pool: &PgPool) -> Result<(String, OutboxKey), sqlx
         .await
 }
 
-/// A relay wake-up and how many relays of one outbox share it.
-type Relays = HashMap<OutboxKey, (Arc<Notify>, usize)>;
+/// What the writers of this process leave for the relay of one outbox.
+#[derive(Default)]
+pub(super) struct Mailbox {
+    wake: Notify,
+    /// Message ids written (and, unless rolled back, committed) by scoped
+    /// writers, not yet taken by the relay.
+    handed: Mutex<Vec<Uuid>>,
+    /// A writer wrote rows whose ids it could not hand over: the relay
+    /// should claim pending rows.
+    claim: AtomicBool,
+}
+
+/// A relay's mailbox and how many relays of one outbox share it.
+type Relays = HashMap<OutboxKey, (Arc<Mailbox>, usize)>;
 
 /// The relays of this process, by outbox.
 static RELAYS: LazyLock<Mutex<Relays>> = LazyLock::new(Mutex::default);
 
+/// What a scope's work wrote to the outbox.
+#[derive(Default)]
+struct Written {
+    wrote: bool,
+    ids: Vec<Uuid>,
+}
+
 tokio::task_local! {
-    /// Set inside [`waking_relay_after`]: whether the work wrote outbox rows.
-    static WROTE: Cell<bool>;
+    /// Set inside [`waking_relay_after`]: what the work wrote.
+    static WROTE: RefCell<Written>;
 }
 
 /// A relay's registration; dropping it removes the relay.
 pub(super) struct Registration {
     key: OutboxKey,
-    wake: Arc<Notify>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Registration {
     /// Waits for a writer of this process to wake the relay (or returns at
     /// once if one did while the relay was busy).
     pub(super) async fn woken(&self) {
-        self.wake.notified().await
+        self.mailbox.wake.notified().await
     }
+
+    /// The message ids handed over since the last call, in the order they
+    /// were written.
+    pub(super) fn take_handed(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *lock(&self.mailbox.handed))
+    }
+
+    /// Whether a writer asked for a claim round since the last call.
+    pub(super) fn take_claim(&self) -> bool {
+        self.mailbox.claim.swap(false, Ordering::AcqRel)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut relays = RELAYS.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut relays = lock(&RELAYS);
         if let Some((_, count)) = relays.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
@@ -80,44 +133,56 @@ impl Drop for Registration {
 
 /// Registers a relay of `key`'s outbox in this process.
 pub(super) fn register(key: OutboxKey) -> Registration {
-    let mut relays = RELAYS.lock().unwrap_or_else(|poison| poison.into_inner());
-    let (wake, count) = relays
-        .entry(key.clone())
-        .or_insert_with(|| (Arc::new(Notify::new()), 0));
+    let mut relays = lock(&RELAYS);
+    let (mailbox, count) = relays.entry(key.clone()).or_default();
     *count += 1;
     Registration {
         key,
-        wake: Arc::clone(wake),
+        mailbox: Arc::clone(mailbox),
     }
 }
 
-fn local_relay(key: &str) -> Option<Arc<Notify>> {
-    let relays = RELAYS.lock().unwrap_or_else(|poison| poison.into_inner());
-    relays.get(key).map(|(wake, _)| Arc::clone(wake))
+fn local_relay(key: &str) -> Option<Arc<Mailbox>> {
+    lock(&RELAYS)
+        .get(key)
+        .map(|(mailbox, _)| Arc::clone(mailbox))
 }
 
 /// Runs `work`, a database transaction that may enqueue outbox rows and
-/// ends with its commit, and then wakes the relay of `key`'s outbox in this
-/// process if the work wrote any, instead of a NOTIFY per transaction. With
-/// no such relay (or no key) the work runs as it is and notifies.
+/// ends with its commit, and then hands the ids of the rows it wrote to
+/// the relay of `key`'s outbox in this process, instead of a NOTIFY per
+/// transaction. With no such relay (or no key) the work runs as it is and
+/// notifies.
 pub async fn waking_relay_after<F: Future>(key: Option<&str>, work: F) -> F::Output {
-    let Some(wake) = key.and_then(local_relay) else {
+    let Some(mailbox) = key.and_then(local_relay) else {
         return work.await;
     };
-    let (output, wrote) = WROTE
-        .scope(Cell::new(false), async {
+    let (output, written) = WROTE
+        .scope(RefCell::default(), async {
             let output = work.await;
-            (output, WROTE.with(Cell::get))
+            (output, WROTE.with(|written| written.take()))
         })
         .await;
-    if wrote {
-        wake.notify_one();
+    if written.wrote {
+        if written.ids.is_empty() {
+            mailbox.claim.store(true, Ordering::Release);
+        } else {
+            lock(&mailbox.handed).extend(written.ids);
+        }
+        mailbox.wake.notify_one();
     }
     output
 }
 
 /// Whether the caller's outbox rows need a NOTIFY: `false` inside
-/// [`waking_relay_after`], which then wakes the relay itself.
-pub(super) fn needs_notify() -> bool {
-    WROTE.try_with(|wrote| wrote.set(true)).is_err()
+/// [`waking_relay_after`], which then hands `ids` (the rows' message ids)
+/// to the relay itself.
+pub(super) fn needs_notify(ids: &[Uuid]) -> bool {
+    WROTE
+        .try_with(|written| {
+            let mut written = written.borrow_mut();
+            written.wrote = true;
+            written.ids.extend_from_slice(ids);
+        })
+        .is_err()
 }
