@@ -46,7 +46,7 @@ use super::broker::{BROKER_CALL_TIMEOUT, Broker};
 use super::outbox::notify_channel;
 use super::wake::Registration;
 use handover::Unmarked;
-use publish::{OutboxRow, publish};
+use publish::OutboxRow;
 use rounds::{Round, Woken};
 
 /// How often the pending-rows gauges are refreshed.
@@ -395,14 +395,7 @@ impl OutboxRelay {
             tx.rollback().await?;
             return Ok(Round::NOTHING);
         }
-        let confirmed = publish(
-            &self.broker,
-            channel,
-            schema,
-            &rows,
-            self.config.confirm_timeout,
-        )
-        .await?;
+        let confirmed = self.publish(channel, schema, &rows).await?;
 
         failpoint::hit(Point::RelayBeforeMarkSent, schema);
         // The round commits without waiting for its WAL to reach the disk

@@ -8,8 +8,8 @@
 //! each other (on this project's bench machine a notifying commit halves
 //! the commits a second the server takes).
 //!
-//! The writers that commit most (the consumers) run in the process of the
-//! relay of their own schema. Such a writer runs its transaction inside
+//! The writers that commit most (the consumers, and the transaction
+//! service's creates) run in the process of the relay of their own schema. Such a writer runs its transaction inside
 //! [`waking_relay_after`]: [`enqueue_all`](super::enqueue_all) then writes its
 //! rows without a NOTIFY and notes their message ids, and once the scope's
 //! work is done (committed, or rolled back) the ids are handed to the relay
@@ -77,6 +77,11 @@ type Relays = HashMap<OutboxKey, (Arc<Mailbox>, usize)>;
 
 /// The relays of this process, by outbox.
 static RELAYS: LazyLock<Mutex<Relays>> = LazyLock::new(Mutex::default);
+
+/// How many handed ids a relay may have waiting; past it they are dropped
+/// and the relay claims their rows instead (say, after its broker was away
+/// for a while).
+const HANDED_LIMIT: usize = 10_000;
 
 /// What a scope's work wrote to the outbox.
 #[derive(Default)]
@@ -164,11 +169,16 @@ pub async fn waking_relay_after<F: Future>(key: Option<&str>, work: F) -> F::Out
         })
         .await;
     if written.wrote {
-        if written.ids.is_empty() {
+        let mut handed = lock(&mailbox.handed);
+        if written.ids.is_empty() || handed.len() + written.ids.len() > HANDED_LIMIT {
+            // The rows are pending in the table whatever happens here: a
+            // relay that has not kept up (its broker away) claims them.
+            handed.clear();
             mailbox.claim.store(true, Ordering::Release);
         } else {
-            lock(&mailbox.handed).extend(written.ids);
+            handed.extend(written.ids);
         }
+        drop(handed);
         mailbox.wake.notify_one();
     }
     output

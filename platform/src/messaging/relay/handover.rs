@@ -11,7 +11,7 @@ use crate::db::PlannedPerCall;
 use crate::failpoint::{self, Point};
 use crate::messaging::MessagingError;
 
-use super::publish::{OutboxRow, publish};
+use super::publish::OutboxRow;
 use super::rounds::Round;
 use super::{OutboxRelay, RelayConfig};
 
@@ -87,14 +87,11 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(Round::NOTHING);
         }
-        let confirmed = publish(
-            &self.broker,
-            channel,
-            schema,
-            &rows,
-            self.config.confirm_timeout,
-        )
-        .await?;
+        let confirmed = self.publish(channel, schema, &rows).await?;
+        // Published and confirmed, not yet marked: a crash from here on
+        // publishes these rows again, as one between a claim round's
+        // confirms and its mark does.
+        failpoint::hit(Point::RelayBeforeMarkSent, schema);
         unmarked.add(&confirmed, started);
         Ok(Round::done(schema, rows.len(), confirmed.len()))
     }
@@ -107,7 +104,6 @@ impl OutboxRelay {
             return;
         }
         let (ids, rounds) = unmarked.take();
-        failpoint::hit(Point::RelayBeforeMarkSent, schema);
         // `synchronous_commit` off, as for a claim round's mark.
         let marked = sqlx::query(
             "with lazy as (select set_config('synchronous_commit', 'off', true))
