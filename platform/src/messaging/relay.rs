@@ -2,7 +2,8 @@
 //! the broker confirmed them.
 //!
 //! Rows reach it two ways. A writer in the relay's own process (a consumer
-//! batch, inside [`waking_relay_after`](super::waking_relay_after)) hands it
+//! batch or a transaction service create, inside
+//! [`waking_relay_after`](super::waking_relay_after)) hands it
 //! the message ids it wrote: the relay reads those rows by id once the
 //! writer's transaction is over, which finds only committed rows that are
 //! still pending, publishes them, and marks them sent a batch at a time
@@ -21,8 +22,9 @@
 //! their own ids ([`unpack`](super::unpack)). A nack, a timeout or a lost
 //! connection leaves rows pending for a later round: delivery is
 //! at-least-once and the consumers' inbox absorbs the duplicates (a claim
-//! round of another replica may publish a handed row a second time in the
-//! few milliseconds before it is marked).
+//! round of another replica may publish a handed row a second time if it
+//! runs in the time, at most `mark_delay` and a publish, before the row is
+//! marked).
 
 mod handover;
 mod publish;
