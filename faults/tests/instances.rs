@@ -198,6 +198,9 @@ async fn a_durable_queue_and_its_messages_survive_a_killed_private_rabbit() -> T
         .await?;
     publish_confirmed(&channel, "kept", b"survivor").await?;
     connection.close(200, "done".into()).await?;
+    // The declare is answered before the queue's record is on disk: killed
+    // within milliseconds of it, the node boots without the queue.
+    rabbit.sync_definitions().await?;
 
     rabbit.kill().await?;
     assert!(!rabbit.is_running());

@@ -229,6 +229,15 @@ impl PrivateRabbit {
         }
     }
 
+    /// Syncs the node's definitions log (Mnesia's) to disk. A queue declared
+    /// moments before a SIGKILL is otherwise lost with it: the declare is
+    /// answered before its record reaches the disk, and this node then
+    /// boots with no such queue. A test that kills the node right after
+    /// declaring what must survive syncs first.
+    pub async fn sync_definitions(&self) -> io::Result<()> {
+        self.rabbitmqctl(&["eval", "mnesia:sync_log()."]).await
+    }
+
     /// Runs `rabbitmqctl -n <node> <args>`, failing after [`PATIENCE`].
     pub(crate) async fn rabbitmqctl(&self, args: &[&str]) -> io::Result<()> {
         self.rabbitmqctl_output(args).await.map(drop)
