@@ -61,6 +61,11 @@ impl CommandLog {
             .transpose()
     }
 
+    /// Whether `command_id` has a reply, stored or recorded by this batch.
+    pub(super) fn handled(&self, command_id: &str) -> bool {
+        self.rows.contains_key(command_id)
+    }
+
     /// `None`: the reserve has not been seen; `Some(None)`: it was rejected;
     /// `Some(Some(hold))`: it placed `hold`.
     pub(super) fn reserved_hold(&self, reserve_command_id: &str) -> Option<Option<Uuid>> {

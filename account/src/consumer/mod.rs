@@ -39,6 +39,7 @@ use crate::store::{self, holds, ledger};
 mod effects;
 mod kyc_events;
 mod log;
+mod posts;
 
 pub use kyc_events::KycHandler;
 
@@ -206,11 +207,15 @@ impl CommandHandler {
         let mut log = CommandLog::load(tx, &named)
             .await
             .map_err(BatchError::whole)?;
+        let mut posts = match savepoints {
+            Savepoints::WhereNeeded => posts::plan(&decoded, &log),
+            Savepoints::Always => posts::Posts::default(),
+        };
         let now = self.clock.now();
         let mut outgoing = Vec::new();
         for d in &decoded {
             let answer = self
-                .answer(tx, d, &mut log, savepoints, now)
+                .answer(tx, d, &decoded, &mut log, &mut posts, savepoints, now)
                 .instrument(message_span(d.message))
                 .await?;
             outgoing.extend(answer);
@@ -223,12 +228,16 @@ impl CommandHandler {
 
     /// One command's outgoing messages (events, then the reply), built in
     /// its span so they continue its trace: the stored reply again for a
-    /// command handled before, else the effect's.
+    /// command handled before, else the effect's (a grouped post's from the
+    /// group's capture).
+    #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
         tx: &mut PgConnection,
         d: &Decoded<'_>,
+        decoded: &[Decoded<'_>],
         log: &mut CommandLog,
+        posts: &mut posts::Posts,
         savepoints: Savepoints,
         now: DateTime<Utc>,
     ) -> Result<Vec<OutgoingMessage>, BatchError> {
@@ -240,8 +249,14 @@ impl CommandHandler {
             tracing::debug!(%command_id, "duplicate command, replaying the stored reply");
             return Ok(vec![reply_message(stored, d.saga_id, d.message)]);
         }
-        let savepoint = savepoints == Savepoints::Always || d.command.writes_before_refusing();
-        let (reply, hold_id, events) = self.apply_one(tx, d, log, savepoint, now).await?;
+        let (reply, hold_id, events) = match posts.take(tx, d, decoded, now).await? {
+            Some(result) => reply_of(d, result, false)?,
+            None => {
+                let savepoint =
+                    savepoints == Savepoints::Always || d.command.writes_before_refusing();
+                self.apply_one(tx, d, log, savepoint, now).await?
+            }
+        };
         log.record(command_id, &reply, hold_id);
         let mut outgoing: Vec<OutgoingMessage> = events
             .into_iter()
@@ -271,49 +286,9 @@ impl CommandHandler {
             }
             result
         } else {
-            let result = self.effect(tx, &d.command, log, now).await;
-            // Without a savepoint only a refusal that ran no failing
-            // statement may be answered. The domain refuses with other
-            // codes; an invalid argument is the database's (a text it
-            // cannot store), and the batch is redone with savepoints.
-            if let Err(error) = &result
-                && error.code() == ErrorCode::InvalidArgument
-            {
-                return Err(BatchError::whole(HandlerError::transient(anyhow!(
-                    error.to_string()
-                ))));
-            }
-            result
+            self.effect(tx, &d.command, log, now).await
         };
-        let (command_id, saga_id) = d.command.ids();
-        let mut reply = pb::CommandReply {
-            command_id: command_id.to_owned(),
-            saga_id: saga_id.to_owned(),
-            ..pb::CommandReply::default()
-        };
-        match result {
-            Ok(applied) => {
-                reply.outcome = pb::CommandOutcome::Succeeded as i32;
-                reply.detail = applied.detail;
-                reply.hold_id = applied.hold_id.map(|id| id.to_string()).unwrap_or_default();
-                reply.journal_id = applied
-                    .journal_id
-                    .map(|id| id.to_string())
-                    .unwrap_or_default();
-                Ok((reply, applied.hold_id, applied.events))
-            }
-            Err(error) if rejects(&error) => {
-                tracing::info!(%command_id, reason = error.reason(), "command rejected");
-                reply.outcome = pb::CommandOutcome::Rejected as i32;
-                reply.reason_code = error.reason().to_owned();
-                reply.detail = error.message().to_owned();
-                Ok((reply, None, Vec::new()))
-            }
-            Err(error) => Err(BatchError::at(
-                d.index,
-                HandlerError::transient(anyhow!(error.to_string())),
-            )),
-        }
+        reply_of(d, result, savepoint)
     }
 
     async fn effect(
@@ -329,6 +304,56 @@ impl CommandHandler {
             Command::Post(c) => post(conn, c, log, now).await,
             Command::Deposit(c) => self.deposit(conn, c, now).await,
         }
+    }
+}
+
+/// A command's reply, the hold to log with it, and its events, from its
+/// effect's `result`. A refusal is answered; but one that came without a
+/// savepoint (`in_savepoint` false) only if it ran no failing statement:
+/// the domain refuses with other codes, and an invalid argument is the
+/// database's (a text it cannot store), so the batch is redone with
+/// savepoints.
+fn reply_of(
+    d: &Decoded<'_>,
+    result: Result<Applied, ApiError>,
+    in_savepoint: bool,
+) -> Result<(pb::CommandReply, Option<Uuid>, Vec<OutgoingMessage>), BatchError> {
+    if !in_savepoint
+        && let Err(error) = &result
+        && error.code() == ErrorCode::InvalidArgument
+    {
+        return Err(BatchError::whole(HandlerError::transient(anyhow!(
+            error.to_string()
+        ))));
+    }
+    let (command_id, saga_id) = d.command.ids();
+    let mut reply = pb::CommandReply {
+        command_id: command_id.to_owned(),
+        saga_id: saga_id.to_owned(),
+        ..pb::CommandReply::default()
+    };
+    match result {
+        Ok(applied) => {
+            reply.outcome = pb::CommandOutcome::Succeeded as i32;
+            reply.detail = applied.detail;
+            reply.hold_id = applied.hold_id.map(|id| id.to_string()).unwrap_or_default();
+            reply.journal_id = applied
+                .journal_id
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            Ok((reply, applied.hold_id, applied.events))
+        }
+        Err(error) if rejects(&error) => {
+            tracing::info!(%command_id, reason = error.reason(), "command rejected");
+            reply.outcome = pb::CommandOutcome::Rejected as i32;
+            reply.reason_code = error.reason().to_owned();
+            reply.detail = error.message().to_owned();
+            Ok((reply, None, Vec::new()))
+        }
+        Err(error) => Err(BatchError::at(
+            d.index,
+            HandlerError::transient(anyhow!(error.to_string())),
+        )),
     }
 }
 

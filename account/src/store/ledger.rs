@@ -16,8 +16,10 @@ use crate::domain::{
 };
 
 mod capture;
+mod capture_batch;
 
 pub use capture::{Credit, capture};
+pub use capture_batch::{Capture, capture_batch};
 
 /// A journal as a posting wrote it, but for its entries.
 struct Posting<'a> {

@@ -10,6 +10,7 @@ use corebank_proto::v1 as pb;
 
 use crate::helpers::{SagaCommands, TestApp, key, rejected, succeeded};
 
+mod batch;
 mod capture;
 
 fn money(currency: &str, amount: &str) -> pb::Money {

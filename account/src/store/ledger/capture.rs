@@ -218,7 +218,7 @@ impl CaptureStatement<'_> {
 /// Why [`capture`] wrote nothing: the hold's state, a hold on another
 /// account, an account that may not move, or no settlement account in the
 /// hold's currency.
-async fn capture_refusal(
+pub(super) async fn capture_refusal(
     conn: &mut PgConnection,
     hold_id: Uuid,
     source: Uuid,
