@@ -71,7 +71,7 @@ impl CommandHandler {
         };
         let (account_id, currency, amount) = (*account_id, *currency, *amount);
         let hold_id = Uuid::now_v7();
-        let hold = match holds::place_hold(
+        let outcome = holds::place_hold(
             conn,
             &command.command_id,
             hold_id,
@@ -82,28 +82,8 @@ impl CommandHandler {
             now + MAX_HOLD_TTL,
             now,
         )
-        .await?
-        {
-            holds::Reserved::Placed(hold) => hold,
-            holds::Reserved::Gated(gate) => return Err(shut(&gate, account_id)),
-        };
-        let event = pb::FundsReservedEvent {
-            hold_id: hold_id.to_string(),
-            account_id: account_id.to_string(),
-            amount: Some(pb::Money {
-                currency: currency.code().to_owned(),
-                amount: currency.format(hold.amount),
-            }),
-            transaction_id: command.transaction_id.clone(),
-        };
-        Ok(Applied {
-            hold_id: Some(hold_id),
-            events: vec![OutgoingMessage::event_of(
-                wire::event::FUNDS_RESERVED,
-                &event,
-            )],
-            ..Applied::default()
-        })
+        .await?;
+        reserved(outcome, account_id, command)
     }
 
     pub(super) async fn deposit(
@@ -125,6 +105,36 @@ impl CommandHandler {
         .await?;
         Ok(posted(journal, &command.transaction_id))
     }
+}
+
+/// What a reserve's hold placement means for its command: the hold and its
+/// event, or the refusal of a shut gate.
+pub(super) fn reserved(
+    outcome: holds::Reserved,
+    account_id: Uuid,
+    command: &pb::ReserveFundsCommand,
+) -> Result<Applied, ApiError> {
+    let hold = match outcome {
+        holds::Reserved::Placed(hold) => hold,
+        holds::Reserved::Gated(gate) => return Err(shut(&gate, account_id)),
+    };
+    let event = pb::FundsReservedEvent {
+        hold_id: hold.hold_id.to_string(),
+        account_id: account_id.to_string(),
+        amount: Some(pb::Money {
+            currency: hold.currency.code().to_owned(),
+            amount: hold.currency.format(hold.amount),
+        }),
+        transaction_id: command.transaction_id.clone(),
+    };
+    Ok(Applied {
+        hold_id: Some(hold.hold_id),
+        events: vec![OutgoingMessage::event_of(
+            wire::event::FUNDS_RESERVED,
+            &event,
+        )],
+        ..Applied::default()
+    })
 }
 
 pub(super) async fn release(

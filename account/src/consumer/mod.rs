@@ -39,7 +39,7 @@ use crate::store::{self, holds, ledger};
 mod effects;
 mod kyc_events;
 mod log;
-mod posts;
+mod together;
 
 pub use kyc_events::KycHandler;
 
@@ -207,15 +207,15 @@ impl CommandHandler {
         let mut log = CommandLog::load(tx, &named)
             .await
             .map_err(BatchError::whole)?;
-        let mut posts = match savepoints {
-            Savepoints::WhereNeeded => posts::plan(&decoded, &log),
-            Savepoints::Always => posts::Posts::default(),
+        let mut together = match savepoints {
+            Savepoints::WhereNeeded => together::plan(&decoded, &log, self.limits),
+            Savepoints::Always => together::Together::default(),
         };
         let now = self.clock.now();
         let mut outgoing = Vec::new();
         for d in &decoded {
             let answer = self
-                .answer(tx, d, &decoded, &mut log, &mut posts, savepoints, now)
+                .answer(tx, d, &decoded, &mut log, &mut together, savepoints, now)
                 .instrument(message_span(d.message))
                 .await?;
             outgoing.extend(answer);
@@ -228,8 +228,8 @@ impl CommandHandler {
 
     /// One command's outgoing messages (events, then the reply), built in
     /// its span so they continue its trace: the stored reply again for a
-    /// command handled before, else the effect's (a grouped post's from the
-    /// group's capture).
+    /// command handled before, else the effect's (a set member's from its
+    /// set's statement).
     #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
@@ -237,7 +237,7 @@ impl CommandHandler {
         d: &Decoded<'_>,
         decoded: &[Decoded<'_>],
         log: &mut CommandLog,
-        posts: &mut posts::Posts,
+        together: &mut together::Together,
         savepoints: Savepoints,
         now: DateTime<Utc>,
     ) -> Result<Vec<OutgoingMessage>, BatchError> {
@@ -249,7 +249,7 @@ impl CommandHandler {
             tracing::debug!(%command_id, "duplicate command, replaying the stored reply");
             return Ok(vec![reply_message(stored, d.saga_id, d.message)]);
         }
-        let (reply, hold_id, events) = match posts.take(tx, d, decoded, now).await? {
+        let (reply, hold_id, events) = match together.take(tx, d, decoded, now).await? {
             Some(result) => reply_of(d, result, false)?,
             None => {
                 let savepoint =

@@ -123,6 +123,109 @@ pub async fn place_hold(
     .await)
 }
 
+/// One reserve of [`place_holds`]: its command id, the hold to place, and
+/// what to hold on which account.
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve<'a> {
+    pub command_id: &'a str,
+    pub hold_id: Uuid,
+    pub account_id: Uuid,
+    pub currency: Currency,
+    pub amount: Decimal,
+    pub reference: &'a str,
+}
+
+/// [`place_hold`] for reserves on distinct accounts, in one statement: their
+/// accounts locked in id order, then each reserve gated, checked and placed
+/// as [`place_hold`] does one. The accounts being distinct, each reserve has
+/// the outcome it would have had on its own.
+#[tracing::instrument(skip_all, fields(reserves = reserves.len()), err(Debug))]
+pub async fn place_holds(
+    conn: &mut PgConnection,
+    reserves: &[Reserve<'_>],
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Reserved, ApiError>>, ApiError> {
+    let column = |pick: fn(&Reserve<'_>) -> String| reserves.iter().map(pick).collect::<Vec<_>>();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "with item as (
+             select * from unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[],
+                                  $6::text[])
+                    with ordinality as i (command_id, hold_id, account_id, currency, amount,
+                                          reference, ord)
+         ), locked as materialized (
+             select account_id from account where account_id in (select account_id from item)
+              order by account_id for update
+         ), gate as materialized (
+             select i.ord,
+                    exists (select 1 from command_tombstone t where t.command_id = i.command_id)
+                        as cancelled,
+                    a.customer_id,
+                    coalesce(k.kyc_status = 'verified', false) as verified
+               from item i
+               left join account a on a.account_id = i.account_id
+               left join customer_kyc k on k.customer_id = a.customer_id
+              where (select count(*) from locked) >= 0
+         ), reserved as (
+             update account a set held_amount = a.held_amount + i.amount, updated_at = $7
+               from item i join gate g on g.ord = i.ord
+              where a.account_id = i.account_id and a.currency = i.currency
+                and a.status = 'active'
+                and a.ledger_balance - a.held_amount + a.overdraft_limit >= i.amount
+                and not g.cancelled and g.verified
+             returning i.ord
+         ), placed as (
+             insert into hold (hold_id, account_id, currency, amount, status, reference,
+                               expires_at, created_at, updated_at)
+             select i.hold_id, i.account_id, i.currency, i.amount, 'active', i.reference, $8,
+                    $7, $7
+               from item i join reserved r on r.ord = i.ord
+              order by i.ord
+             returning {HOLD_COLUMNS}
+         )
+         select g.cancelled, g.customer_id, g.verified, placed.*
+           from gate g join item i on i.ord = g.ord
+           left join placed on placed.hold_id = i.hold_id
+          order by g.ord"
+    )))
+    .persistent(false)
+    .bind(column(|r| r.command_id.to_owned()))
+    .bind(reserves.iter().map(|r| r.hold_id).collect::<Vec<_>>())
+    .bind(reserves.iter().map(|r| r.account_id).collect::<Vec<_>>())
+    .bind(column(|r| r.currency.code().to_owned()))
+    .bind(reserves.iter().map(|r| r.amount).collect::<Vec<_>>())
+    .bind(column(|r| r.reference.to_owned()))
+    .bind(now)
+    .bind(expires_at)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.len() != reserves.len() {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "{} reserves came back as {} rows",
+            reserves.len(),
+            rows.len()
+        )));
+    }
+    let mut outcomes = Vec::with_capacity(reserves.len());
+    for (reserve, row) in reserves.iter().zip(rows) {
+        if row.try_get::<Option<Uuid>, _>("hold_id")?.is_some() {
+            outcomes.push(Ok(Reserved::Placed(HoldRow::from_row(&row)?.try_into()?)));
+            continue;
+        }
+        let gate = ReserveGate::from_row(&row)?;
+        outcomes.push(if gate.is_open() {
+            let (currency, amount) = (reserve.currency, reserve.amount);
+            Err(refusal(conn, reserve.account_id, |account| {
+                account.refuses_hold(currency, amount)
+            })
+            .await)
+        } else {
+            Ok(Reserved::Gated(gate))
+        });
+    }
+    Ok(outcomes)
+}
+
 /// Releases an active, unexpired hold; allowed on a frozen account.
 #[tracing::instrument(skip_all, fields(hold_id = %hold_id), err)]
 pub async fn release_hold(

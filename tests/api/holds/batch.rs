@@ -133,3 +133,90 @@ async fn transfer_posts_queued_together_post_as_they_would_one_at_a_time() {
     );
     assert_eq!(ledger[&frozen].0, "1.00");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserves_queued_together_on_distinct_accounts_hold_as_they_would_one_at_a_time() {
+    let app = TestApp::spawn().await;
+    let [a, b, c, d] = [
+        funded(&app, "100").await,
+        funded(&app, "100").await,
+        funded(&app, "100").await,
+        funded(&app, "100").await,
+    ];
+    let frozen = funded(&app, "100").await;
+    app.account
+        .clone()
+        .freeze_account(action(&frozen))
+        .await
+        .unwrap();
+    let sagas: Vec<SagaCommands> = (0..5).map(|_| SagaCommands::new()).collect();
+    let reserves = [
+        sagas[0].reserve(&a, money("USD", "30.00")),
+        sagas[1].reserve(&b, money("USD", "100.01")),
+        sagas[2].reserve(&c, money("USD", "10.00")),
+        sagas[3].reserve(&frozen, money("USD", "5.00")),
+        sagas[4].reserve(&d, money("USD", "100.00")),
+    ];
+
+    app.stop(Service::Account).await;
+    for reserve in &reserves {
+        app.send_command(reserve).await;
+    }
+    app.start(Service::Account).await;
+
+    let mut replies = Vec::new();
+    for reserve in &reserves {
+        replies.push(app.command_reply(&reserve.command_id).await);
+    }
+    for placed in [&replies[0], &replies[2], &replies[4]] {
+        assert!(succeeded(placed), "{placed:?}");
+    }
+    assert_eq!(rejected(&replies[1]), "INSUFFICIENT_FUNDS");
+    assert_eq!(rejected(&replies[3]), "ACCOUNT_FROZEN");
+    let hold = get_hold(&app, &replies[0].hold_id).await;
+    assert_eq!(hold.status, pb::HoldStatus::Active as i32);
+    assert_eq!(hold.amount.expect("amount").amount, "30.00");
+    assert_eq!(hold.reference, sagas[0].transaction_id);
+    for (account, expected) in [
+        (&a, ("100.00", "70.00", "30.00")),
+        (&b, ("100.00", "100.00", "0.00")),
+        (&c, ("100.00", "90.00", "10.00")),
+        (&d, ("100.00", "0.00", "100.00")),
+        (&frozen, ("100.00", "100.00", "0.00")),
+    ] {
+        let (ledger, available, held) = expected;
+        assert_eq!(
+            balance(&app, account).await,
+            (ledger.into(), available.into(), held.into()),
+            "{account}"
+        );
+    }
+    let holds: i64 =
+        sqlx::query_scalar("select count(*) from account.hold where reference = any($1)")
+            .bind(
+                sagas
+                    .iter()
+                    .map(|s| s.transaction_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(holds, 3, "a hold for each reserve that succeeded, no other");
+    let transactions: i64 = sqlx::query_scalar(
+        "select count(distinct xmin::text) from account.command_log where command_id = any($1)",
+    )
+    .bind(
+        reserves
+            .iter()
+            .map(|r| r.command_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert!(
+        transactions < 5,
+        "five queued reserves took {transactions} transactions"
+    );
+}
