@@ -9,7 +9,9 @@
 //! replies; anything else is transient and retried by the consumer.
 //!
 //! A batch of commands reads the command log with one statement and writes
-//! its replies to the log and the outbox with one statement each; only the
+//! its replies to the log and the outbox with one statement; its transfer
+//! posts, and its reserves on accounts nothing else in the batch touches,
+//! are applied as sets, one statement each (see `together`); only the
 //! commands that can refuse after writing get a savepoint. If the batch
 //! fails, the runner applies its commands again one at a time, each in a
 //! savepoint.
