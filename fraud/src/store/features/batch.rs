@@ -87,22 +87,25 @@ pub async fn record_batch(
 
 /// The features of a batch of recorded movements at `now` under `rules`,
 /// each with its parties, in one statement. Each counts as [`snapshot`]
-/// would have had the batch been screened one at a time, in its order: the
-/// batch's later movements, recorded already, count for none before them.
+/// would have had the batch been screened one at a time, in its order: a
+/// movement the batch recorded counts for none of the batch's before it.
 pub async fn snapshot_batch(
     conn: &mut PgConnection,
     movements: &[(&Movement, &[Party])],
     rules: &RuleSet,
     now: DateTime<Utc>,
 ) -> Result<Vec<FeatureSnapshot>, sqlx::Error> {
-    // `later` is the condition that movement `x` is not one of the batch's
-    // after `b`: a comparison with each of an array per batch row, far
-    // cheaper for every movement counted than a subquery over the batch.
+    // `later` is the condition that movement `x` is not one the batch
+    // recorded after `b`: only a movement recorded by this batch has its
+    // time (`$7`), so only those are compared with the array of the
+    // batch's later ids (a subquery over the batch for every movement
+    // counted cost far more, and so did the array compared with every one).
     // A movement with no structuring band (all but deposits in a banded
     // currency) counts no structuring: its guard is a one-time filter, so
     // that subquery reads nothing for it rather than the destination's day.
     static QUERY: LazyLock<String> = LazyLock::new(|| {
-        let later = |x: &str| format!("{x}.transaction_id <> all(b.later)");
+        let later =
+            |x: &str| format!("({x}.requested_at <> $7 or {x}.transaction_id <> all(b.later))");
         format!(
             "with batch as materialized (
                  select b.*, array(select l from unnest($1::uuid[]) with ordinality as a (l, ord)
