@@ -63,58 +63,26 @@ pub async fn capture(
         settlement_account(conn, hold.currency, now).await?;
         captured = statement.run(conn).await?;
     }
-    let Captured {
-        ok: Some(true),
-        credit_account: Some(credited),
-        currency: Some(currency),
-        amount: Some(amount),
-        debit_balance: Some(debit_balance),
-        debit_seq: Some(debit_seq),
-        credit_balance: Some(credit_balance),
-        credit_seq: Some(credit_seq),
-        ledger_seq: Some(ledger_seq),
-    } = captured
-    else {
-        return Err(capture_refusal(conn, hold_id, source, credit, now).await);
-    };
-    let currency = Currency::parse(&currency).map_err(|error| {
-        ApiError::internal(anyhow::anyhow!(
-            "hold {hold_id} has currency {currency:?}: {error}"
-        ))
-    })?;
-    let posting = Posting {
+    let capturing = Capturing {
+        hold_id,
         journal_id,
+        entry_ids,
+        source,
         kind,
         reference,
-        hold_id: Some(hold_id),
-        currency,
         posted_at,
-        ledger_seq,
     };
-    Ok(posting.journal([
-        Written {
-            entry_id: entry_ids[0],
-            account_id: source,
-            direction: Direction::Debit,
-            amount,
-            balance_after: debit_balance,
-            account_seq: debit_seq,
-        },
-        Written {
-            entry_id: entry_ids[1],
-            account_id: credited,
-            direction: Direction::Credit,
-            amount,
-            balance_after: credit_balance,
-            account_seq: credit_seq,
-        },
-    ]))
+    match captured.journal(capturing)? {
+        Some(journal) => Ok(journal),
+        None => Err(capture_refusal(conn, hold_id, source, credit, now).await),
+    }
 }
 
-/// What [`capture`]'s statement returns; all null but `ok` (and
-/// `credit_account`) when it refused.
+/// What a capture statement ([`capture`]'s, or one row of
+/// [`capture_batch`](super::capture_batch)'s) returns for one capture; all
+/// null but `ok` (and `credit_account`) when it refused.
 #[derive(sqlx::FromRow)]
-struct Captured {
+pub(super) struct Captured {
     ok: Option<bool>,
     credit_account: Option<Uuid>,
     currency: Option<String>,
@@ -124,6 +92,76 @@ struct Captured {
     credit_balance: Option<Decimal>,
     credit_seq: Option<i64>,
     ledger_seq: Option<i64>,
+}
+
+/// One capture as its statement was told to write it.
+pub(super) struct Capturing<'a> {
+    pub(super) hold_id: Uuid,
+    pub(super) journal_id: Uuid,
+    /// The debit's entry, then the credit's.
+    pub(super) entry_ids: [Uuid; 2],
+    pub(super) source: Uuid,
+    pub(super) kind: JournalKind,
+    pub(super) reference: &'a str,
+    pub(super) posted_at: DateTime<Utc>,
+}
+
+impl Captured {
+    /// Whether the statement says it captured.
+    pub(super) fn ok(&self) -> bool {
+        self.ok == Some(true)
+    }
+
+    /// The journal the capture wrote, or `None` when it refused.
+    pub(super) fn journal(self, capturing: Capturing<'_>) -> Result<Option<Journal>, ApiError> {
+        let Captured {
+            ok: Some(true),
+            credit_account: Some(credited),
+            currency: Some(currency),
+            amount: Some(amount),
+            debit_balance: Some(debit_balance),
+            debit_seq: Some(debit_seq),
+            credit_balance: Some(credit_balance),
+            credit_seq: Some(credit_seq),
+            ledger_seq: Some(ledger_seq),
+        } = self
+        else {
+            return Ok(None);
+        };
+        let hold_id = capturing.hold_id;
+        let currency = Currency::parse(&currency).map_err(|error| {
+            ApiError::internal(anyhow::anyhow!(
+                "hold {hold_id} has currency {currency:?}: {error}"
+            ))
+        })?;
+        let posting = Posting {
+            journal_id: capturing.journal_id,
+            kind: capturing.kind,
+            reference: capturing.reference,
+            hold_id: Some(hold_id),
+            currency,
+            posted_at: capturing.posted_at,
+            ledger_seq,
+        };
+        Ok(Some(posting.journal([
+            Written {
+                entry_id: capturing.entry_ids[0],
+                account_id: capturing.source,
+                direction: Direction::Debit,
+                amount,
+                balance_after: debit_balance,
+                account_seq: debit_seq,
+            },
+            Written {
+                entry_id: capturing.entry_ids[1],
+                account_id: credited,
+                direction: Direction::Credit,
+                amount,
+                balance_after: credit_balance,
+                account_seq: credit_seq,
+            },
+        ])))
+    }
 }
 
 /// [`capture`]'s one statement and its parameters.

@@ -4,7 +4,7 @@
 
 use corebank_platform::db::PlannedPerCall;
 
-use super::capture::capture_refusal;
+use super::capture::{Captured, Capturing, capture_refusal};
 use super::*;
 
 /// One transfer of [`capture_batch`]: the hold to capture, the account it
@@ -15,20 +15,6 @@ pub struct Capture<'a> {
     pub source: Uuid,
     pub destination: Uuid,
     pub reference: &'a str,
-}
-
-/// What [`capture_batch`]'s statement returns for one capture: all null but
-/// `ok` when it refused.
-#[derive(sqlx::FromRow)]
-struct Captured {
-    ok: bool,
-    currency: Option<String>,
-    amount: Option<Decimal>,
-    debit_balance: Option<Decimal>,
-    debit_seq: Option<i64>,
-    credit_balance: Option<Decimal>,
-    credit_seq: Option<i64>,
-    ledger_seq: Option<i64>,
 }
 
 /// Captures every hold of `captures` into a transfer journal, in one
@@ -125,7 +111,7 @@ pub async fn capture_batch(
                     account_seq, $8
                from numbered
          )
-         select c.ok, c.currency, c.amount,
+         select c.ok, c.destination as credit_account, c.currency, c.amount,
                 d.balance_after as debit_balance, d.account_seq as debit_seq,
                 k.balance_after as credit_balance, k.account_seq as credit_seq,
                 j.ledger_seq
@@ -155,58 +141,25 @@ pub async fn capture_batch(
     }
     let mut journals = Vec::with_capacity(captures.len());
     for (index, (capture, row)) in captures.iter().zip(rows).enumerate() {
-        let journal = match row {
-            Captured {
-                ok: true,
-                currency: Some(currency),
-                amount: Some(amount),
-                debit_balance: Some(debit_balance),
-                debit_seq: Some(debit_seq),
-                credit_balance: Some(credit_balance),
-                credit_seq: Some(credit_seq),
-                ledger_seq: Some(ledger_seq),
-            } => {
-                let currency = Currency::parse(&currency).map_err(|error| {
-                    ApiError::internal(anyhow::anyhow!(
-                        "hold {} has currency {currency:?}: {error}",
-                        capture.hold_id
-                    ))
-                })?;
-                let posting = Posting {
-                    journal_id: journal_ids[index],
-                    kind: JournalKind::Transfer,
-                    reference: capture.reference,
-                    hold_id: Some(capture.hold_id),
-                    currency,
-                    posted_at,
-                    ledger_seq,
-                };
-                Ok(posting.journal([
-                    Written {
-                        entry_id: entry_ids[index][0],
-                        account_id: capture.source,
-                        direction: Direction::Debit,
-                        amount,
-                        balance_after: debit_balance,
-                        account_seq: debit_seq,
-                    },
-                    Written {
-                        entry_id: entry_ids[index][1],
-                        account_id: capture.destination,
-                        direction: Direction::Credit,
-                        amount,
-                        balance_after: credit_balance,
-                        account_seq: credit_seq,
-                    },
-                ]))
-            }
-            Captured { ok: true, .. } => {
+        let ok = row.ok();
+        let capturing = Capturing {
+            hold_id: capture.hold_id,
+            journal_id: journal_ids[index],
+            entry_ids: entry_ids[index],
+            source: capture.source,
+            kind: JournalKind::Transfer,
+            reference: capture.reference,
+            posted_at,
+        };
+        let journal = match row.journal(capturing)? {
+            Some(journal) => Ok(journal),
+            None if ok => {
                 return Err(ApiError::internal(anyhow::anyhow!(
                     "hold {} was captured without its journal",
                     capture.hold_id
                 )));
             }
-            Captured { ok: false, .. } => Err(capture_refusal(
+            None => Err(capture_refusal(
                 conn,
                 capture.hold_id,
                 capture.source,
