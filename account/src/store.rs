@@ -35,6 +35,18 @@ fn bad_token() -> ApiError {
     ApiError::invalid_field("page_token", "is not a token issued for this query")
 }
 
+/// The rows of a set statement, one per item asked for and in its order;
+/// any other count is a bug, reported rather than zipped short.
+pub(crate) fn one_row_each<T>(rows: Vec<T>, asked: usize, what: &str) -> Result<Vec<T>, ApiError> {
+    if rows.len() != asked {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "{asked} {what} came back as {} rows",
+            rows.len()
+        )));
+    }
+    Ok(rows)
+}
+
 pub(crate) fn account_not_found(account_id: Uuid) -> ApiError {
     ApiError::not_found(
         reason::ACCOUNT_NOT_FOUND,

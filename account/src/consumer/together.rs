@@ -32,8 +32,6 @@ pub(super) struct Together {
     /// Reserves by batch index: account, currency, amount.
     reserves: BTreeMap<usize, (Uuid, Currency, Decimal)>,
     outcomes: HashMap<usize, Result<Applied, ApiError>>,
-    posts_ran: bool,
-    reserves_ran: bool,
 }
 
 /// The sets of `decoded`, given what `log` holds and the amount `limits`.
@@ -117,11 +115,9 @@ impl Together {
         decoded: &[Decoded<'_>],
         now: DateTime<Utc>,
     ) -> Result<Option<Result<Applied, ApiError>>, BatchError> {
-        if self.posts.contains_key(&d.index) && !self.posts_ran {
-            self.posts_ran = true;
+        if first(&self.posts, d.index) {
             self.capture(tx, decoded, now).await.map_err(whole)?;
-        } else if self.reserves.contains_key(&d.index) && !self.reserves_ran {
-            self.reserves_ran = true;
+        } else if first(&self.reserves, d.index) {
             self.place(tx, decoded, now).await.map_err(whole)?;
         } else if !self.posts.contains_key(&d.index) && !self.reserves.contains_key(&d.index) {
             return Ok(None);
@@ -212,6 +208,11 @@ impl Together {
         }
         Ok(())
     }
+}
+
+/// Whether `index` is the first member of `set`, at whose turn it runs.
+fn first<T>(set: &BTreeMap<usize, T>, index: usize) -> bool {
+    set.keys().next() == Some(&index)
 }
 
 /// A set's statement failed: the batch is redone one command at a time.

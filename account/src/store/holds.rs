@@ -5,15 +5,17 @@
 //! accounts by id.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use corebank_platform::db::PlannedPerCall;
 use corebank_platform::error::ApiError;
 use corebank_platform::money::Currency;
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
-use super::{HOLD_COLUMNS, HoldRow, get_hold, refusal};
+use super::{HOLD_COLUMNS, HoldRow, get_hold, one_row_each, refusal};
 use crate::domain::{Hold, HoldStatus, reason};
 
 /// What a reserve checks before it places its hold.
@@ -135,19 +137,10 @@ pub struct Reserve<'a> {
     pub reference: &'a str,
 }
 
-/// [`place_hold`] for reserves on distinct accounts, in one statement: their
-/// accounts locked in id order, then each reserve gated, checked and placed
-/// as [`place_hold`] does one. The accounts being distinct, each reserve has
-/// the outcome it would have had on its own.
-#[tracing::instrument(skip_all, fields(reserves = reserves.len()), err(Debug))]
-pub async fn place_holds(
-    conn: &mut PgConnection,
-    reserves: &[Reserve<'_>],
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Vec<Result<Reserved, ApiError>>, ApiError> {
-    let column = |pick: fn(&Reserve<'_>) -> String| reserves.iter().map(pick).collect::<Vec<_>>();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+/// [`place_holds`]'s statement: the accounts locked in id order, then each
+/// reserve gated, checked and placed as [`place_hold`] does one.
+static PLACE_HOLDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "with item as (
              select * from unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[],
                                   $6::text[])
@@ -187,25 +180,34 @@ pub async fn place_holds(
            from gate g join item i on i.ord = g.ord
            left join placed on placed.hold_id = i.hold_id
           order by g.ord"
-    )))
-    .persistent(false)
-    .bind(column(|r| r.command_id.to_owned()))
-    .bind(reserves.iter().map(|r| r.hold_id).collect::<Vec<_>>())
-    .bind(reserves.iter().map(|r| r.account_id).collect::<Vec<_>>())
-    .bind(column(|r| r.currency.code().to_owned()))
-    .bind(reserves.iter().map(|r| r.amount).collect::<Vec<_>>())
-    .bind(column(|r| r.reference.to_owned()))
-    .bind(now)
-    .bind(expires_at)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.len() != reserves.len() {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "{} reserves came back as {} rows",
-            reserves.len(),
-            rows.len()
-        )));
-    }
+    )
+});
+
+/// [`place_hold`] for reserves on distinct accounts, in one statement: their
+/// accounts locked in id order, then each reserve gated, checked and placed
+/// as [`place_hold`] does one. The accounts being distinct, each reserve has
+/// the outcome it would have had on its own.
+#[tracing::instrument(skip_all, fields(reserves = reserves.len()), err(Debug))]
+pub async fn place_holds(
+    conn: &mut PgConnection,
+    reserves: &[Reserve<'_>],
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Reserved, ApiError>>, ApiError> {
+    let column = |pick: fn(&Reserve<'_>) -> String| reserves.iter().map(pick).collect::<Vec<_>>();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(PLACE_HOLDS.as_str()))
+        .planned_per_call()
+        .bind(column(|r| r.command_id.to_owned()))
+        .bind(reserves.iter().map(|r| r.hold_id).collect::<Vec<_>>())
+        .bind(reserves.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind(column(|r| r.currency.code().to_owned()))
+        .bind(reserves.iter().map(|r| r.amount).collect::<Vec<_>>())
+        .bind(column(|r| r.reference.to_owned()))
+        .bind(now)
+        .bind(expires_at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let rows = one_row_each(rows, reserves.len(), "reserves")?;
     let mut outcomes = Vec::with_capacity(reserves.len());
     for (reserve, row) in reserves.iter().zip(rows) {
         if row.try_get::<Option<Uuid>, _>("hold_id")?.is_some() {

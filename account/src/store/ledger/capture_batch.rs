@@ -6,6 +6,7 @@ use corebank_platform::db::PlannedPerCall;
 
 use super::capture::{Captured, Capturing, capture_refusal};
 use super::*;
+use crate::store::one_row_each;
 
 /// One transfer of [`capture_batch`]: the hold to capture, the account it
 /// must be on, the account to credit, and the journal's reference.
@@ -132,13 +133,7 @@ pub async fn capture_batch(
     .bind(posted_at)
     .fetch_all(&mut *conn)
     .await?;
-    if rows.len() != captures.len() {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "{} captures came back as {} rows",
-            captures.len(),
-            rows.len()
-        )));
-    }
+    let rows = one_row_each(rows, captures.len(), "captures")?;
     let mut journals = Vec::with_capacity(captures.len());
     for (index, (capture, row)) in captures.iter().zip(rows).enumerate() {
         let ok = row.ok();
