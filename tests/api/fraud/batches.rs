@@ -5,6 +5,7 @@
 
 use chrono::Utc;
 use corebank_fraud::consumer::ScreenHandler;
+use corebank_platform::clock::Clock;
 use corebank_platform::messaging::{Handler, IncomingMessage};
 use corebank_proto::wire;
 use prost::{Message, Name};
@@ -180,4 +181,75 @@ async fn a_batch_of_screens_decides_each_as_if_they_came_one_at_a_time_in_its_or
         .await
         .unwrap();
     assert_eq!(reviews, 3, "one review for each held movement");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_screen_whose_movement_was_recorded_before_the_batch_counts_for_the_earlier_ones() {
+    let app = TestApp::spawn().await;
+    let source = app.funded_account("1000.00").await.account_id;
+    let payee = app.funded_account("1.00").await.account_id;
+    // A movement recorded a minute ago whose screen comes only now, after
+    // another's in the same batch: screened one at a time, the first one
+    // would find it recorded and count it.
+    let (early_saga, early) = (Uuid::new_v4(), Uuid::now_v7());
+    sqlx::query(
+        "insert into fraud.movement (transaction_id, kind, source_account_id,
+                                     destination_account_id, amount, currency, requested_at,
+                                     updated_at)
+         values ($1, 'transfer', $2, $3, 10.00, 'USD', $4, $4)",
+    )
+    .bind(early)
+    .bind(Uuid::parse_str(&source).unwrap())
+    .bind(Uuid::parse_str(&payee).unwrap())
+    .bind(app.clock.now() - chrono::Duration::minutes(1))
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let (first_saga, first) = (Uuid::new_v4(), Uuid::now_v7().to_string());
+    let batch = [
+        screen(
+            first_saga,
+            &first,
+            pb::TransactionKind::Transfer,
+            &source,
+            &payee,
+        ),
+        screen(
+            early_saga,
+            &early.to_string(),
+            pb::TransactionKind::Transfer,
+            &source,
+            &payee,
+        ),
+    ];
+
+    let handler = ScreenHandler::new(app.clock.clone(), app.review_deadline);
+    let pool = app.db.service_pool(&corebank_fraud::SCHEMA, 1).await;
+    let mut tx = pool.begin().await.unwrap();
+    let messages: Vec<&IncomingMessage> = batch.iter().collect();
+    handler
+        .handle_batch(&mut tx, &messages)
+        .await
+        .expect("the batch is screened");
+    tx.commit().await.unwrap();
+
+    let mut seen = Vec::new();
+    for transaction_id in [first, early.to_string()] {
+        let features: serde_json::Value =
+            sqlx::query_scalar("select features from fraud.decision where transaction_id = $1")
+                .bind(Uuid::parse_str(&transaction_id).unwrap())
+                .fetch_one(&app.owner)
+                .await
+                .unwrap();
+        seen.push((
+            features["count_1h"].as_i64().unwrap(),
+            features["history_size"].as_i64().unwrap(),
+            features["first_time_payee"].as_bool().unwrap(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [(2, 1, false), (2, 1, false)],
+        "(count_1h, history_size, first_time_payee) of the batch's first screen, then the later one"
+    );
 }
