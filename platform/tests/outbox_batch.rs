@@ -257,3 +257,57 @@ async fn a_write_whose_relay_runs_elsewhere_notifies() {
     drop(notifications);
     env.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_handed_over_within_the_gather_go_out_in_one_round() {
+    let mut env = TestEnv::new().await;
+    let config = RelayConfig {
+        handover_gather: Duration::from_secs(2),
+        ..woken_only()
+    };
+    let (sink, key) = running_relay(&mut env, "gathered", config).await;
+    let messages: Vec<OutgoingMessage> = (20..22u8)
+        .map(|n| OutgoingMessage::event("test.thing.happened", "test.Ok", vec![n]))
+        .collect();
+
+    write_in(&env, &key, messages[0].clone()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        env.drain(&sink).await,
+        Vec::<String>::new(),
+        "published before its gather ran out"
+    );
+    write_in(&env, &key, messages[1].clone()).await;
+
+    let expected: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+    let published = std::cell::RefCell::new(Vec::new());
+    eventually("both published", || async {
+        let drained = env.drain(&sink).await;
+        let mut published = published.borrow_mut();
+        published.extend(drained);
+        (published.len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        published.into_inner(),
+        expected,
+        "published once each, in order"
+    );
+    let rounds: i64 = eventually("both marked sent", || async {
+        let (rounds, unmarked): (i64, i64) = sqlx::query_as(
+            "select count(distinct sent_at), count(*) filter (where sent_at is null)
+               from outbox where message_id = any($1)",
+        )
+        .bind(messages.iter().map(|m| m.message_id).collect::<Vec<_>>())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (unmarked == 0).then_some(rounds)
+    })
+    .await;
+    assert_eq!(
+        rounds, 1,
+        "marked with the start of the one round that published both"
+    );
+    env.teardown().await;
+}

@@ -26,7 +26,9 @@ use corebank_platform::db::SchemaSpec;
 
 use crate::accounts::AccountDirectory;
 use corebank_platform::grpc::GrpcServer;
-use corebank_platform::messaging::{self, Broker, OutboxRelay, QueueConsumer, QueueSpec};
+use corebank_platform::messaging::{
+    self, Broker, OutboxRelay, QueueConsumer, QueueSpec, RelayConfig,
+};
 use corebank_platform::service::{Bound, Context, Service};
 use corebank_proto::v1::transaction_service_server::TransactionServiceServer;
 use sqlx::PgPool;
@@ -78,6 +80,18 @@ pub struct TransactionArgs {
         default_value = "http://127.0.0.1:50052"
     )]
     pub account_endpoint: String,
+
+    /// How long the relay, woken by a create, waits for the creates that
+    /// commit meanwhile before it publishes their requests, in
+    /// milliseconds: the sagas that arrive together then start together,
+    /// and share their consumer batches and AMQP messages downstream. A
+    /// request starts that much later; 0 publishes each at once.
+    #[arg(
+        long = "transaction-request-gather-ms",
+        env = "COREBANK_TRANSACTION_REQUEST_GATHER_MS",
+        default_value_t = 2
+    )]
+    pub request_gather_ms: u64,
 }
 
 /// The transaction service as `corebank up`, `serve` and the test harness run it.
@@ -111,6 +125,7 @@ impl Service for TransactionService {
             clock: context.clock,
             requests: context.requests,
             broker: context.broker,
+            request_gather: Duration::from_millis(args.request_gather_ms),
         })
     }
 
@@ -140,6 +155,9 @@ pub struct Settings {
     pub auth: ServiceAuth,
     /// The account service's gRPC endpoint, asked who owns an account.
     pub account_endpoint: String,
+    /// How long the relay gathers handed-over requests (see
+    /// [`TransactionArgs::request_gather_ms`]).
+    pub request_gather: Duration,
 }
 
 /// A bound, ready-to-run transaction service.
@@ -184,9 +202,15 @@ impl Application {
             broker,
             auth,
             account_endpoint,
+            request_gather,
         } = self.settings;
         let intake = shutdown.child_token();
-        let relay = OutboxRelay::new(pool.clone(), broker.clone()).spawn();
+        let relay = OutboxRelay::new(pool.clone(), broker.clone())
+            .with_config(RelayConfig {
+                handover_gather: request_gather,
+                ..RelayConfig::default()
+            })
+            .spawn();
         let hub = StatusHub::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(hub.clone().listen(self.store.clone(), intake.clone()));

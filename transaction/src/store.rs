@@ -253,9 +253,14 @@ impl TransactionStore {
             .bind(transaction.amount)
             .bind(&transaction.description)
             .bind(transaction.created_at);
-        let statement = OutboxRows::new(vec![event])
-            .bind(query)
-            .fetch_one(&self.pool);
+        // The rows are bound inside the scope: binding is where they are
+        // noted for the relay, and outside it they would NOTIFY instead.
+        let statement = async {
+            OutboxRows::new(vec![event])
+                .bind(query)
+                .fetch_one(&self.pool)
+                .await
+        };
         let row = messaging::waking_relay_after(self.outbox.as_deref(), statement)
             .await
             .map_err(refused)?;

@@ -74,6 +74,11 @@ pub struct RelayConfig {
     pub round_timeout: Duration,
     /// How long shutdown may spend flushing pending rows.
     pub flush_timeout: Duration,
+    /// How long a relay woken by a handover waits before it reads the
+    /// handed rows, so that the rows the process's writers commit meanwhile
+    /// go out in the same round (one AMQP message a destination). Zero: it
+    /// reads them at once.
+    pub handover_gather: Duration,
 }
 
 impl Default for RelayConfig {
@@ -85,6 +90,7 @@ impl Default for RelayConfig {
             confirm_timeout: Duration::from_secs(30),
             round_timeout: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(10),
+            handover_gather: Duration::ZERO,
         }
     }
 }
@@ -195,6 +201,14 @@ impl OutboxRelay {
             }
             claim |= local.take_claim() || last_claim.elapsed() >= self.config.poll_interval;
 
+            // Rows handed over less than `handover_gather` ago wait for the
+            // ones committing meanwhile, to go out in the same round.
+            if let Some(since) = local
+                .handed_since()
+                .filter(|_| !self.config.handover_gather.is_zero())
+            {
+                tokio::time::sleep_until(since + self.config.handover_gather).await;
+            }
             let handed = local.take_handed();
             if !handed.is_empty() {
                 let round = super::within(
@@ -273,6 +287,14 @@ impl OutboxRelay {
                     None => return,
                 },
             };
+            // Rows handed over less than `handover_gather` ago wait for the
+            // ones committing meanwhile, to go out in the same round.
+            if let Some(since) = local
+                .handed_since()
+                .filter(|_| !self.config.handover_gather.is_zero())
+            {
+                tokio::time::sleep_until(since + self.config.handover_gather).await;
+            }
             let handed = local.take_handed();
             if !handed.is_empty()
                 && let Err(error) = self

@@ -59,6 +59,11 @@ impl TransactionApp {
     }
 
     async fn spawn_with(requests: RequestArgs) -> Self {
+        Self::spawn_gathering(requests, Duration::from_millis(2)).await
+    }
+
+    /// The service, its relay gathering handed-over requests for `request_gather`.
+    async fn spawn_gathering(requests: RequestArgs, request_gather: Duration) -> Self {
         let db = TestDb::create(&[corebank_transaction::SCHEMA]).await;
         let namespace = Namespace::new(format!("t{}", Uuid::new_v4().simple()));
         let amqp = lapin::Connection::connect(
@@ -128,6 +133,7 @@ impl TransactionApp {
                 auth: auth.clone(),
                 // Never asked: a service caller reaches every account.
                 account_endpoint: "http://127.0.0.1:1".to_owned(),
+                request_gather,
             },
             "127.0.0.1:0".parse().expect("loopback address"),
         )

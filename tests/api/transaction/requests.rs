@@ -317,3 +317,58 @@ async fn ten_concurrent_requests_with_one_key_create_one_transaction() {
     assert_eq!(app.count("transaction.outbox").await, 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creates_hand_their_requests_to_the_relay_without_a_notify_and_those_within_its_gather_go_out_in_one_round()
+ {
+    let app = TransactionApp::spawn_gathering(RequestArgs::default(), Duration::from_secs(2)).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.owner)
+        .await
+        .unwrap();
+    listener
+        .listen(&corebank_platform::messaging::notify_channel("transaction"))
+        .await
+        .unwrap();
+
+    let first = app.create_transfer().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = app.create_transfer().await;
+    let requested: Vec<String> = [
+        app.event::<pb::TransactionRequestedEvent>(wire::event::TRANSFER_REQUESTED)
+            .await,
+        app.event::<pb::TransactionRequestedEvent>(wire::event::TRANSFER_REQUESTED)
+            .await,
+    ]
+    .map(|event| event.transaction_id)
+    .into();
+    assert_eq!(requested, [first.transaction_id, second.transaction_id]);
+
+    // Marked sent with the start of the round that published them.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let rounds = loop {
+        let (rounds, unmarked): (i64, i64) = sqlx::query_as(
+            "select count(distinct sent_at), count(*) filter (where sent_at is null)
+               from transaction.outbox where routing_key = $1",
+        )
+        .bind(wire::event::TRANSFER_REQUESTED)
+        .fetch_one(&app.db.owner)
+        .await
+        .unwrap();
+        if unmarked == 0 {
+            break rounds;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rounds, 1, "both requests published in one round");
+    // A NOTIFY is sent at its commit, long before the publish seen above.
+    let notified = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(
+        notified.is_err(),
+        "a create notified the relay: {notified:?}"
+    );
+    app.stop().await;
+}
