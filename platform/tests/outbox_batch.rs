@@ -51,18 +51,23 @@ async fn messages_enqueued_together_commit_together_and_are_published_in_their_o
         poll_interval: Duration::from_millis(200),
         ..RelayConfig::default()
     });
-    let published = std::cell::RefCell::new(Vec::new());
-    eventually("all five published", || async {
-        let drained = env.drain(&sink).await;
-        let mut published = published.borrow_mut();
-        published.extend(drained);
-        (published.len() >= 5).then_some(())
-    })
-    .await;
-    let published = published.into_inner();
+    let published = published_at_least(&env, &sink, 5).await;
     assert_eq!(published, expected, "published once each, in order");
     assert_eq!(env.pending().await, 0);
     env.teardown().await;
+}
+
+/// What `sink` gets, read until it has at least `count` deliveries.
+async fn published_at_least(env: &TestEnv, sink: &str, count: usize) -> Vec<String> {
+    let published = std::cell::RefCell::new(Vec::new());
+    eventually("the messages published", || async {
+        let drained = env.drain(sink).await;
+        let mut published = published.borrow_mut();
+        published.extend(drained);
+        (published.len() >= count).then_some(())
+    })
+    .await;
+    published.into_inner()
 }
 
 /// A relay that never polls in a test's time: only a wake-up moves it.
@@ -280,19 +285,8 @@ async fn rows_handed_over_within_the_gather_go_out_in_one_round() {
     write_in(&env, &key, messages[1].clone()).await;
 
     let expected: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
-    let published = std::cell::RefCell::new(Vec::new());
-    eventually("both published", || async {
-        let drained = env.drain(&sink).await;
-        let mut published = published.borrow_mut();
-        published.extend(drained);
-        (published.len() >= 2).then_some(())
-    })
-    .await;
-    assert_eq!(
-        published.into_inner(),
-        expected,
-        "published once each, in order"
-    );
+    let published = published_at_least(&env, &sink, 2).await;
+    assert_eq!(published, expected, "published once each, in order");
     let rounds: i64 = eventually("both marked sent", || async {
         let (rounds, unmarked): (i64, i64) = sqlx::query_as(
             "select count(distinct sent_at), count(*) filter (where sent_at is null)

@@ -74,10 +74,10 @@ pub struct RelayConfig {
     pub round_timeout: Duration,
     /// How long shutdown may spend flushing pending rows.
     pub flush_timeout: Duration,
-    /// How long a relay woken by a handover waits before it reads the
-    /// handed rows, so that the rows the process's writers commit meanwhile
-    /// go out in the same round (one AMQP message a destination). Zero: it
-    /// reads them at once.
+    /// How long a round of handed-over rows waits before it reads them, so
+    /// that the rows the process's writers commit meanwhile go out in the
+    /// same round (one AMQP message a destination). Zero: it reads them at
+    /// once.
     pub handover_gather: Duration,
 }
 
@@ -201,13 +201,11 @@ impl OutboxRelay {
             }
             claim |= local.take_claim() || last_claim.elapsed() >= self.config.poll_interval;
 
-            // Rows handed over less than `handover_gather` ago wait for the
-            // ones committing meanwhile, to go out in the same round.
-            if let Some(since) = local
-                .handed_since()
-                .filter(|_| !self.config.handover_gather.is_zero())
-            {
-                tokio::time::sleep_until(since + self.config.handover_gather).await;
+            // A round of handed-over rows first waits `handover_gather` for
+            // the rows committing meanwhile, so that under load the rounds
+            // are that far apart and each carries what came in between.
+            if !self.config.handover_gather.is_zero() && local.has_handed() {
+                tokio::time::sleep(self.config.handover_gather).await;
             }
             let handed = local.take_handed();
             if !handed.is_empty() {
@@ -287,14 +285,6 @@ impl OutboxRelay {
                     None => return,
                 },
             };
-            // Rows handed over less than `handover_gather` ago wait for the
-            // ones committing meanwhile, to go out in the same round.
-            if let Some(since) = local
-                .handed_since()
-                .filter(|_| !self.config.handover_gather.is_zero())
-            {
-                tokio::time::sleep_until(since + self.config.handover_gather).await;
-            }
             let handed = local.take_handed();
             if !handed.is_empty()
                 && let Err(error) = self

@@ -29,7 +29,6 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Which outbox a relay serves: the database and the schema of its pool.
@@ -67,17 +66,10 @@ pub(super) struct Mailbox {
     wake: Notify,
     /// Message ids written (and, unless rolled back, committed) by scoped
     /// writers, not yet taken by the relay.
-    handed: Mutex<Handed>,
+    handed: Mutex<Vec<Uuid>>,
     /// A writer wrote rows whose ids it could not hand over: the relay
     /// should claim pending rows.
     claim: AtomicBool,
-}
-
-/// The ids handed over and not taken yet, and when the first of them was.
-#[derive(Default)]
-struct Handed {
-    ids: Vec<Uuid>,
-    since: Option<Instant>,
 }
 
 /// A relay's mailbox and how many relays of one outbox share it.
@@ -119,12 +111,12 @@ impl Registration {
     /// The message ids handed over since the last call, in the order they
     /// were written.
     pub(super) fn take_handed(&self) -> Vec<Uuid> {
-        std::mem::take(&mut *lock(&self.mailbox.handed)).ids
+        std::mem::take(&mut *lock(&self.mailbox.handed))
     }
 
-    /// When the first of the ids not taken yet was handed over.
-    pub(super) fn handed_since(&self) -> Option<Instant> {
-        lock(&self.mailbox.handed).since
+    /// Whether writers handed over ids not taken yet.
+    pub(super) fn has_handed(&self) -> bool {
+        !lock(&self.mailbox.handed).is_empty()
     }
 
     /// Whether a writer asked for a claim round since the last call.
@@ -183,14 +175,13 @@ pub async fn waking_relay_after<F: Future>(key: Option<&str>, work: F) -> F::Out
         .await;
     if written.wrote {
         let mut handed = lock(&mailbox.handed);
-        if written.ids.is_empty() || handed.ids.len() + written.ids.len() > HANDED_LIMIT {
+        if written.ids.is_empty() || handed.len() + written.ids.len() > HANDED_LIMIT {
             // The rows are pending in the table whatever happens here: a
             // relay that has not kept up (its broker away) claims them.
-            *handed = Handed::default();
+            handed.clear();
             mailbox.claim.store(true, Ordering::Release);
         } else {
-            handed.since.get_or_insert_with(Instant::now);
-            handed.ids.extend(written.ids);
+            handed.extend(written.ids);
         }
         drop(handed);
         mailbox.wake.notify_one();

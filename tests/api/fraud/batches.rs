@@ -48,6 +48,20 @@ fn screen(
     }
 }
 
+/// Has fraud's screen handler take `batch` as one consumer batch, in one
+/// transaction.
+async fn screen_as_one_batch(app: &TestApp, batch: &[IncomingMessage]) {
+    let handler = ScreenHandler::new(app.clock.clone(), app.review_deadline);
+    let pool = app.db.service_pool(&corebank_fraud::SCHEMA, 1).await;
+    let mut tx = pool.begin().await.unwrap();
+    let messages: Vec<&IncomingMessage> = batch.iter().collect();
+    handler
+        .handle_batch(&mut tx, &messages)
+        .await
+        .expect("the batch is screened");
+    tx.commit().await.unwrap();
+}
+
 /// The replies fraud stored for saga `saga_id`, oldest first.
 async fn replies(app: &TestApp, saga_id: Uuid) -> Vec<pb::CommandReply> {
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
@@ -121,15 +135,7 @@ async fn a_batch_of_screens_decides_each_as_if_they_came_one_at_a_time_in_its_or
         ));
     }
 
-    let handler = ScreenHandler::new(app.clock.clone(), app.review_deadline);
-    let pool = app.db.service_pool(&corebank_fraud::SCHEMA, 1).await;
-    let mut tx = pool.begin().await.unwrap();
-    let messages: Vec<&IncomingMessage> = batch.iter().collect();
-    handler
-        .handle_batch(&mut tx, &messages)
-        .await
-        .expect("the batch is screened");
-    tx.commit().await.unwrap();
+    screen_as_one_batch(&app, &batch).await;
 
     // The re-sent screen is answered with its stored reply and decided once.
     let again = replies(&app, done_saga).await;
@@ -223,15 +229,7 @@ async fn a_later_screen_whose_movement_was_recorded_before_the_batch_counts_for_
         ),
     ];
 
-    let handler = ScreenHandler::new(app.clock.clone(), app.review_deadline);
-    let pool = app.db.service_pool(&corebank_fraud::SCHEMA, 1).await;
-    let mut tx = pool.begin().await.unwrap();
-    let messages: Vec<&IncomingMessage> = batch.iter().collect();
-    handler
-        .handle_batch(&mut tx, &messages)
-        .await
-        .expect("the batch is screened");
-    tx.commit().await.unwrap();
+    screen_as_one_batch(&app, &batch).await;
 
     let mut seen = Vec::new();
     for transaction_id in [first, early.to_string()] {
