@@ -81,11 +81,13 @@ pub struct TransactionArgs {
     )]
     pub account_endpoint: String,
 
-    /// How long the relay, woken by a create, waits for the creates that
-    /// commit meanwhile before it publishes their requests, in
+    /// How long each round of the service's relay waits for the rows
+    /// committing meanwhile before it publishes the handed-over ones (the
+    /// creates' requests, the consumer's replies and events), in
     /// milliseconds: the sagas that arrive together then start together,
-    /// and share their consumer batches and AMQP messages downstream. A
-    /// request starts that much later; 0 publishes each at once.
+    /// and share their consumer batches and AMQP messages downstream. Each
+    /// of those messages goes out up to that much later; 0 publishes them
+    /// at once.
     #[arg(
         long = "transaction-request-gather-ms",
         env = "COREBANK_TRANSACTION_REQUEST_GATHER_MS",
@@ -155,7 +157,7 @@ pub struct Settings {
     pub auth: ServiceAuth,
     /// The account service's gRPC endpoint, asked who owns an account.
     pub account_endpoint: String,
-    /// How long the relay gathers handed-over requests (see
+    /// How long each round of the relay gathers handed-over rows (see
     /// [`TransactionArgs::request_gather_ms`]).
     pub request_gather: Duration,
 }

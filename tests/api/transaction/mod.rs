@@ -62,7 +62,8 @@ impl TransactionApp {
         Self::spawn_gathering(requests, Duration::from_millis(2)).await
     }
 
-    /// The service, its relay gathering handed-over requests for `request_gather`.
+    /// The service, each round of its relay gathering handed-over rows for
+    /// `request_gather`.
     async fn spawn_gathering(requests: RequestArgs, request_gather: Duration) -> Self {
         let db = TestDb::create(&[corebank_transaction::SCHEMA]).await;
         let namespace = Namespace::new(format!("t{}", Uuid::new_v4().simple()));

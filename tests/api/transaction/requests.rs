@@ -319,7 +319,7 @@ async fn ten_concurrent_requests_with_one_key_create_one_transaction() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn creates_hand_their_requests_to_the_relay_without_a_notify_and_those_within_its_gather_go_out_in_one_round()
+async fn creates_hand_their_requests_over_without_a_notify_and_the_relay_gathers_them_into_one_round()
  {
     let app = TransactionApp::spawn_gathering(RequestArgs::default(), Duration::from_secs(2)).await;
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.owner)
