@@ -213,6 +213,26 @@ fn beside(service: &dyn AnyService, args: &ServiceArgs) -> anyhow::Result<Socket
     Ok(addr)
 }
 
+/// Binds the listen address of every service of `services` before the
+/// process connects anywhere (see `listen::reserve`): otherwise one of its
+/// connections, opened by a service started earlier, can take a later
+/// service's port, which lies in Linux's range for connections' local ports.
+async fn reserve_ports<'a>(
+    services: impl IntoIterator<Item = &'a &'static dyn AnyService>,
+    args: &ServiceArgs,
+) -> anyhow::Result<()> {
+    let mut addrs = Vec::new();
+    for service in services {
+        let name = service.name();
+        let own_args = args
+            .each
+            .of(name)
+            .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
+        addrs.push(service.listen_addr(own_args)?);
+    }
+    corebank_platform::listen::reserve(addrs).await
+}
+
 /// Builds one service and spawns it; prints where it listens.
 async fn start(
     service: &dyn AnyService,
@@ -272,6 +292,10 @@ async fn wait(
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let flags = &args.services;
+    let running = SERVICES
+        .iter()
+        .filter(|service| !args.except.iter().any(|e| e.name() == service.name()));
+    reserve_ports(running, flags).await?;
     let traces = telemetry::init_telemetry(&flags.telemetry, "corebank")?;
     let owner = if args.skip_migrate {
         db::options(&flags.db.database_url)?
@@ -306,6 +330,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = &args.services;
+    reserve_ports([&args.service], flags).await?;
     let traces = telemetry::init_telemetry(&flags.telemetry, args.service.name())?;
     let owner = db::options(&flags.db.database_url)?;
     let shutdown = shutdown::on_signal();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use corebank_cli::services::SERVICES;
 use corebank_platform::auth::{Audience, DevKey, PARTNER_SCOPES, TokenSpec};
 use corebank_platform::service::Peers;
 use corebank_tests::harness::{NamespaceLease, TestDb, lease_namespace};
@@ -298,4 +299,83 @@ async fn the_metrics_of_moving_money_through_grpc_and_rest_are_scraped_with_thei
     let limited = counter(system.metrics, "corebank_gateway_rate_limited_total", "").await;
     let refused = statuses.iter().filter(|status| **status == 429).count();
     assert_eq!(limited, refused as f64, "rate-limit refusals counted");
+}
+
+/// `corebank up` binds every service's port before it connects anywhere: a
+/// connection it opens (to PostgreSQL, RabbitMQ, a peer) takes its local
+/// port from Linux's ephemeral range, which holds the default ports, and a
+/// pool's connection lives long enough to keep a service started later
+/// from binding. Here its database and broker accept connections and never
+/// answer, so `up` is stuck on its first connection, and every port must
+/// already take connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_binds_every_services_port_before_it_connects_anywhere() {
+    // Accepts and holds every connection, answering nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = tokio::spawn({
+        let reached = reached.clone();
+        async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                connections.push(connection);
+                reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let ports = free_ports();
+    let key = std::env::temp_dir().join(format!(
+        "corebank-bind-first-{}.key.pem",
+        corebank_tests::harness::key()
+    ));
+    let _operator = operator(&key);
+    let database_url = format!("postgres://corebank:secret@{silent_addr}/corebank");
+    let broker_url = format!("amqp://guest:guest@{silent_addr}/%2f");
+    let mut corebank = Launch {
+        database_url: &database_url,
+        broker_url: &broker_url,
+        namespace: "bind-first",
+        ports: &ports,
+        key: &key,
+        env: &[],
+        metrics: free_port(),
+    }
+    .spawn(&["up"]);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut waiting: Vec<&str> = SERVICES.iter().map(|service| service.name()).collect();
+    while !waiting.is_empty() {
+        assert!(
+            corebank.try_wait().unwrap().is_none(),
+            "corebank exited while its database never answered"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not listening while stuck on its first connection: {waiting:?}"
+        );
+        let mut still = Vec::new();
+        for name in waiting {
+            if tokio::net::TcpStream::connect(port(&ports, name))
+                .await
+                .is_err()
+            {
+                still.push(name);
+            }
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It is stuck there: it did connect, and got no answer.
+    while reached.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "corebank never connected to its database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(corebank.try_wait().unwrap().is_none(), "still starting");
+    corebank.kill().await.unwrap();
+    held.abort();
+    let _ = std::fs::remove_file(&key);
 }

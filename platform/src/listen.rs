@@ -6,9 +6,18 @@
 //! local port, or one closed in the last minute (TIME_WAIT). Such a port
 //! frees itself, so the bind waits for it; a port another server listens
 //! on does not, so that fails at once, naming the address.
+//!
+//! A process that runs several services opens connections (to PostgreSQL,
+//! RabbitMQ, its peers) before the later ones bind, and a connection that
+//! lives as long as its pool can take a later service's port for good. So
+//! a runner [`reserve`]s every fixed port first, before it connects
+//! anywhere, and [`bind`] hands each service the listener reserved for its
+//! address: while a port is bound, no connection gets it as its local port.
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,14 +26,42 @@ use tokio::net::{TcpListener, TcpStream};
 /// little longer than Linux keeps a closed connection in TIME_WAIT (60 s).
 pub const PORT_WAIT: Duration = Duration::from_secs(75);
 
-/// Binds `addr` (port 0 picks a free port), waiting up to [`PORT_WAIT`] while
-/// the port is held by a socket that does not listen.
+/// Listeners bound by [`reserve`] and not handed out yet, by address.
+static RESERVED: LazyLock<Mutex<HashMap<SocketAddr, std::net::TcpListener>>> =
+    LazyLock::new(Mutex::default);
+
+/// Binds each address of `addrs` that names a port (port 0 is left to
+/// [`bind`], which picks a free one) as [`bind`] would, and keeps the
+/// listener until [`bind`] is called with that address. Call it before the
+/// process connects anywhere. Fails as [`bind`] does, naming the address.
+pub async fn reserve(addrs: impl IntoIterator<Item = SocketAddr>) -> anyhow::Result<()> {
+    for addr in addrs {
+        if addr.port() == 0 || reserved().contains_key(&addr) {
+            continue;
+        }
+        let listener = bind_waiting(addr, PORT_WAIT).await?.into_std()?;
+        reserved().insert(addr, listener);
+    }
+    Ok(())
+}
+
+fn reserved() -> std::sync::MutexGuard<'static, HashMap<SocketAddr, std::net::TcpListener>> {
+    RESERVED.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The listener [`reserve`]d for `addr` if there is one; otherwise binds
+/// `addr` (port 0 picks a free port), waiting up to [`PORT_WAIT`] while the
+/// port is held by a socket that does not listen.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     bind_waiting(addr, PORT_WAIT).await
 }
 
 /// [`bind`] with its wait given.
 pub async fn bind_waiting(addr: SocketAddr, wait: Duration) -> anyhow::Result<TcpListener> {
+    let kept = reserved().remove(&addr);
+    if let Some(listener) = kept {
+        return Ok(TcpListener::from_std(listener)?);
+    }
     let deadline = tokio::time::Instant::now() + wait;
     let mut warned = false;
     loop {
@@ -107,6 +144,43 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains(&addr.to_string()), "{text}");
         assert!(text.contains("another process listens there"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_reserved_port_is_kept_from_connections_and_handed_to_its_service() {
+        let (socket, addr) = holder();
+        drop(socket);
+        reserve([addr]).await.expect("a free port is reserved");
+        reserve([addr])
+            .await
+            .expect("reserving it again changes nothing");
+        // What an outgoing connection's local port would need: the port
+        // free. It is not, from the reservation on.
+        let connection = TcpSocket::new_v4().unwrap();
+        let taken = connection
+            .bind(addr)
+            .expect_err("the reservation holds the port");
+        assert_eq!(taken.kind(), ErrorKind::AddrInUse);
+        let started = std::time::Instant::now();
+        let listener = bind_waiting(addr, Duration::from_secs(30))
+            .await
+            .expect("the service gets the reserved listener");
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait");
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        let client = TcpStream::connect(addr).await.expect("it accepts");
+        let (_accepted, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(!reserved().contains_key(&addr), "handed out once");
+    }
+
+    #[tokio::test]
+    async fn reserving_a_port_another_server_listens_on_fails_naming_the_address() {
+        let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let error = reserve([addr]).await.expect_err("the port is taken");
+        let text = error.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(!reserved().contains_key(&addr));
     }
 
     #[tokio::test]
