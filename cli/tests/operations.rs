@@ -307,7 +307,7 @@ async fn the_metrics_of_moving_money_through_grpc_and_rest_are_scraped_with_thei
 /// pool's connection lives long enough to keep a service started later
 /// from binding. Here its database and broker accept connections and never
 /// answer, so `up` is stuck on its first connection, and every port must
-/// already take connections.
+/// already be bound (not served yet: a client is refused meanwhile).
 #[tokio::test(flavor = "multi_thread")]
 async fn up_binds_every_services_port_before_it_connects_anywhere() {
     // Accepts and holds every connection, answering nothing.
@@ -352,15 +352,15 @@ async fn up_binds_every_services_port_before_it_connects_anywhere() {
         );
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not listening while stuck on its first connection: {waiting:?}"
+            "ports free while stuck on its first connection: {waiting:?}"
         );
         let mut still = Vec::new();
         for name in waiting {
-            if tokio::net::TcpStream::connect(port(&ports, name))
-                .await
-                .is_err()
-            {
-                still.push(name);
+            // What a connection's local port needs: the port free.
+            let probe = tokio::net::TcpSocket::new_v4().unwrap();
+            match probe.bind(port(&ports, name)) {
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {}
+                _ => still.push(name),
             }
         }
         waiting = still;
@@ -375,6 +375,14 @@ async fn up_binds_every_services_port_before_it_connects_anywhere() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(corebank.try_wait().unwrap().is_none(), "still starting");
+    for service in SERVICES {
+        let refused = tokio::net::TcpStream::connect(port(&ports, service.name())).await;
+        assert!(
+            refused.is_err(),
+            "{} serves before it started",
+            service.name()
+        );
+    }
     corebank.kill().await.unwrap();
     held.abort();
     let _ = std::fs::remove_file(&key);

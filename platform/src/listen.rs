@@ -11,8 +11,11 @@
 //! RabbitMQ, its peers) before the later ones bind, and a connection that
 //! lives as long as its pool can take a later service's port for good. So
 //! a runner [`reserve`]s every fixed port first, before it connects
-//! anywhere, and [`bind`] hands each service the listener reserved for its
-//! address: while a port is bound, no connection gets it as its local port.
+//! anywhere: a socket bound to the address, not listening (a client
+//! connecting meanwhile is refused, as by a port nobody serves, rather than
+//! left waiting on a server that is still starting), and [`bind`] has that
+//! socket listen when its service starts. While a port is bound, no
+//! connection gets it as its local port.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -20,38 +23,56 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// How long a port held by a socket that does not listen is waited for: a
 /// little longer than Linux keeps a closed connection in TIME_WAIT (60 s).
 pub const PORT_WAIT: Duration = Duration::from_secs(75);
 
-/// Listeners bound by [`reserve`] and not handed out yet, by address.
-static RESERVED: LazyLock<Mutex<HashMap<SocketAddr, std::net::TcpListener>>> =
-    LazyLock::new(Mutex::default);
+/// Sockets bound by [`reserve`], not listening yet, by address.
+static RESERVED: LazyLock<Mutex<HashMap<SocketAddr, TcpSocket>>> = LazyLock::new(Mutex::default);
 
-/// Binds each address of `addrs` that names a port (port 0 is left to
-/// [`bind`], which picks a free one) as [`bind`] would, and keeps the
-/// listener until [`bind`] is called with that address. Call it before the
-/// process connects anywhere. Fails as [`bind`] does, naming the address.
+/// How many connections a listener queues before it accepts them (what
+/// `TcpListener::bind` sets).
+const BACKLOG: u32 = 1024;
+
+/// Binds a socket to each address of `addrs` that names a port (port 0 is
+/// left to [`bind`], which picks a free one), without listening, and keeps
+/// it until [`bind`] is called with that address. Call it before the
+/// process connects anywhere. A port held by a socket that does not listen
+/// is waited for as [`bind`] waits; one another server listens on fails at
+/// once, naming the address.
 pub async fn reserve(addrs: impl IntoIterator<Item = SocketAddr>) -> anyhow::Result<()> {
     for addr in addrs {
         if addr.port() == 0 || reserved().contains_key(&addr) {
             continue;
         }
-        let listener = bind_waiting(addr, PORT_WAIT).await?.into_std()?;
-        reserved().insert(addr, listener);
+        let socket = waiting_for(addr, PORT_WAIT, bound_socket).await?;
+        reserved().insert(addr, socket);
     }
     Ok(())
 }
 
-fn reserved() -> std::sync::MutexGuard<'static, HashMap<SocketAddr, std::net::TcpListener>> {
+fn reserved() -> std::sync::MutexGuard<'static, HashMap<SocketAddr, TcpSocket>> {
     RESERVED.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// The listener [`reserve`]d for `addr` if there is one; otherwise binds
-/// `addr` (port 0 picks a free port), waiting up to [`PORT_WAIT`] while the
-/// port is held by a socket that does not listen.
+/// A socket bound to `addr` as a listener is (`SO_REUSEADDR`, so that the
+/// connections a server left in TIME_WAIT do not hold its port), not
+/// listening.
+fn bound_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// The socket [`reserve`]d for `addr`, listening, if there is one;
+/// otherwise binds `addr` (port 0 picks a free port), waiting up to
+/// [`PORT_WAIT`] while the port is held by a socket that does not listen.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     bind_waiting(addr, PORT_WAIT).await
 }
@@ -59,14 +80,31 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// [`bind`] with its wait given.
 pub async fn bind_waiting(addr: SocketAddr, wait: Duration) -> anyhow::Result<TcpListener> {
     let kept = reserved().remove(&addr);
-    if let Some(listener) = kept {
-        return Ok(TcpListener::from_std(listener)?);
+    match kept {
+        // Another socket bound with `SO_REUSEADDR` (another corebank's
+        // reservation) may have started listening first.
+        Some(socket) => socket.listen(BACKLOG).map_err(|error| match error.kind() {
+            ErrorKind::AddrInUse => {
+                anyhow::anyhow!("cannot listen on {addr}: another process listens there ({error})")
+            }
+            _ => anyhow::anyhow!("cannot listen on {addr}: {error}"),
+        }),
+        None => waiting_for(addr, wait, |addr| bound_socket(addr)?.listen(BACKLOG)).await,
     }
+}
+
+/// `bind` of `addr`, retried while the port is held by a socket that does
+/// not listen, for up to `wait`.
+async fn waiting_for<T>(
+    addr: SocketAddr,
+    wait: Duration,
+    bind: impl Fn(SocketAddr) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut warned = false;
     loop {
-        let error = match TcpListener::bind(addr).await {
-            Ok(listener) => return Ok(listener),
+        let error = match bind(addr) {
+            Ok(bound) => return Ok(bound),
             Err(error) if error.kind() == ErrorKind::AddrInUse => error,
             Err(error) => anyhow::bail!("cannot listen on {addr}: {error}"),
         };
@@ -147,7 +185,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reserved_port_is_kept_from_connections_and_handed_to_its_service() {
+    async fn a_reserved_port_is_kept_from_connections_and_listens_when_its_service_binds() {
         let (socket, addr) = holder();
         drop(socket);
         reserve([addr]).await.expect("a free port is reserved");
@@ -161,16 +199,37 @@ mod tests {
             .bind(addr)
             .expect_err("the reservation holds the port");
         assert_eq!(taken.kind(), ErrorKind::AddrInUse);
+        // Nobody serves it yet: a client is refused, not left waiting.
+        let refused = TcpStream::connect(addr)
+            .await
+            .expect_err("not listening yet");
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
         let started = std::time::Instant::now();
         let listener = bind_waiting(addr, Duration::from_secs(30))
             .await
-            .expect("the service gets the reserved listener");
+            .expect("the service gets the reserved socket");
         assert!(started.elapsed() < Duration::from_secs(5), "no wait");
         assert_eq!(listener.local_addr().unwrap(), addr);
         let client = TcpStream::connect(addr).await.expect("it accepts");
         let (_accepted, peer) = listener.accept().await.unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         assert!(!reserved().contains_key(&addr), "handed out once");
+    }
+
+    #[tokio::test]
+    async fn a_reserved_port_another_process_started_listening_on_first_fails_naming_the_address() {
+        let (socket, addr) = holder();
+        drop(socket);
+        reserve([addr]).await.expect("a free port is reserved");
+        // Another process's reservation, bound the same way, listening first.
+        let other = bound_socket(addr).expect("bound beside it, as SO_REUSEADDR allows");
+        let _other = other.listen(BACKLOG).expect("the other listens");
+        let error = bind_waiting(addr, Duration::from_secs(30))
+            .await
+            .expect_err("the port is served by the other");
+        let text = error.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("another process listens there"), "{text}");
     }
 
     #[tokio::test]
