@@ -305,3 +305,46 @@ async fn rows_handed_over_within_the_gather_go_out_in_one_round() {
     );
     env.teardown().await;
 }
+
+/// A claim round that only the poll asked for leaves the rows younger than
+/// `poll_min_age`: with several replicas those are rows another replica's
+/// writers handed to their own relay, which publishes them, and taking them
+/// here as well would publish them twice. Such a row (committed with no
+/// NOTIFY, as a writer inside that replica's handover scope commits it) goes
+/// out here only once it is that old, although the relay polls every 100 ms
+/// meanwhile. (A NOTIFY still has the relay claim every pending row,
+/// however young: `a_write_whose_relay_runs_elsewhere_notifies`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_leaves_rows_younger_than_its_min_age_to_the_replica_that_handed_them() {
+    let mut env = TestEnv::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_millis(100),
+        poll_min_age: Duration::from_secs(5),
+        ..RelayConfig::default()
+    };
+    let (sink, _key) = running_relay(&mut env, "poll_min_age", config).await;
+
+    let handed_elsewhere = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
+    sqlx::query(
+        "insert into outbox (message_id, exchange, routing_key, message_type, payload, occurred_at)
+         values ($1, 'events', $2, $3, $4, now())",
+    )
+    .bind(handed_elsewhere.message_id)
+    .bind(&handed_elsewhere.routing_key)
+    .bind(&handed_elsewhere.message_type)
+    .bind(&handed_elsewhere.payload)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let early = drained_within(&env, &sink, Duration::from_secs(3)).await;
+    assert!(early.is_empty(), "polls took a young row: {early:?}");
+
+    let published = published_at_least(&env, &sink, 1).await;
+    assert_eq!(
+        published,
+        vec![handed_elsewhere.message_id.to_string()],
+        "once old enough, a poll takes the row nobody else published"
+    );
+    assert_eq!(env.pending().await, 0);
+    env.teardown().await;
+}

@@ -15,16 +15,20 @@
 //! twice), publishes them, and marks the confirmed ones sent in the
 //! transaction that locked them. Claim rounds run on the NOTIFY that
 //! [`enqueue`](super::enqueue) issues outside a handover scope, and at
-//! least every `poll_interval`.
+//! least every `poll_interval`. A round only the poll asked for skips the
+//! rows younger than `poll_min_age`: with several replicas, those are rows
+//! another replica's writers handed to its own relay, which publishes them
+//! (taking them here too would publish them twice); the poll is there for
+//! rows nobody announced, which can wait that long.
 //!
 //! The rows of one round for one destination (exchange and routing key) go
 //! out as one AMQP message, a batch envelope whose inner messages keep
 //! their own ids ([`unpack`](super::unpack)). A nack, a timeout or a lost
 //! connection leaves rows pending for a later round: delivery is
 //! at-least-once and the consumers' inbox absorbs the duplicates (a claim
-//! round of another replica may publish a handed row a second time if it
-//! runs in the time, at most `mark_delay` and a publish, before the row is
-//! marked).
+//! round of another replica that a NOTIFY started may publish a handed row
+//! a second time if it runs in the time, at most `mark_delay` and a
+//! publish, before the row is marked).
 
 mod handover;
 mod publish;
@@ -61,6 +65,12 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How often to look for pending rows when no notification arrives.
     pub poll_interval: Duration,
+    /// How old a row must be for a claim round that only the poll asked
+    /// for to take it (a NOTIFY, a failed round or a lost handover claims
+    /// every pending row): younger rows are another replica's, handed to
+    /// its relay and being published there. Ignored while the relay has no
+    /// listener, when it learns of new rows only by polling.
+    pub poll_min_age: Duration,
     /// How long rows published from a handover may wait to be marked sent,
     /// so that one statement marks the rows of several rounds. Past it, or
     /// before a claim round, they are marked.
@@ -86,6 +96,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 100,
             poll_interval: Duration::from_millis(500),
+            poll_min_age: Duration::from_secs(2),
             mark_delay: Duration::from_millis(50),
             confirm_timeout: Duration::from_secs(30),
             round_timeout: Duration::from_secs(60),
@@ -177,6 +188,9 @@ impl OutboxRelay {
         let mut unmarked = Unmarked::default();
         // The first pass claims whatever an earlier process left pending.
         let mut claim = true;
+        // Whether the claim must take young rows too (anything but the poll
+        // asked for it).
+        let mut claim_young = true;
         let mut last_claim = Instant::now();
 
         while !shutdown.is_cancelled() {
@@ -196,10 +210,13 @@ impl OutboxRelay {
             // which is cancel-safe.
             if let Some(listener) = listener.as_mut() {
                 while let Some(Ok(_)) = listener.recv().now_or_never() {
-                    claim = true;
+                    (claim, claim_young) = (true, true);
                 }
             }
-            claim |= local.take_claim() || last_claim.elapsed() >= self.config.poll_interval;
+            if local.take_claim() {
+                (claim, claim_young) = (true, true);
+            }
+            claim |= last_claim.elapsed() >= self.config.poll_interval;
 
             // A round of handed-over rows first waits `handover_gather` for
             // the rows committing meanwhile, so that under load the rounds
@@ -218,7 +235,7 @@ impl OutboxRelay {
                 if went_wrong(round, &schema) {
                     // Its rows stay pending: the next claim round takes them.
                     channel = None;
-                    claim = true;
+                    (claim, claim_young) = (true, true);
                 }
             }
             // Rows published from handovers are marked before a claim round
@@ -231,17 +248,26 @@ impl OutboxRelay {
             if claim && channel.is_some() {
                 claim = false;
                 last_claim = Instant::now();
+                let young = std::mem::take(&mut claim_young);
+                let min_age = if young || listener.is_none() {
+                    Duration::ZERO
+                } else {
+                    self.config.poll_min_age
+                };
                 let round = super::within(
                     "an outbox relay round",
                     self.config.round_timeout,
-                    self.claim_round(channel.as_ref(), &schema),
+                    self.claim_round(channel.as_ref(), &schema, min_age),
                 )
                 .await;
                 more = matches!(&round, Ok(round) if round.claimed as i64 == self.config.batch_size
                     && round.confirmed == round.claimed);
-                if went_wrong(round, &schema) {
+                let wrong = went_wrong(round, &schema);
+                if wrong {
                     channel = None;
                 }
+                // The next batch, or the retry, is of the same rows.
+                claim_young |= young && (more || wrong);
             }
             // The gauges need no fresher than a second: counting the
             // pending rows after every round would be one statement a round.
@@ -259,7 +285,10 @@ impl OutboxRelay {
                         unmarked.deadline(&self.config),
                     )
                     .await;
-                claim |= woken == Woken::Notified || woken == Woken::Poll;
+                if woken == Woken::Notified {
+                    (claim, claim_young) = (true, true);
+                }
+                claim |= woken == Woken::Poll;
             }
         }
 
@@ -295,7 +324,10 @@ impl OutboxRelay {
             }
             self.mark(&mut unmarked, schema).await;
             loop {
-                match self.claim_round(Some(&channel), schema).await {
+                match self
+                    .claim_round(Some(&channel), schema, Duration::ZERO)
+                    .await
+                {
                     Ok(round) if round.claimed > 0 && round.confirmed == round.claimed => continue,
                     Ok(_) => return,
                     Err(error) => {
@@ -379,13 +411,14 @@ impl OutboxRelay {
         }
     }
 
-    /// Claims a batch of pending rows, publishes them and marks the
-    /// confirmed ones sent, in one transaction.
+    /// Claims a batch of pending rows at least `min_age` old, publishes
+    /// them and marks the confirmed ones sent, in one transaction.
     #[tracing::instrument(skip_all, fields(schema = %schema))]
     async fn claim_round(
         &self,
         channel: Option<&Channel>,
         schema: &str,
+        min_age: Duration,
     ) -> Result<Round, MessagingError> {
         let Some(channel) = channel else {
             return Ok(Round::NOTHING);
@@ -396,13 +429,14 @@ impl OutboxRelay {
             select outbox_id, message_id, exchange, routing_key, message_type, payload,
                    correlation_id, causation_id, traceparent, schema_version, occurred_at
             from outbox
-            where sent_at is null
+            where sent_at is null and created_at <= now() - make_interval(secs => $2)
             order by outbox_id
             limit $1
             for update skip locked
             "#,
         )
         .bind(self.config.batch_size)
+        .bind(min_age.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
