@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use corebank_platform::messaging::{
-    OutgoingMessage, RelayConfig, enqueue_all, notify_channel, outbox_key, waking_relay_after,
+    OutboxRows, OutgoingMessage, RelayConfig, enqueue_all, notify_channel, outbox_key,
+    waking_relay_after,
 };
 use harness::{TestEnv, eventually};
 use lapin::types::FieldTable;
@@ -324,18 +325,7 @@ async fn a_poll_leaves_rows_younger_than_its_min_age_to_the_replica_that_handed_
     };
     let (sink, _key) = running_relay(&mut env, "poll_min_age", config).await;
 
-    let handed_elsewhere = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![1]);
-    sqlx::query(
-        "insert into outbox (message_id, exchange, routing_key, message_type, payload, occurred_at)
-         values ($1, 'events', $2, $3, $4, now())",
-    )
-    .bind(handed_elsewhere.message_id)
-    .bind(&handed_elsewhere.routing_key)
-    .bind(&handed_elsewhere.message_type)
-    .bind(&handed_elsewhere.payload)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    let handed_elsewhere = write_unannounced(&env, 1).await;
     let early = drained_within(&env, &sink, Duration::from_secs(3)).await;
     assert!(early.is_empty(), "polls took a young row: {early:?}");
 
@@ -346,5 +336,67 @@ async fn a_poll_leaves_rows_younger_than_its_min_age_to_the_replica_that_handed_
         "once old enough, a poll takes the row nobody else published"
     );
     assert_eq!(env.pending().await, 0);
+    env.teardown().await;
+}
+
+/// Commits an outbox row with no NOTIFY and outside any handover scope, as
+/// a writer of another replica, inside its own scope, commits it.
+async fn write_unannounced(env: &TestEnv, byte: u8) -> OutgoingMessage {
+    let message = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![byte]);
+    sqlx::query(
+        "insert into outbox (message_id, exchange, routing_key, message_type, payload, occurred_at)
+         values ($1, 'events', $2, $3, $4, now())",
+    )
+    .bind(message.message_id)
+    .bind(&message.routing_key)
+    .bind(&message.message_type)
+    .bind(&message.payload)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    message
+}
+
+/// Work inside a handover scope that writes no outbox row (a consumer batch
+/// with nothing to send binds an empty set of rows) leaves the relay alone.
+/// It used to ask for a claim round, which found nothing of this process's
+/// and, with several replicas, took the rows another replica's writers had
+/// handed to their own relay, publishing them a second time. Here such a
+/// row stays unpublished by this relay (which never polls in the test's
+/// time), and a row then written in the scope goes out on its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_that_wrote_no_outbox_row_starts_no_claim_round() {
+    let mut env = TestEnv::new().await;
+    let (sink, key) = running_relay(&mut env, "wrote_nothing", woken_only()).await;
+    write_unannounced(&env, 1).await;
+
+    static NOTHING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "with {} select count(*) from sent_woken",
+            OutboxRows::cte("sent", 1, "true")
+        )
+    });
+    waking_relay_after(Some(&key), async {
+        let mut tx = env.pool.begin().await.unwrap();
+        OutboxRows::new(Vec::new())
+            .bind(sqlx::query(sqlx::AssertSqlSafe(NOTHING.as_str())))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    })
+    .await;
+    let published = drained_within(&env, &sink, Duration::from_secs(2)).await;
+    assert!(published.is_empty(), "a claim round ran: {published:?}");
+
+    let own = OutgoingMessage::event("test.thing.happened", "test.Ok", vec![2]);
+    write_in(&env, &key, own.clone()).await;
+    let published = published_at_least(&env, &sink, 1).await;
+    assert_eq!(published, vec![own.message_id.to_string()]);
+    assert_eq!(
+        env.pending().await,
+        1,
+        "the other replica's row is left to it"
+    );
     env.teardown().await;
 }

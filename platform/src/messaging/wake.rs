@@ -67,8 +67,8 @@ pub(super) struct Mailbox {
     /// Message ids written (and, unless rolled back, committed) by scoped
     /// writers, not yet taken by the relay.
     handed: Mutex<Vec<Uuid>>,
-    /// A writer wrote rows whose ids it could not hand over: the relay
-    /// should claim pending rows.
+    /// Writers wrote rows whose ids could not be handed over (past
+    /// [`HANDED_LIMIT`]): the relay should claim pending rows.
     claim: AtomicBool,
 }
 
@@ -83,16 +83,10 @@ static RELAYS: LazyLock<Mutex<Relays>> = LazyLock::new(Mutex::default);
 /// for a while).
 const HANDED_LIMIT: usize = 10_000;
 
-/// What a scope's work wrote to the outbox.
-#[derive(Default)]
-struct Written {
-    wrote: bool,
-    ids: Vec<Uuid>,
-}
-
 tokio::task_local! {
-    /// Set inside [`waking_relay_after`]: what the work wrote.
-    static WROTE: RefCell<Written>;
+    /// Set inside [`waking_relay_after`]: the message ids of the outbox
+    /// rows the work wrote.
+    static WROTE: RefCell<Vec<Uuid>>;
 }
 
 /// A relay's registration; dropping it removes the relay.
@@ -173,15 +167,19 @@ pub async fn waking_relay_after<F: Future>(key: Option<&str>, work: F) -> F::Out
             (output, WROTE.with(|written| written.take()))
         })
         .await;
-    if written.wrote {
+    // Work that wrote no row (a batch with nothing to send) leaves the
+    // relay alone: a claim round would find nothing of this process's, and
+    // with several replicas it would take the rows another replica's
+    // writers handed to their own relay, and publish them a second time.
+    if !written.is_empty() {
         let mut handed = lock(&mailbox.handed);
-        if written.ids.is_empty() || handed.len() + written.ids.len() > HANDED_LIMIT {
+        if handed.len() + written.len() > HANDED_LIMIT {
             // The rows are pending in the table whatever happens here: a
             // relay that has not kept up (its broker away) claims them.
             handed.clear();
             mailbox.claim.store(true, Ordering::Release);
         } else {
-            handed.extend(written.ids);
+            handed.extend(written);
         }
         drop(handed);
         mailbox.wake.notify_one();
@@ -194,10 +192,6 @@ pub async fn waking_relay_after<F: Future>(key: Option<&str>, work: F) -> F::Out
 /// to the relay itself.
 pub(super) fn needs_notify(ids: &[Uuid]) -> bool {
     WROTE
-        .try_with(|written| {
-            let mut written = written.borrow_mut();
-            written.wrote = true;
-            written.ids.extend_from_slice(ids);
-        })
+        .try_with(|written| written.borrow_mut().extend_from_slice(ids))
         .is_err()
 }
