@@ -180,8 +180,10 @@ async fn a_handed_over_row_is_marked_sent_after_the_mark_delay_with_its_rounds_s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_round_marks_the_handed_rows_first_so_none_goes_out_twice() {
     let mut env = TestEnv::new().await;
+    // Polls that take rows of any age, as a NOTIFY's claim round does.
     let config = RelayConfig {
         poll_interval: Duration::from_millis(200),
+        poll_min_age: Duration::ZERO,
         mark_delay: Duration::from_secs(600),
         ..RelayConfig::default()
     };
