@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use corebank_platform::messaging::OutgoingMessage;
+use corebank_platform::messaging::{OutgoingMessage, notify_channel};
 use corebank_proto::v1 as pb;
 use corebank_proto::wire;
 use prost::Name;
@@ -269,9 +269,10 @@ async fn poison_messages_mixed_into_the_load_are_parked_one_by_one_and_every_sag
         for (queue, outbox, exchange, routing_key, message_type) in &targets {
             // In one commit with the poison, the last real message already
             // sent to the same destination is queued again (its inbox absorbs
-            // the copy): the relay's next round claims them all together, so
-            // at least one batch envelope mixes poison with a real message
-            // however fast the load runs.
+            // the copy), and the relay is notified, as by any writer outside
+            // a handover scope: the claim round that answers claims them all
+            // together, so at least one batch envelope mixes poison with a
+            // real message however fast the load runs.
             let mut tx = app.owner.begin().await.unwrap();
             for _ in 0..3 {
                 let id = uuid::Uuid::now_v7();
@@ -299,6 +300,11 @@ async fn poison_messages_mixed_into_the_load_are_parked_one_by_one_and_every_sag
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(*routing_key)
                 .bind(*exchange)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("select pg_notify($1, '')")
+                .bind(notify_channel(outbox))
                 .execute(&mut *tx)
                 .await
                 .unwrap();
