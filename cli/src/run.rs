@@ -9,7 +9,7 @@ use corebank_platform::clock;
 use corebank_platform::config::{AmqpArgs, DatabaseArgs, RequestArgs, TelemetryArgs};
 use corebank_platform::db;
 use corebank_platform::messaging::{declare_exchanges, declare_queue};
-use corebank_platform::service::{AnyService, Context, Peers};
+use corebank_platform::service::{AnyService, Context, ErasedArgs, Peers};
 use corebank_platform::{shutdown, telemetry};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
@@ -88,6 +88,16 @@ pub struct ServiceArgs {
     auth: AuthArgs,
     #[command(flatten)]
     each: EveryServiceArgs,
+}
+
+impl ServiceArgs {
+    /// The flags of `service` alone.
+    fn of(&self, service: &dyn AnyService) -> anyhow::Result<&ErasedArgs> {
+        let name = service.name();
+        self.each
+            .of(name)
+            .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -201,12 +211,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 /// Where a service run beside this process listens: its `--<service>-addr`,
 /// on the loopback interface when that address is unspecified.
 fn beside(service: &dyn AnyService, args: &ServiceArgs) -> anyhow::Result<SocketAddr> {
-    let name = service.name();
-    let own_args = args
-        .each
-        .of(name)
-        .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
-    let mut addr = service.listen_addr(own_args)?;
+    let mut addr = service.listen_addr(args.of(service)?)?;
     if addr.ip().is_unspecified() {
         addr.set_ip(Ipv4Addr::LOCALHOST.into());
     }
@@ -223,12 +228,7 @@ async fn reserve_ports<'a>(
 ) -> anyhow::Result<()> {
     let mut addrs = Vec::new();
     for service in services {
-        let name = service.name();
-        let own_args = args
-            .each
-            .of(name)
-            .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
-        addrs.push(service.listen_addr(own_args)?);
+        addrs.push(service.listen_addr(args.of(*service)?)?);
     }
     corebank_platform::listen::reserve(addrs).await
 }
@@ -243,10 +243,7 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let name = service.name();
-    let own_args = args
-        .each
-        .of(name)
-        .ok_or_else(|| anyhow::anyhow!("no flags parsed for service {name}"))?;
+    let own_args = args.of(service)?;
     let spec = service.schema();
     let owner = args.databases.owner(name, owner)?;
     let options = db::service_options(&owner, &spec, &args.db.db_password);
