@@ -145,11 +145,7 @@ async fn a_silent_participant_gets_the_same_command_again_with_backoff_and_the_s
             .any(|entry| resending_screen(&entry)),
         "the approved screen is re-sent"
     );
-    let screens_resent = test
-        .buffered
-        .iter()
-        .filter(|command| command.is::<pb::ScreenTransactionCommand>())
-        .count();
+    let screens_resent = test.buffered_count::<pb::ScreenTransactionCommand>();
     assert_eq!(
         screens_resent,
         saga.history[..approved]
@@ -230,11 +226,7 @@ async fn a_reserve_that_is_never_answered_is_released_anyway_and_the_saga_times_
         .wait_for_state(&reserve.saga_id, pb::SagaState::Compensated)
         .await;
     assert_eq!(saga.failure_reason, "TIMED_OUT");
-    let reserves = test
-        .buffered
-        .iter()
-        .filter(|command| command.is::<pb::ReserveFundsCommand>())
-        .count();
+    let reserves = test.buffered_count::<pb::ReserveFundsCommand>();
     assert_eq!(
         reserves + 1,
         fast().max_attempts as usize,

@@ -151,6 +151,14 @@ impl SagaTest {
         release
     }
 
+    /// How many commands of `M` were sent and are still kept for later.
+    pub(super) fn buffered_count<M: prost::Name>(&self) -> usize {
+        self.buffered
+            .iter()
+            .filter(|command| command.is::<M>())
+            .count()
+    }
+
     /// The next command sent, in order, whatever it is.
     pub(super) async fn next_command(&mut self) -> Received {
         if let Some(command) = self.buffered.pop_front() {
