@@ -182,19 +182,71 @@ fn pkcs8_pem(key: &SigningKey) -> anyhow::Result<String> {
     Ok(pem.to_string())
 }
 
+/// Writes `bytes` to `path` (mode 0600) unless it exists, whole or not at
+/// all: they go to a file of this process's own first, which is then linked
+/// at `path` (failing with `AlreadyExists` if another process got there
+/// first). A process reading `path` meanwhile (another replica starting at
+/// the same moment) never sees it empty or half written.
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}.{}", std::process::id(), uuid::Uuid::new_v4()));
+    let staged = std::path::PathBuf::from(staged);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::hard_link(&staged, path)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    written
 }
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DevKey;
+
+    /// Replicas starting together race to make the key: each gets the
+    /// whole key, the same one, never a file another is still writing.
+    #[test]
+    fn processes_racing_to_make_the_key_all_load_the_one_made() {
+        let dir = std::env::temp_dir().join(format!("devkey-race-{}", uuid::Uuid::new_v4()));
+        for round in 0..50 {
+            let path = dir.join(format!("key-{round}.pem"));
+            let keys: Vec<String> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| DevKey::load_or_create_at(&path)))
+                    .collect();
+                racers
+                    .into_iter()
+                    .map(|racer| {
+                        let key = racer.join().expect("no panic").expect("the key loads");
+                        key.to_pem().expect("a PEM")
+                    })
+                    .collect()
+            });
+            assert!(
+                keys.iter().all(|key| *key == keys[0]),
+                "round {round}: the racers loaded different keys"
+            );
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .expect("the key's directory")
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().contains(".pem."))
+                .collect();
+            assert!(left.is_empty(), "round {round}: staged files left behind");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
